@@ -1,0 +1,218 @@
+"""ID-agnostic item encoders: MMSR-T (text), MMSR-V (vision) and MMSR (text + vision + fusion).
+
+An item is its text and its image; the IDs only index into per-item inputs that are prepared once
+(tokenised text, the image store). Two ways to run the encoders:
+
+- ``fast`` (default): the recommender hands over each distinct item of a batch once; when an
+  encoder's frozen lower part is deterministic, its output is computed once per item and cached
+  (`FrozenCache`), so a training step runs only the trainable top blocks.
+- ``plain``: the paper's published code path, kept as the reference to measure against: every
+  slot of every sequence, padding included, goes through the whole encoders at every step.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmsr_lib.config import RunConfig
+from mmsr_lib.data.images import ImageStore
+from mmsr_lib.data.preprocess import SequenceData
+from mmsr_lib.encoders.base import ModalityOutput
+from mmsr_lib.encoders.frozen_cache import FrozenCache
+from mmsr_lib.encoders.item import ItemEncoder
+from mmsr_lib.encoders.text import TextEncoder, create_text_encoder
+from mmsr_lib.encoders.vision import VisionEncoder, create_vision_encoder
+from mmsr_lib.fusion import create_fusion
+
+log = logging.getLogger("mmsr.encoders")
+
+ITEM_ENCODERS = ("id", "text", "vision", "mm")
+ITEM_ENCODINGS = ("fast", "plain")
+
+
+class TextInputs:
+    """Every item's text tokenised once (row 0 = padding item); `rows(ids)` gathers a batch."""
+
+    def __init__(self, encoder: TextEncoder, texts: list[str]) -> None:
+        tok = encoder.tokenize(texts)
+        self.input_ids = tok["input_ids"]
+        self.attention_mask = tok["attention_mask"]
+        self.stats = dict(getattr(encoder, "stats", {}))
+
+    def rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = ids.cpu()
+        return self.input_ids[idx], self.attention_mask[idx]
+
+
+class ImageInputs:
+    """Image rows per item; pixels are read from the memory-mapped store only for a batch."""
+
+    def __init__(self, encoder: VisionEncoder, data: SequenceData) -> None:
+        if data.image_path is None:
+            raise ValueError(
+                f"data set {data.name!r} has no images (no images.npy); vision and mm item "
+                "encoders need them. Use model.item_encoder=text for text-only data."
+            )
+        self.encoder = encoder
+        self.store = ImageStore(data.image_path)
+        self.rows_of_item = data.item_image
+        # data set identity (TSVs, image store shape, meta incl. generator seed), not the path
+        self.fingerprint = data.source_fingerprint
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        images = self.store.get(self.rows_of_item[ids.cpu().numpy()])
+        return self.encoder.preprocess(images)
+
+
+class ModalityBranch(nn.Module):
+    """One encoder plus its per-item inputs and an optional frozen-prefix cache."""
+
+    def __init__(self, encoder: nn.Module, inputs: TextInputs | ImageInputs, kind: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.inputs = inputs
+        self.kind = kind
+        self.cache: FrozenCache | None = None
+
+    def _args(self, ids: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if self.kind == "text":
+            input_ids, mask = self.inputs.rows(ids)
+            return input_ids.to(device), mask.to(device)
+        return (self.inputs.rows(ids).to(device),)
+
+    def forward(self, ids: torch.Tensor) -> ModalityOutput:
+        device = ids.device
+        if self.cache is not None:
+            hidden = self.cache.get(ids).to(device)
+            if self.kind == "text":
+                _, mask = self.inputs.rows(ids)
+                return self.encoder.forward_top(hidden, mask.to(device))
+            return self.encoder.forward_top(hidden)
+        return self.encoder(*self._args(ids, device))
+
+    def frozen(self, ids: torch.Tensor) -> torch.Tensor:
+        """The frozen lower part's output for `ids` (what the cache stores)."""
+        return self.encoder.forward_frozen(*self._args(ids, ids.device))
+
+
+class MultiModalItemEncoder(ItemEncoder):
+    """text, vision or both (+ fusion) -> an item vector of the recommender's width.
+
+    Padding (id 0) maps to the zero vector without running any encoder in fast mode.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        dim: int,
+        text: ModalityBranch | None,
+        vision: ModalityBranch | None,
+        fusion: str = "merge_attn",
+        fusion_layers: int = 1,
+        dropout: float = 0.1,
+        item_encoding: str = "fast",
+    ) -> None:
+        super().__init__()
+        if item_encoding not in ITEM_ENCODINGS:
+            raise ValueError(f"unknown model.item_encoding {item_encoding!r}; choose {ITEM_ENCODINGS}")
+        if text is None and vision is None:
+            raise ValueError("a multi-modal item encoder needs a text or a vision branch")
+        self.n_items, self.dim = n_items, dim
+        self.text, self.vision = text, vision
+        self.item_encoding = item_encoding
+        self.fusion = None
+        if text is not None and vision is not None:
+            self.fusion = create_fusion(
+                fusion, text.encoder.out_dim, vision.encoder.out_dim, dim,
+                n_layers=fusion_layers, dropout=dropout,
+            )
+        else:
+            branch = text or vision
+            self.proj = nn.Sequential(nn.LayerNorm(branch.encoder.out_dim),
+                                      nn.Linear(branch.encoder.out_dim, dim))
+
+    @property
+    def plain(self) -> bool:
+        return self.item_encoding == "plain"
+
+    def branches(self) -> list[ModalityBranch]:
+        return [b for b in (self.text, self.vision) if b is not None]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [p for b in self.branches() for p in b.encoder.parameters() if p.requires_grad]
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Vectors for real item ids (no padding handling)."""
+        t = self.text(ids) if self.text is not None else None
+        v = self.vision(ids) if self.vision is not None else None
+        if self.fusion is not None:
+            return self.fusion(t, v)
+        return self.proj((t if t is not None else v).pooled)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.plain:  # the reference: every slot, padding included, through everything
+            return self.encode(ids) * (ids > 0).unsqueeze(-1)
+        out = torch.zeros(*ids.shape, self.dim, device=ids.device)
+        real = ids > 0
+        if real.any():
+            vecs = self.encode(ids[real])
+            out = out.to(vecs.dtype)
+            out[real] = vecs
+        return out
+
+    # -- frozen-prefix cache ---------------------------------------------------------------
+    def enable_cache(self, mode: str = "auto", batch_size: int = 256) -> list[str]:
+        """Build a frozen-prefix cache for every branch where it is valid; returns their kinds.
+
+        mode="auto" skips branches where the frozen part is not deterministic (full fine-tuning,
+        MAE random masking) with a logged reason; mode="require" raises instead.
+        """
+        if self.plain:
+            raise ValueError("model.item_encoding=plain is the uncached reference; use fast")
+        built = []
+        for b in self.branches():
+            reason = FrozenCache.invalid_reason(b.encoder)
+            if reason:
+                if mode == "require":
+                    raise ValueError(f"cannot cache the frozen part of {b.encoder.name}: {reason}")
+                log.info("no frozen-prefix cache for %s: %s", b.encoder.name, reason)
+                continue
+            b.cache = FrozenCache.build(b, self.n_items, batch_size=batch_size)
+            built.append(b.kind)
+        return built
+
+
+def create_item_encoder(cfg: RunConfig, data: SequenceData) -> MultiModalItemEncoder:
+    """The item encoder named by `cfg.model.item_encoder` for the items of `data`."""
+    m = cfg.model
+    if m.item_encoder not in ITEM_ENCODERS or m.item_encoder == "id":
+        raise ValueError(
+            f"unknown model.item_encoder {m.item_encoder!r}; choose one of {ITEM_ENCODERS} "
+            "('id' is built by mmsr_lib.experiment)"
+        )
+    text = vision = None
+    if m.item_encoder in ("text", "mm"):
+        enc = create_text_encoder(m.text_encoder, max_tokens=m.text_max_tokens,
+                                  pooling=m.text_pooling, finetune=m.finetune,
+                                  top_blocks=m.top_blocks)
+        text = ModalityBranch(enc, TextInputs(enc, data.item_text), "text")
+    if m.item_encoder in ("vision", "mm"):
+        image_size = _store_image_size(data)
+        enc = create_vision_encoder(m.vision_encoder, image_size=image_size, finetune=m.finetune,
+                                    top_blocks=m.top_blocks, mask_ratio=m.mask_ratio)
+        vision = ModalityBranch(enc, ImageInputs(enc, data), "vision")
+    return MultiModalItemEncoder(
+        data.n_items, m.dim, text, vision, fusion=m.fusion, fusion_layers=m.fusion_layers,
+        dropout=m.dropout, item_encoding=m.item_encoding,
+    )
+
+
+def _store_image_size(data: SequenceData) -> int:
+    if data.image_path is None:
+        raise ValueError(f"data set {data.name!r} has no images; use model.item_encoder=text")
+    arr = np.load(data.image_path, mmap_mode="r")
+    return int(arr.shape[1])

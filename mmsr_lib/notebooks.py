@@ -1,0 +1,120 @@
+"""Notebook plumbing: record values from inside a notebook, execute notebooks headlessly.
+
+`record(name, value)` is how a notebook tells its test what it computed (the microsoft/recommenders
+pattern, without scrapbook): values go to the JSON file named by `MMSR_RECORD_FILE` when set.
+`python -m mmsr_lib.notebooks run --profile smoke` executes every notebook with papermill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mmsr_lib.paths import home
+
+RECORD_ENV = "MMSR_RECORD_FILE"
+
+
+def record(name: str, value: Any) -> Any:
+    """Remember `value` under `name` for whoever executes this notebook; returns `value`."""
+    path = os.environ.get(RECORD_ENV)
+    if path:
+        p = Path(path)
+        data = json.loads(p.read_text()) if p.exists() else {}
+        data[name] = value
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, default=float))
+        os.replace(tmp, p)
+    return value
+
+
+def notebook_paths(names: list[str] | None = None) -> list[Path]:
+    """The workbook's notebooks in order (optionally only those whose name contains a filter)."""
+    paths = sorted((home() / "notebooks").glob("*.ipynb"))
+    if names:
+        paths = [p for p in paths if any(n in p.stem for n in names)]
+    return paths
+
+
+def run_notebook(
+    path: str | Path,
+    profile: str = "smoke",
+    output_dir: str | Path | None = None,
+    parameters: dict[str, Any] | None = None,
+    timeout: int = 1800,
+) -> dict[str, Any]:
+    """Execute one notebook with papermill; returns the values it recorded.
+
+    The executed copy (with outputs) goes to `output_dir` (default runs/notebooks), never over
+    the committed, output-free source.
+    """
+    import papermill as pm
+
+    path = Path(path)
+    out_dir = Path(output_dir) if output_dir else home() / "runs" / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rec_file = out_dir / f"{path.stem}.{profile}.records.json"
+    rec_file.unlink(missing_ok=True)
+    old = os.environ.get(RECORD_ENV)
+    os.environ[RECORD_ENV] = str(rec_file)
+    try:
+        pm.execute_notebook(
+            str(path),
+            str(out_dir / f"{path.stem}.{profile}.ipynb"),
+            parameters={"profile": profile, **(parameters or {})},
+            cwd=str(path.parent),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
+    finally:
+        if old is None:
+            os.environ.pop(RECORD_ENV, None)
+        else:
+            os.environ[RECORD_ENV] = old
+    return json.loads(rec_file.read_text()) if rec_file.exists() else {}
+
+
+def strip_outputs(path: str | Path) -> bool:
+    """Remove outputs and execution counts in place; True if the file changed."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
+            cell.outputs, cell.execution_count, changed = [], None, True
+        for key in ("execution", "papermill"):
+            if key in cell.metadata:
+                del cell.metadata[key]
+                changed = True
+    if changed:
+        nbformat.write(nb, path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmsr_lib.notebooks")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="execute notebooks headlessly with papermill")
+    run.add_argument("names", nargs="*", help="only notebooks whose name contains one of these")
+    run.add_argument("--profile", default=os.environ.get("MMSR_PROFILE", "smoke"))
+    run.add_argument("--out", default=None)
+    strip = sub.add_parser("strip", help="strip outputs before committing")
+    strip.add_argument("names", nargs="*")
+    args = parser.parse_args(argv)
+    for nb in notebook_paths(args.names):
+        if args.cmd == "run":
+            rec = run_notebook(nb, args.profile, args.out)
+            print(f"{nb.name}: ok, recorded {json.dumps(rec, default=str)[:300]}")
+        elif strip_outputs(nb):
+            print(f"{nb.name}: stripped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

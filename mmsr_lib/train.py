@@ -1,0 +1,231 @@
+"""The trainer: AdamW with encoder/downstream groups, linear decay, early stopping on valid NDCG@10,
+atomic resumable checkpoints.
+
+Resuming is exact: every epoch reseeds dropout and the batch order from (seed, epoch), and the
+checkpoint holds the optimiser and scheduler, so a run killed after epoch k and restarted ends
+with the same numbers as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mmsr_lib.config import RunConfig
+from mmsr_lib.data.loaders import TrainBatches, train_loader
+from mmsr_lib.data.preprocess import SequenceData
+from mmsr_lib.recommender import Recommender
+
+log = logging.getLogger("mmsr.train")
+
+SELECTION_METRIC = "NDCG@10"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without it is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name!r} but no CUDA device is visible; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def build_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.AdamW:
+    """AdamW with three groups: pretrained-encoder ("top") parameters at `encoder_lr` without
+    weight decay; downstream matrices at `lr` with `weight_decay`; downstream biases, norms and
+    other 1-D parameters at `lr` without decay (decaying a LayerNorm gain towards 0 only hurts)."""
+    t = cfg.train
+    enc = [p for p in model.item_encoder.encoder_parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in enc}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
+    groups = [
+        {"params": [p for p in rest if p.ndim >= 2], "lr": t.lr, "weight_decay": t.weight_decay,
+         "name": "downstream"},
+        {"params": [p for p in rest if p.ndim < 2], "lr": t.lr, "weight_decay": 0.0,
+         "name": "downstream_no_decay"},
+        {"params": enc, "lr": t.encoder_lr, "weight_decay": t.encoder_weight_decay, "name": "encoder"},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]])
+
+
+def linear_decay(total_steps: int, decay_to: float = 0.1, decay_frac: float = 0.8) -> Callable[[int], float]:
+    """Factor 1 -> `decay_to` linearly over the first `decay_frac` of the steps, then held
+    (the paper: to 10% after 120 of 150 epochs)."""
+    horizon = max(1, int(round(total_steps * decay_frac)))
+
+    def factor(step: int) -> float:
+        return 1.0 - (1.0 - decay_to) * min(step / horizon, 1.0)
+
+    return factor
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters and buffers only: frozen pretrained weights never change, so keeping
+    them out of checkpoints makes saving a large MMSR model cheap."""
+    keep = {n for n, p in model.named_parameters() if p.requires_grad}
+    keep |= {n for n, _ in model.named_buffers()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in keep}
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """Write to a temporary file in the same directory and rename: a kill mid-write leaves the
+    previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_valid: dict[str, float] = field(default_factory=dict)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    resumed_from: int | None = None
+    train_seconds: float = 0.0
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def fit(
+    model: Recommender,
+    data: SequenceData,
+    cfg: RunConfig,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> FitResult:
+    """Train `model` on `data`; leave it at the best-validation weights and return the history.
+
+    With `run_dir`, a checkpoint is written atomically after every epoch and an existing one for
+    the same config is resumed. `on_epoch_end(epoch, record)` lets notebooks plot live; raising
+    from it stops training with the checkpoint intact.
+    """
+    t = cfg.train
+    device = next(model.parameters()).device
+    batches = TrainBatches(data, t.batch_size, t.seed)
+    loader = train_loader(batches, t.num_workers, pin_memory=device.type == "cuda")
+    total_steps = t.epochs * len(batches)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, linear_decay(total_steps, t.decay_to, t.decay_frac)
+    )
+    valid_set = data.eval_set("valid")
+    ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
+
+    result = FitResult()
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score, bad_checks, start_epoch, done = -math.inf, 0, 0, False
+    if ckpt_path is not None and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ck.get("config_hash") != cfg.hash():
+            raise RuntimeError(
+                f"{ckpt_path} belongs to another configuration ({ck.get('config_hash')} != "
+                f"{cfg.hash()}); delete it or use another train.checkpoint_dir"
+            )
+        model.load_state_dict(ck["model"], strict=False)
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        best_state, best_score = ck["best_state"], ck["best_score"]
+        bad_checks, start_epoch, done = ck["bad_checks"], ck["epoch"] + 1, ck["done"]
+        result.history, result.best_epoch = ck["history"], ck["best_epoch"]
+        result.best_valid, result.resumed_from = ck["best_valid"], ck["epoch"]
+        log.info("resumed %s after epoch %d", ckpt_path, ck["epoch"])
+
+    bar = tqdm(range(start_epoch, t.epochs), desc=cfg.name, disable=not progress or done,
+               initial=start_epoch, total=t.epochs, leave=False)
+    t0 = time.perf_counter()
+    for epoch in bar:
+        if done:
+            break
+        torch.manual_seed(t.seed * 100_003 + epoch)  # dropout stream: a function of the epoch
+        batches.set_epoch(epoch)
+        model.train()
+        e0, loss_sum, n = time.perf_counter(), 0.0, 0
+        for step, batch in enumerate(loader):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with _autocast(device, t.amp):
+                loss = model.loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss is {loss.item()} at epoch {epoch} step {step} of run {cfg.name!r}; "
+                    "lower train.lr / train.encoder_lr or check the data. "
+                    + (f"The last good checkpoint is intact at {ckpt_path}." if ckpt_path else "")
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item()
+            n += 1
+            if progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{loss_sum / n:.4f}")
+        record: dict = {
+            "epoch": epoch,
+            "loss": loss_sum / max(n, 1),
+            "lr": scheduler.get_last_lr()[0],
+            "train_seconds": time.perf_counter() - e0,
+        }
+        last = epoch == t.epochs - 1
+        if (epoch + 1) % t.eval_every == 0 or last:
+            v0 = time.perf_counter()
+            valid = model.evaluate(valid_set, cfg.eval.ks, cfg.eval.batch_size).metrics
+            record["valid"] = valid
+            record["eval_seconds"] = time.perf_counter() - v0
+            score = valid[SELECTION_METRIC]
+            if score > best_score:
+                best_score, bad_checks = score, 0
+                best_state = trainable_state(model)
+                result.best_epoch, result.best_valid = epoch, valid
+            else:
+                bad_checks += 1
+            if progress:
+                bar.set_postfix(loss=f"{record['loss']:.4f}", ndcg10=f"{score:.2f}")
+        result.history.append(record)
+        done = last or bad_checks >= t.patience
+        result.stopped_early = done and not last
+        if ckpt_path is not None:
+            atomic_save(
+                {
+                    "config_hash": cfg.hash(),
+                    "epoch": epoch,
+                    "done": done,
+                    "model": trainable_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "best_state": best_state,
+                    "best_score": best_score,
+                    "best_epoch": result.best_epoch,
+                    "best_valid": result.best_valid,
+                    "bad_checks": bad_checks,
+                    "history": result.history,
+                },
+                ckpt_path,
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+        if done:
+            break
+    bar.close()
+    result.train_seconds = time.perf_counter() - t0
+    result.epochs_run = len(result.history)
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    return result

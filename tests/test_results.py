@@ -1,0 +1,167 @@
+"""The SQLite results store: round trips, run-or-load, failures, concurrent writers, export."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmsr_lib.config import RunConfig, profile_config
+from mmsr_lib.results import ResultsStore, git_commit, run_or_load
+
+
+def fake_result(seed: int) -> dict:
+    return {
+        "metrics": {"valid": {"HR@10": 1.0 + seed, "NDCG@10": 0.5},
+                    "test": {"HR@10": 2.0 + seed, "NDCG@10": 1.0 + seed}},
+        "history": [{"epoch": 1, "loss": np.float32(0.75), "valid": {"NDCG@10": 0.5}}],
+        "timings": {"total_seconds": 1.5},
+        "dataset_fingerprint": "abc123",
+        "extra": {"n_users": np.int64(300), "best_epoch": 1},
+    }
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "sub" / "r.sqlite")
+    cfg = profile_config("smoke", name="round", model__sequence="gru4rec")
+    assert store.get(cfg.hash()) is None
+    store.start(cfg)
+    assert store.get(cfg.hash()).status == "running"
+    rec = store.finish(cfg, fake_result(0))
+    assert rec.status == "done" and rec.config_hash == cfg.hash()
+    assert rec.metrics["test"] == {"HR@10": 2.0, "NDCG@10": 1.0}
+    assert rec.history[0]["loss"] == pytest.approx(0.75)
+    assert rec.extra == {"n_users": 300, "best_epoch": 1}
+    assert rec.timings == {"total_seconds": 1.5}
+    assert rec.dataset_fingerprint == "abc123"
+    assert (rec.name, rec.profile, rec.error) == ("round", "smoke", None)
+    assert rec.run_config().hash() == cfg.hash()
+    assert rec.created.endswith("+00:00") and rec.updated >= rec.created
+    assert rec.git_commit == git_commit()
+    # a second store object on the same file sees the same record
+    assert ResultsStore(tmp_path / "sub" / "r.sqlite").get(cfg.hash()) == rec
+    assert [r.config_hash for r in store.records()] == [cfg.hash()]
+
+
+def test_start_resets_a_previous_result(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = RunConfig(name="again")
+    store.finish(cfg, fake_result(1))
+    store.start(cfg)
+    rec = store.get(cfg.hash())
+    assert rec.status == "running" and rec.metrics == {} and rec.history == []
+
+
+def test_run_or_load_runs_once(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite")
+    calls: list[str] = []
+
+    def runner(cfg: RunConfig) -> dict:
+        calls.append(cfg.name)
+        return fake_result(len(calls))
+
+    cfg = profile_config("smoke", name="once")
+    first = run_or_load(cfg, runner=runner, store=store)
+    second = run_or_load(cfg.override("name=renamed"), runner=runner, store=store)  # same hash
+    assert calls == ["once"]
+    assert second == first and first.metrics["test"]["HR@10"] == 3.0
+    forced = run_or_load(cfg, runner=runner, store=store, force=True)
+    assert calls == ["once", "once"] and forced.metrics["test"]["HR@10"] == 4.0
+    other = run_or_load(cfg.override("train.seed=7"), runner=runner, store=store)
+    assert len(calls) == 3 and other.config_hash != first.config_hash
+
+
+def test_failure_is_recorded_and_reraised(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = RunConfig(name="boom")
+
+    def runner(_: RunConfig) -> dict:
+        raise RuntimeError("CUDA out of memory; lower train.batch_size")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_or_load(cfg, runner=runner, store=store)
+    rec = store.get(cfg.hash())
+    assert rec.status == "failed"
+    assert rec.error == "RuntimeError: CUDA out of memory; lower train.batch_size"
+    assert store.records() == [] and len(store.records("failed")) == 1
+    # a failed run is retried, not loaded
+    ok = run_or_load(cfg, runner=lambda c: fake_result(0), store=store)
+    assert ok.status == "done" and ok.error is None
+
+
+def test_bad_results_are_rejected(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = RunConfig()
+    with pytest.raises(ValueError, match="unknown result keys"):
+        store.finish(cfg, {"metrics": {}, "loss": 1.0})
+    with pytest.raises(ValueError, match="metrics"):
+        store.finish(cfg, {"history": []})
+    with pytest.raises(ValueError, match="not JSON-serialisable"):
+        store.finish(cfg, {"metrics": {}, "extra": {"obj": object()}})
+    with pytest.raises(ValueError, match="status must be one of"):
+        store.records("finished")
+    assert store.get(cfg.hash()) is None
+
+
+def test_default_path_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMSR_RESULTS", str(tmp_path / "env" / "x.sqlite"))
+    assert ResultsStore().path == tmp_path / "env" / "x.sqlite"
+    assert (tmp_path / "env" / "x.sqlite").exists()
+
+
+def _writer(path: str, worker: int) -> None:
+    store = ResultsStore(path)
+    for i in range(25):
+        cfg = RunConfig(name=f"w{worker}-{i}").override(train__seed=1000 * worker + i)
+        store.start(cfg)
+        store.finish(cfg, fake_result(i))
+
+
+def test_concurrent_writers(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.sqlite")
+    ResultsStore(path)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    store = ResultsStore(path)
+    recs = store.records()
+    assert len(recs) == 100 and len({r.config_hash for r in recs}) == 100
+    assert {r.name for r in recs} == {f"w{w}-{i}" for w in range(4) for i in range(25)}
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        con.close()
+
+
+def test_frame_and_export_csv(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite")
+    a = profile_config("smoke", name="a", model__sequence="sasrec")
+    b = profile_config("smoke", name="b", model__sequence="nextitnet")
+    store.finish(a, fake_result(0))
+    store.finish(b, fake_result(1))
+    store.fail(RunConfig(name="c"), "ValueError: bad")
+    frame = store.to_frame("test")
+    assert list(frame["name"]) == ["a", "b", "c"]
+    assert list(frame["model.sequence"]) == ["sasrec", "nextitnet", "sasrec"]
+    assert frame.loc[frame["name"] == "b", "HR@10"].item() == 3.0
+    assert np.isnan(frame.loc[frame["name"] == "c", "HR@10"].item())
+    assert list(frame["status"]) == ["done", "done", "failed"]
+    assert {"hash", "profile", "git_commit", "NDCG@10"} <= set(frame.columns)
+    assert ResultsStore(tmp_path / "empty.sqlite").to_frame().empty
+
+    out = store.export_csv(tmp_path / "exports" / "runs.csv")
+    assert out == tmp_path / "exports" / "runs.csv"
+    csv = pd.read_csv(out)
+    assert len(csv) == 3 and csv.loc[1, "valid/HR@10"] == 2.0 and csv.loc[1, "test/HR@10"] == 3.0
+    assert csv.loc[2, "error"] == "ValueError: bad"
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
