@@ -1,0 +1,50 @@
+"""Every notebook runs headlessly in the smoke profile and records what it computed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mmsr_lib.notebooks import notebook_paths, run_notebook, strip_outputs
+
+NOTEBOOKS = notebook_paths()
+
+
+def _check_percent(value: float) -> None:
+    assert not math.isnan(value) and 0.0 <= value <= 100.0
+
+
+# what each notebook must have recorded, checked after a smoke run
+CHECKS = {
+    "00_quickstart": lambda r: (
+        r["n_users"] == 300,
+        _check_percent(r["sasrec_hr10"]),
+        _check_percent(r["mostpop_hr10"]),
+        0.0 < r["cold_item_share"] < 1.0,
+    ),
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_smoke(path, tmp_path):
+    records = run_notebook(path, profile="smoke", output_dir=tmp_path)
+    assert records, f"{path.name} recorded nothing"
+    check = CHECKS.get(path.stem)
+    assert check is not None, f"add a check for {path.stem} to CHECKS"
+    assert all(x in (True, None) for x in check(records))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_committed_clean(path, tmp_path):
+    """Committed notebooks carry no outputs and start with a `parameters` cell holding profile."""
+    import nbformat
+
+    copy = tmp_path / path.name
+    copy.write_bytes(path.read_bytes())
+    assert not strip_outputs(copy), f"{path.name} has outputs; run python -m mmsr_lib.notebooks strip"
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert "parameters" in first.metadata.get("tags", []) and "profile" in first.source
+    assert 'os.environ.get("MMSR_PROFILE"' in first.source
