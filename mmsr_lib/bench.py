@@ -8,6 +8,7 @@ time: machines are noisy, and a claim is a measured ratio in one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -100,6 +101,252 @@ def bench_eval_scaling(catalogs=(10_000, 100_000, 1_000_000), n_users: int = 512
             "machine": machine()}
 
 
+# -- training: plain vs fast item encoding -------------------------------------------------------
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Turn off every dropout (torch modules and Hugging Face attention probabilities) so that the
+    plain and the fast mode draw no random numbers and must compute the same losses."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        for attr in ("dropout_prob", "attention_dropout", "attn_dropout", "dropout_p"):
+            if isinstance(getattr(m, attr, None), float):
+                setattr(m, attr, 0.0)
+        cfg = getattr(m, "config", None)
+        for attr in ("attention_probs_dropout_prob", "hidden_dropout_prob", "attention_dropout",
+                     "hidden_dropout", "dropout"):
+            if cfg is not None and isinstance(getattr(cfg, attr, None), float):
+                setattr(cfg, attr, 0.0)
+
+
+def train_bench_config(
+    text: str = "tiny-roberta-12l", vision: str = "tiny-mae-12l", fusion: str = "merge_attn",
+    sequence: str = "sasrec", dim: int = 64, batch_size: int = 64, max_len: int = 20,
+    n_users: int = 3000, n_items: int = 1200, image_size: int = 64, text_tokens: int = 50,
+):
+    """The benchmark architecture: 12-layer text and vision encoders (top 2 trainable), narrow
+    enough for a CPU, merge-attention, SASRec, batch 64, L = 20; MAE without random masking so
+    that the frozen prefix is cacheable (the plain mode computes the same thing uncached)."""
+    from mmsr_lib.config import profile_config
+
+    mask = ["model.mask_ratio=0"] if "mae" in vision else []
+    return profile_config("cpu").override(
+        "model.item_encoder=mm", f"model.text_encoder={text}", f"model.vision_encoder={vision}",
+        f"model.fusion={fusion}", f"model.sequence={sequence}", f"model.dim={dim}",
+        "model.dropout=0", f"model.text_max_tokens={text_tokens}", *mask,
+        f"train.batch_size={batch_size}", f"data.max_len={max_len}",
+        f"data.synth.n_users={n_users}", f"data.synth.n_items={n_items}",
+        f"data.synth.image_size={image_size}", "name=bench-train",
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _train_steps(cfg_dict: dict, mode: str, steps: int, device: str, profile: bool) -> dict:
+    """Run `steps` optimiser steps in one mode; executed in a fresh process per mode so that
+    its peak memory is its own."""
+    from mmsr_lib.config import RunConfig
+    from mmsr_lib.data.loaders import TrainBatches
+    from mmsr_lib.experiment import build_model, load_data
+    from mmsr_lib.train import build_optimizer
+
+    cfg = RunConfig.from_dict(cfg_dict).override(f"model.item_encoding={mode}")
+    dev = torch.device(device)
+    data = load_data(cfg.data)
+    rss_data = peak_rss_mb()
+    t0 = time.perf_counter()
+    model = build_model(cfg, data, dev)
+    build_s = time.perf_counter() - t0
+    disable_dropout(model)
+    model.train()
+    opt = build_optimizer(model, cfg)
+    batches = TrainBatches(data, cfg.train.batch_size, cfg.train.seed)
+    batches.set_epoch(0)
+    losses, times, distinct, slots = [], [], [], []
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(steps):
+        batch = {k: v.to(dev) for k, v in batches[i % len(batches)].items()}
+        ids = torch.cat([batch["inputs"], batch["targets"], batch["negatives"]], 1)
+        distinct.append(int(torch.unique(ids[ids > 0]).numel()))
+        slots.append(int(batch["inputs"].numel() * 2 + batch["inputs"].shape[0] * 2))
+        _sync(dev)
+        t = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and \
+                cfg.train.amp else contextlib.nullcontext():
+            loss = model.loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+        losses.append(float(loss.item()))
+    out = {
+        "mode": mode, "losses": losses, "step_seconds": times, "build_seconds": build_s,
+        "distinct_items_per_batch": float(np.mean(distinct)), "slots_per_batch": slots[0],
+        "peak_rss_mb": peak_rss_mb(), "peak_rss_mb_after_data": rss_data,
+        "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if mode == "fast":
+        out["floor"] = _floor(model, batches, steps, dev)
+        if profile:
+            out["profile"] = _profile_steps(model, opt, batches, dev)
+    return out
+
+
+def _floor(model, batches, steps: int, dev: torch.device) -> dict:
+    """The cost of running only the trainable top blocks (forward + backward) on the distinct
+    items of each batch, from cached frozen states: what no item-encoding scheme can avoid."""
+    enc = model.item_encoder
+    times = []
+    for i in range(min(steps, 10)):
+        b = batches[i % len(batches)]
+        ids = torch.cat([b["inputs"], b["targets"], b["negatives"]], 1)
+        ids = torch.unique(ids[ids > 0]).to(dev)
+        inputs = []
+        for br in enc.branches():
+            hidden = br.cache.get(ids).to(dev)
+            extra = (br.inputs.rows(ids)[1].to(dev),) if br.kind == "text" else ()
+            inputs.append((br, hidden, extra))
+        _sync(dev)
+        t = time.perf_counter()
+        total = 0.0
+        for br, hidden, extra in inputs:
+            total = total + br.encoder.forward_top(hidden, *extra).tokens.float().sum()
+        total.backward()
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    return {"top_blocks_seconds": float(np.median(times))}
+
+
+def _profile_steps(model, opt, batches, dev: torch.device, n: int = 3) -> list[dict]:
+    """Where a fast step spends its time: torch.profiler, top operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for i in range(n):
+            batch = {k: v.to(dev) for k, v in batches[i].items()}
+            loss = model.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1
+    return [{"op": e.key, "self_cpu_ms_per_step": e.self_cpu_time_total / 1000 / n,
+             "share": e.self_cpu_time_total / total, "calls_per_step": e.count / n}
+            for e in rows[:12]]
+
+
+def _in_subprocess(fn: Callable[..., dict], *args) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def bench_train(steps: int = 20, device: str = "auto", profile: bool = True,
+                isolate: bool = True, **config) -> dict:
+    """Training throughput of plain vs fast item encoding on the same data, seed and model.
+
+    Both modes run the same first `steps` batches from the same initial weights with dropout off;
+    the first step of each is a warm-up and not timed into the throughput.
+    """
+    from mmsr_lib.experiment import load_data
+    from mmsr_lib.train import resolve_device
+
+    cfg = train_bench_config(**config)
+    dev = str(resolve_device(device))
+    load_data(cfg.data)  # generate the catalog once, outside the timed children
+    run = _in_subprocess if isolate else (lambda fn, *a: fn(*a))
+    res = {m: run(_train_steps, cfg.to_dict(), m, steps, dev, profile) for m in ("plain", "fast")}
+    bs = cfg.train.batch_size
+
+    def seq_per_s(r: dict) -> float:
+        t = r["step_seconds"][1:] or r["step_seconds"]
+        return bs * len(t) / sum(t)
+
+    plain, fast = res["plain"], res["fast"]
+    diffs = [abs(a - b) for a, b in zip(plain["losses"], fast["losses"], strict=True)]
+    fast_step = float(np.median(fast["step_seconds"][1:] or fast["step_seconds"]))
+    return {
+        "benchmark": "train",
+        "settings": {"steps": steps, "device": dev, "batch_size": bs,
+                     "max_len": cfg.data.max_len, "text_encoder": cfg.model.text_encoder,
+                     "vision_encoder": cfg.model.vision_encoder, "fusion": cfg.model.fusion,
+                     "sequence": cfg.model.sequence, "dim": cfg.model.dim,
+                     "n_items": cfg.data.synth.n_items, "image_size": cfg.data.synth.image_size,
+                     "text_tokens": cfg.model.text_max_tokens, "dtype": "float32" if dev == "cpu"
+                     or not cfg.train.amp else "bfloat16 autocast"},
+        "plain_sequences_per_second": seq_per_s(plain),
+        "fast_sequences_per_second": seq_per_s(fast),
+        "speedup": seq_per_s(fast) / seq_per_s(plain),
+        "max_abs_loss_difference": max(diffs),
+        "losses_plain": plain["losses"],
+        "losses_fast": fast["losses"],
+        "fast_cache_build_seconds": fast["build_seconds"],
+        "plain_build_seconds": plain["build_seconds"],
+        "peak_rss_mb": {"plain": plain["peak_rss_mb"], "fast": fast["peak_rss_mb"],
+                        "after_data_plain": plain["peak_rss_mb_after_data"],
+                        "after_data_fast": fast["peak_rss_mb_after_data"]},
+        "cuda_peak_mb": {"plain": plain["cuda_peak_mb"], "fast": fast["cuda_peak_mb"]},
+        "distinct_items_per_batch": fast["distinct_items_per_batch"],
+        "slots_per_batch_plain": plain["slots_per_batch"],
+        "fast_step_seconds": fast_step,
+        "floor_seconds": fast["floor"]["top_blocks_seconds"],
+        "fast_over_floor": fast_step / fast["floor"]["top_blocks_seconds"],
+        "profile_fast": fast.get("profile"),
+        "parameters": fast["parameters"],
+        "trainable_parameters": fast["trainable_parameters"],
+        "machine": machine(),
+    }
+
+
+def bench_train_scaling(lengths=(10, 20, 50), steps: int = 6, device: str = "auto",
+                        **config) -> dict:
+    """Fast-mode time per training step as the sequence length L grows."""
+    from mmsr_lib.experiment import load_data
+    from mmsr_lib.train import resolve_device
+
+    dev = str(resolve_device(device))
+    rows = []
+    for L in lengths:
+        cfg = train_bench_config(max_len=L, **config)
+        load_data(cfg.data)
+        r = _train_steps(cfg.to_dict(), "fast", steps, dev, False)
+        rows.append({"max_len": L, "step_seconds": float(np.median(r["step_seconds"][1:])),
+                     "distinct_items_per_batch": r["distinct_items_per_batch"]})
+    return {"benchmark": "train_scaling", "rows": rows, "machine": machine()}
+
+
+def bench_scaling(out: str = "figures/bench_scaling.png", steps: int = 6) -> dict:
+    """Both scaling curves (step time vs L, evaluation time vs catalog size) and their figure."""
+    import matplotlib.pyplot as plt
+
+    from mmsr_lib.paths import resolve
+    from mmsr_lib.plots import save_figure
+
+    tr = bench_train_scaling(steps=steps)
+    ev = bench_eval_scaling()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a.plot([r["max_len"] for r in tr["rows"]], [r["step_seconds"] for r in tr["rows"]], "o-")
+    a.set(xlabel="sequence length L", ylabel="seconds per training step (fast)",
+          title="training step vs L")
+    b.loglog([r["n_items"] for r in ev["rows"]], [r["seconds"] for r in ev["rows"]], "o-")
+    b.set(xlabel="catalog size (items)", ylabel=f"seconds to rank {ev['n_users']} users",
+          title="full-ranking evaluation vs catalog")
+    fig.tight_layout()
+    path = save_figure(fig, resolve(out))
+    return {"benchmark": "scaling", "train": tr["rows"], "eval": ev["rows"], "figure": str(path),
+            "machine": machine()}
+
+
 # -- paper-scale data --------------------------------------------------------------------------
 def bench_data(n_users: int = 200_000, n_items: int = 85_000, mean_seq_len: float = 31.0,
                image_size: int = 32, out: str = "data/bench-hm-scale") -> dict:
@@ -133,6 +380,9 @@ def bench_data(n_users: int = 200_000, n_items: int = 85_000, mean_seq_len: floa
 
 
 BENCHMARKS: dict[str, Callable[..., dict]] = {
+    "train": bench_train,
+    "train-scaling": bench_train_scaling,
+    "scaling": bench_scaling,
     "eval": bench_eval,
     "eval-scaling": bench_eval_scaling,
     "data": bench_data,
