@@ -78,9 +78,24 @@ class ModalityBranch(nn.Module):
         self.kind = kind
         self.cache: FrozenCache | None = None
 
+    trim: bool = True  # fast mode: drop token columns that are padding for the whole batch
+
+    def _text_rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Token ids and mask of `ids`, and how many columns hold a real token in any row.
+
+        Texts are tokenised to `max_tokens` (50), but most are far shorter; attention and
+        pooling ignore padding, so cutting the all-padding columns changes nothing but the cost.
+        The plain reference mode keeps the fixed width, as the paper's code does.
+        """
+        input_ids, mask = self.inputs.rows(ids)
+        width = input_ids.shape[1]
+        if self.trim and len(mask):
+            width = max(1, int(mask.sum(1).max()))
+        return input_ids[:, :width], mask[:, :width], width
+
     def _args(self, ids: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
         if self.kind == "text":
-            input_ids, mask = self.inputs.rows(ids)
+            input_ids, mask, _ = self._text_rows(ids)
             return input_ids.to(device), mask.to(device)
         return (self.inputs.rows(ids).to(device),)
 
@@ -89,14 +104,17 @@ class ModalityBranch(nn.Module):
         if self.cache is not None:
             hidden = self.cache.get(ids).to(device)
             if self.kind == "text":
-                _, mask = self.inputs.rows(ids)
-                return self.encoder.forward_top(hidden, mask.to(device))
+                _, mask, width = self._text_rows(ids)
+                return self.encoder.forward_top(hidden[:, :width], mask.to(device))
             return self.encoder.forward_top(hidden)
         return self.encoder(*self._args(ids, device))
 
     def frozen(self, ids: torch.Tensor) -> torch.Tensor:
-        """The frozen lower part's output for `ids` (what the cache stores)."""
-        return self.encoder.forward_frozen(*self._args(ids, ids.device))
+        """The frozen lower part's output for `ids` at full token width (what the cache stores)."""
+        if self.kind == "text":
+            input_ids, mask = self.inputs.rows(ids)
+            return self.encoder.forward_frozen(input_ids.to(ids.device), mask.to(ids.device))
+        return self.encoder.forward_frozen(self.inputs.rows(ids).to(ids.device))
 
 
 class MultiModalItemEncoder(ItemEncoder):
@@ -124,6 +142,9 @@ class MultiModalItemEncoder(ItemEncoder):
         self.n_items, self.dim = n_items, dim
         self.text, self.vision = text, vision
         self.item_encoding = item_encoding
+        for b in (text, vision):
+            if b is not None:
+                b.trim = item_encoding == "fast"
         self.fusion = None
         if text is not None and vision is not None:
             self.fusion = create_fusion(
@@ -133,7 +154,7 @@ class MultiModalItemEncoder(ItemEncoder):
         else:
             branch = text or vision
             self.proj = nn.Sequential(nn.LayerNorm(branch.encoder.out_dim),
-                                      nn.Linear(branch.encoder.out_dim, dim))
+                                      nn.Linear(branch.encoder.out_dim, dim), nn.LayerNorm(dim))
 
     @property
     def plain(self) -> bool:
@@ -146,12 +167,21 @@ class MultiModalItemEncoder(ItemEncoder):
         return [p for b in self.branches() for p in b.encoder.parameters() if p.requires_grad]
 
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
-        """Vectors for real item ids (no padding handling)."""
+        """Vectors for real item ids (no padding handling).
+
+        Fusion and projection outputs are layer-normed, so their norm is about sqrt(dim); the
+        sequence model's states are too, and their dot products would start at logits of +-dim,
+        saturating the BCE from the first step. Scaling by 1/sqrt(dim) starts item vectors at
+        the norm of the ID embeddings (std dim^-1/2), so IDSR and MMSR begin from the same logit
+        scale; the norms' learnable gains can still grow it.
+        """
         t = self.text(ids) if self.text is not None else None
         v = self.vision(ids) if self.vision is not None else None
         if self.fusion is not None:
-            return self.fusion(t, v)
-        return self.proj((t if t is not None else v).pooled)
+            out = self.fusion(t, v)
+        else:
+            out = self.proj((t if t is not None else v).pooled)
+        return out * self.dim**-0.5
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.plain:  # the reference: every slot, padding included, through everything

@@ -539,7 +539,7 @@ def _random_arch(name: str, image_size: int, **kw: Any) -> VisionEncoder:
         from transformers import ViTMAEConfig, ViTMAEModel
 
         ratio = DEFAULT_MAE_MASK_RATIO if kw.get("mask_ratio") is None else kw["mask_ratio"]
-        backbone = ViTMAEModel(ViTMAEConfig(mask_ratio=ratio))
+        backbone = ViTMAEModel(ViTMAEConfig(mask_ratio=float(ratio)))
         return MAEVisionEncoder(backbone, name=name, display_name=label, pretrained=False,
                                 source_image_size=image_size, **kw)
     if arch == "vit-base":

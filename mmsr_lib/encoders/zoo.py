@@ -245,7 +245,7 @@ def tiny_mae_config(image_size: int, mask_ratio: float, layers: int = 4) -> Any:
     _require_multiple("tiny-mae", image_size, 8, "patch size 8")
     return ViTMAEConfig(
         hidden_size=64, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=128,
-        image_size=image_size, patch_size=8, mask_ratio=mask_ratio,
+        image_size=image_size, patch_size=8, mask_ratio=float(mask_ratio),
         decoder_hidden_size=64, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
         decoder_intermediate_size=128,
     )
