@@ -144,7 +144,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _train_steps(cfg_dict: dict, mode: str, steps: int, device: str, profile: bool) -> dict:
+def _train_steps(cfg_dict: dict, mode: str, steps: int, device: str, profile: bool,
+                 count_flops: bool = False) -> dict:
     """Run `steps` optimiser steps in one mode; executed in a fresh process per mode so that
     its peak memory is its own."""
     from mmsr_lib.config import RunConfig
@@ -191,6 +192,15 @@ def _train_steps(cfg_dict: dict, mode: str, steps: int, device: str, profile: bo
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        batch = {k: v.to(dev) for k, v in batches[0].items()}
+        with FlopCounterMode(display=False) as fc:
+            loss = model.loss(batch)
+            loss.backward()
+        opt.zero_grad(set_to_none=True)
+        out["flops_per_step"] = int(fc.get_total_flops())
     if mode == "fast":
         out["floor"] = _floor(model, batches, steps, dev)
         if profile:
@@ -252,7 +262,7 @@ def _in_subprocess(fn: Callable[..., dict], *args) -> dict:
 
 
 def bench_train(steps: int = 20, device: str = "auto", profile: bool = True,
-                isolate: bool = True, **config) -> dict:
+                isolate: bool = True, count_flops: bool = False, **config) -> dict:
     """Training throughput of plain vs fast item encoding on the same data, seed and model.
 
     Both modes run the same first `steps` batches from the same initial weights with dropout off;
@@ -265,7 +275,8 @@ def bench_train(steps: int = 20, device: str = "auto", profile: bool = True,
     dev = str(resolve_device(device))
     load_data(cfg.data)  # generate the catalog once, outside the timed children
     run = _in_subprocess if isolate else (lambda fn, *a: fn(*a))
-    res = {m: run(_train_steps, cfg.to_dict(), m, steps, dev, profile) for m in ("plain", "fast")}
+    res = {m: run(_train_steps, cfg.to_dict(), m, steps, dev, profile, count_flops)
+           for m in ("plain", "fast")}
     bs = cfg.train.batch_size
 
     def seq_per_s(r: dict) -> float:
@@ -302,10 +313,40 @@ def bench_train(steps: int = 20, device: str = "auto", profile: bool = True,
         "floor_seconds": fast["floor"]["top_blocks_seconds"],
         "fast_over_floor": fast_step / fast["floor"]["top_blocks_seconds"],
         "profile_fast": fast.get("profile"),
+        "flops_per_step": {"plain": plain.get("flops_per_step"), "fast": fast.get("flops_per_step")},
         "parameters": fast["parameters"],
         "trainable_parameters": fast["trainable_parameters"],
         "machine": machine(),
     }
+
+
+H200_BF16_DENSE_FLOPS = 989e12  # NVIDIA's dense bf16 tensor-core peak for the H200 SXM
+
+
+def bench_gpu(steps: int = 10, n_items: int = 2000, n_users: int = 3000,
+              peak_flops: float = H200_BF16_DENSE_FLOPS) -> dict:
+    """The paper's dimensions on one GPU: 768-d, RoBERTa-base and MAE-base architectures
+    (random init: speed does not depend on the weights), merge-attention, SASRec, batch 64,
+    L = 20, 224-px images, bf16 autocast. Sized to finish in under 5 minutes on an H200.
+
+    Model FLOP utilisation = FLOPs of one step (counted by torch's FlopCounterMode, forward and
+    backward) / measured step time / `peak_flops`.
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError("mmsr bench gpu needs a CUDA device; use `mmsr bench train` on a CPU")
+    r = bench_train(
+        steps=steps, device="cuda", profile=False, isolate=True, count_flops=True,
+        text="random:roberta-base", vision="random:mae-base", dim=768, n_items=n_items,
+        n_users=n_users, image_size=224,
+    )
+    for mode in ("plain", "fast"):
+        sps = r[f"{mode}_sequences_per_second"]
+        step_s = r["settings"]["batch_size"] / sps
+        flops = r["flops_per_step"][mode]
+        r[f"{mode}_mfu"] = flops / step_s / peak_flops if flops else None
+    r["benchmark"] = "gpu"
+    r["peak_flops_assumed"] = peak_flops
+    return r
 
 
 def bench_train_scaling(lengths=(10, 20, 50), steps: int = 6, device: str = "auto",
@@ -381,6 +422,7 @@ def bench_data(n_users: int = 200_000, n_items: int = 85_000, mean_seq_len: floa
 
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "train": bench_train,
+    "gpu": bench_gpu,
     "train-scaling": bench_train_scaling,
     "scaling": bench_scaling,
     "eval": bench_eval,
