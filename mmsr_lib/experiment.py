@@ -2,6 +2,9 @@
 
 `run_experiment` is what `results.run_or_load` calls; notebooks and the CLI go through that, so a
 finished configuration is never trained twice.
+
+Under torchrun every rank runs `run_experiment` (data, model, training and test are collective);
+`run_or_load_distributed` keeps the results store on rank 0.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from mmsr_lib import distributed
 from mmsr_lib.baselines.most_popular import MostPopular
 from mmsr_lib.config import DataConfig, RunConfig
 from mmsr_lib.data.format import load_dataset
@@ -21,6 +25,7 @@ from mmsr_lib.data.preprocess import SequenceData, build_sequences
 from mmsr_lib.encoders.item import IDItemEncoder, ItemEncoder
 from mmsr_lib.paths import resolve
 from mmsr_lib.recommender import Recommender
+from mmsr_lib.results import ResultsStore, RunRecord, run_or_load
 from mmsr_lib.sequence import create_sequence_model
 from mmsr_lib.train import fit, resolve_device
 
@@ -109,9 +114,16 @@ def run_experiment(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> dict:
-    """Train and evaluate one configuration; returns what the results store keeps."""
+    """Train and evaluate one configuration; returns what the results store keeps.
+
+    Under torchrun it joins the process group first (gloo on CPU, NCCL on ``cuda:LOCAL_RANK``);
+    rank 0 prepares the data set on disk before the others read it.
+    """
     t0 = time.perf_counter()
-    data = load_data(cfg.data)
+    if distributed.launched():
+        distributed.init_from_env(resolve_device(cfg.train.device))
+    with distributed.main_process_first():  # generating/converting a data set writes files
+        data = load_data(cfg.data)
     t_data = time.perf_counter() - t0
     ks = cfg.eval.ks
     extra: dict = {"n_users": data.n_users, "n_items": data.n_items, "data": data.name}
@@ -133,7 +145,7 @@ def run_experiment(
     e0 = time.perf_counter()
     model.eval()
     with torch.no_grad():  # one item table serves every split
-        item_table = model.item_encoder.encode_all()
+        item_table = model.item_table()
     metrics, more = _split_metrics(
         lambda es: model.evaluate(es, ks, cfg.eval.batch_size, item_table=item_table), data, cfg
     )
@@ -144,6 +156,7 @@ def run_experiment(
         stopped_early=fr.stopped_early,
         resumed_from=fr.resumed_from,
         device=str(device),
+        world_size=fr.world_size,
         n_parameters=sum(p.numel() for p in model.parameters()),
         n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
         run_dir=str(run_dir),
@@ -160,3 +173,37 @@ def run_experiment(
         "dataset_fingerprint": data.fingerprint(),
         "extra": extra,
     }
+
+
+def run_or_load_distributed(
+    config: RunConfig,
+    runner: Callable[[RunConfig], dict] | None = None,
+    results: str | Path | None = None,
+    force: bool = False,
+) -> RunRecord:
+    """`results.run_or_load` for a torchrun job: rank 0 alone opens and writes the store.
+
+    Rank 0 decides whether the run is already done and tells the others, every rank runs
+    `runner` (training is collective), rank 0 stores the result and every rank returns the
+    stored record. Without a process group it is plain `run_or_load` on `ResultsStore(results)`.
+    """
+    runner = runner if runner is not None else run_experiment
+    if distributed.launched():
+        distributed.init_from_env(resolve_device(config.train.device))
+    if not distributed.is_distributed():
+        return run_or_load(config, runner=runner, store=ResultsStore(results), force=force)
+    main = distributed.is_main_process()
+    store = ResultsStore(results) if main else None  # opening the store writes: rank 0 only
+    finished = None
+    if store is not None and not force:
+        stored = store.get(config.hash())
+        finished = stored if stored is not None and stored.status == "done" else None
+    finished = distributed.broadcast_object(finished)  # every rank takes the same branch
+    if finished is not None:
+        return finished
+    if store is None:
+        runner(config)  # the collective work; rank 0 stores the result
+        return distributed.broadcast_object(None)
+    # marks the run running, then stores the result (or the failure) exactly as run_or_load does
+    record = run_or_load(config, runner=runner, store=store, force=True)
+    return distributed.broadcast_object(record)

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmsr_lib import distributed
 from mmsr_lib.data.preprocess import EvalSet
 from mmsr_lib.encoders.item import ItemEncoder
-from mmsr_lib.evaluate import RankingResult, evaluate_ranking
+from mmsr_lib.evaluate import RankingResult, evaluate_ranking, metrics_from_ranks
 from mmsr_lib.sequence.base import SequenceModel
 
 
@@ -49,8 +50,22 @@ class Recommender(nn.Module):
             (x,) = self.embed(inputs)
         return self.sequence_model(x, inputs > 0)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """BCE on the next item against one random negative, averaged over real positions."""
+    def forward(
+        self, batch: dict[str, torch.Tensor], denominator: float | None = None
+    ) -> torch.Tensor:
+        """The training loss (`loss`): DistributedDataParallel syncs gradients only for work
+        that goes through `forward`."""
+        return self.loss(batch, denominator)
+
+    def loss(
+        self, batch: dict[str, torch.Tensor], denominator: float | None = None
+    ) -> torch.Tensor:
+        """BCE on the next item against one random negative, averaged over real positions.
+
+        With `denominator`, the summed BCE over this batch's real positions is divided by it
+        instead: a DDP rank holding a shard passes the global count / world size, so the
+        average of the ranks' gradients is the gradient of the global batch's mean.
+        """
         inputs, targets, negatives = batch["inputs"], batch["targets"], batch["negatives"]
         if getattr(self.item_encoder, "plain", False):
             # The paper's code path: the L+1 window and its negatives, 2(L+1) slots with padding,
@@ -67,6 +82,13 @@ class Recommender(nn.Module):
         h, pos, neg = h[valid], pos[valid], neg[valid]
         pos_logit = (h * pos).sum(-1).float()
         neg_logit = (h * neg).sum(-1).float()
+        if denominator is not None:
+            total = F.binary_cross_entropy_with_logits(
+                pos_logit, torch.ones_like(pos_logit), reduction="sum"
+            ) + F.binary_cross_entropy_with_logits(
+                neg_logit, torch.zeros_like(neg_logit), reduction="sum"
+            )
+            return total / denominator
         return F.binary_cross_entropy_with_logits(
             pos_logit, torch.ones_like(pos_logit)
         ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
@@ -78,6 +100,23 @@ class Recommender(nn.Module):
         return torch.cat(out) if out else inputs.new_zeros((0, self.item_encoder.dim), dtype=torch.float)
 
     @torch.no_grad()
+    def item_table(self, batch_size: int = 512) -> torch.Tensor:
+        """The item table [n_items + 1, dim] for full ranking (`ItemEncoder.encode_all`).
+
+        Under DDP each rank encodes a contiguous, `batch_size`-aligned block of item ids (the
+        chunks one process would run) and the blocks are all-gathered: a collective, so every
+        rank must call it.
+        """
+        if not distributed.is_distributed():
+            return self.item_encoder.encode_all(batch_size)
+        device = next(self.parameters()).device
+        start, stop = distributed.shard_range(self.item_encoder.n_items + 1, batch_size)
+        ids = torch.arange(start, stop, device=device)
+        parts = [self.item_encoder(chunk) for chunk in ids.split(batch_size)]
+        local = torch.cat(parts) if parts else torch.zeros(0, self.item_encoder.dim, device=device)
+        return distributed.all_gather_cat(local)
+
+    @torch.no_grad()
     def evaluate(
         self,
         eval_set: EvalSet,
@@ -85,13 +124,19 @@ class Recommender(nn.Module):
         batch_size: int = 256,
         item_table: torch.Tensor | None = None,
     ) -> RankingResult:
-        """Full ranking of every item for every row of `eval_set` (model put in eval mode)."""
+        """Full ranking of every item for every row of `eval_set` (model put in eval mode).
+
+        Under DDP the users are sharded in `batch_size` blocks and the ranks all-gathered, so
+        every rank returns the same metrics (what early stopping needs); every rank must call it.
+        """
         was_training = self.training
         self.eval()
         try:
-            device = next(self.parameters()).device
             if item_table is None:
-                item_table = self.item_encoder.encode_all()
+                item_table = self.item_table()
+            if distributed.is_distributed():
+                return self._evaluate_sharded(eval_set, ks, batch_size, item_table)
+            device = next(self.parameters()).device
             inputs = torch.from_numpy(np.ascontiguousarray(eval_set.inputs)).to(device)
             users = self.user_vectors(inputs, batch_size)
             return evaluate_ranking(
@@ -99,3 +144,20 @@ class Recommender(nn.Module):
             )
         finally:
             self.train(was_training)
+
+    def _evaluate_sharded(
+        self, eval_set: EvalSet, ks: tuple[int, ...], batch_size: int, item_table: torch.Tensor
+    ) -> RankingResult:
+        """This rank's block of users ranked locally, the ranks gathered, metrics from all."""
+        start, stop = distributed.shard_range(len(eval_set), batch_size)
+        ranks = np.zeros(0, dtype=np.int64)
+        if stop > start:
+            device = next(self.parameters()).device
+            inputs = torch.from_numpy(np.ascontiguousarray(eval_set.inputs[start:stop])).to(device)
+            users = self.user_vectors(inputs, batch_size)
+            ranks = evaluate_ranking(
+                users.float(), item_table.float(), eval_set.targets[start:stop],
+                eval_set.history.rows(start, stop), ks, batch_size,
+            ).ranks
+        everyone = distributed.all_gather_cat(torch.from_numpy(ranks)).numpy()
+        return RankingResult(metrics_from_ranks(everyone, ks), everyone, len(everyone))

@@ -4,6 +4,10 @@ atomic resumable checkpoints.
 Resuming is exact: every epoch reseeds dropout and the batch order from (seed, epoch), and the
 checkpoint holds the optimiser and scheduler, so a run killed after epoch k and restarted ends
 with the same numbers as one that never stopped.
+
+Under torchrun the same `fit` trains data-parallel (DDP): every rank draws the same global batch
+and takes rows rank::world of it, and the loss is scaled so that DDP's gradient average equals
+the single-process gradient (`_shard_loss`). Rank 0 alone reads and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mmsr_lib import distributed
 from mmsr_lib.config import RunConfig
 from mmsr_lib.data.loaders import TrainBatches, train_loader
 from mmsr_lib.data.preprocess import SequenceData
@@ -31,12 +36,18 @@ SELECTION_METRIC = "NDCG@10"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present; asking for CUDA without it is an error, not a fallback."""
+    """`auto` picks CUDA when present; asking for CUDA without it is an error, not a fallback.
+
+    Under torchrun a CUDA choice means this rank's own GPU, ``cuda:LOCAL_RANK``.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"train.device={name!r} but no CUDA device is visible; use 'cpu' or 'auto'")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and distributed.launched():
+        device = torch.device("cuda", distributed.local_rank())
+    return device
 
 
 def build_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.AdamW:
@@ -94,6 +105,46 @@ class FitResult:
     stopped_early: bool = False
     resumed_from: int | None = None
     train_seconds: float = 0.0
+    world_size: int = 1
+
+
+def _load_checkpoint(path: Path | None, cfg: RunConfig, device: torch.device) -> dict | None:
+    """The checkpoint at `path` if there is one for `cfg`; under DDP rank 0 reads it and every
+    rank receives the same copy (and the same refusal), so all resume from one state."""
+    if path is None:
+        return None
+    payload: dict | str | None = None
+    if distributed.is_main_process() and path.exists():
+        where = "cpu" if distributed.is_distributed() else device
+        ck = torch.load(path, map_location=where, weights_only=False)
+        if ck.get("config_hash") != cfg.hash():
+            payload = (
+                f"{path} belongs to another configuration ({ck.get('config_hash')} != "
+                f"{cfg.hash()}); delete it or use another train.checkpoint_dir"
+            )
+        else:
+            payload = ck
+    payload = distributed.broadcast_object(payload)
+    if isinstance(payload, str):
+        raise RuntimeError(payload)
+    return payload
+
+
+def _shard_loss(ddp_model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """This rank's share of the global batch's mean loss, times the world size.
+
+    Rows rank::world of the global batch; the sum over their real positions is divided by the
+    GLOBAL number of real positions / world, so DDP's gradient average over ranks is exactly the
+    gradient of the single-process mean. A rank left without rows (a last batch smaller than
+    the world) runs one row at weight 0, so every parameter still takes part in the all-reduce.
+    """
+    world, me = distributed.world_size(), distributed.rank()
+    n_global = int((batch["targets"] > 0).sum())
+    local = {k: v[me::world] for k, v in batch.items()}
+    weight = 1.0
+    if len(local["targets"]) == 0:
+        local, weight = {k: v[:1] for k, v in batch.items()}, 0.0
+    return ddp_model(local, denominator=n_global / world) * weight
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -115,9 +166,23 @@ def fit(
     With `run_dir`, a checkpoint is written atomically after every epoch and an existing one for
     the same config is resumed. `on_epoch_end(epoch, record)` lets notebooks plot live; raising
     from it stops training with the checkpoint intact.
+
+    Under torchrun (see module docstring) every rank must call `fit`; `on_epoch_end` runs on
+    every rank with the same record, so a callback that stops training must stop all of them.
+    `train.batch_size` stays the global batch, and with dropout 0 the losses, metrics and
+    weights equal a single-process run's up to float rounding.
     """
     t = cfg.train
     device = next(model.parameters()).device
+    distributed.init_from_env(device)  # no-op outside torchrun or when already joined
+    world, main = distributed.world_size(), distributed.is_main_process()
+    ddp_model = None
+    if distributed.is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     batches = TrainBatches(data, t.batch_size, t.seed)
     loader = train_loader(batches, t.num_workers, pin_memory=device.type == "cuda")
     total_steps = t.epochs * len(batches)
@@ -128,16 +193,11 @@ def fit(
     valid_set = data.eval_set("valid")
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
 
-    result = FitResult()
+    result = FitResult(world_size=world)
     best_state: dict[str, torch.Tensor] | None = None
     best_score, bad_checks, start_epoch, done = -math.inf, 0, 0, False
-    if ckpt_path is not None and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("config_hash") != cfg.hash():
-            raise RuntimeError(
-                f"{ckpt_path} belongs to another configuration ({ck.get('config_hash')} != "
-                f"{cfg.hash()}); delete it or use another train.checkpoint_dir"
-            )
+    ck = _load_checkpoint(ckpt_path, cfg, device)
+    if ck is not None:
         model.load_state_dict(ck["model"], strict=False)
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
@@ -147,23 +207,26 @@ def fit(
         result.best_valid, result.resumed_from = ck["best_valid"], ck["epoch"]
         log.info("resumed %s after epoch %d", ckpt_path, ck["epoch"])
 
-    bar = tqdm(range(start_epoch, t.epochs), desc=cfg.name, disable=not progress or done,
+    bar = tqdm(range(start_epoch, t.epochs), desc=cfg.name, disable=not progress or done or not main,
                initial=start_epoch, total=t.epochs, leave=False)
     t0 = time.perf_counter()
     for epoch in bar:
         if done:
             break
-        torch.manual_seed(t.seed * 100_003 + epoch)  # dropout stream: a function of the epoch
+        # dropout stream: a function of the epoch (and of the rank, so shards draw fresh masks)
+        torch.manual_seed(t.seed * 100_003 + epoch + 1_000_003 * distributed.rank())
         batches.set_epoch(epoch)
-        model.train()
+        (ddp_model or model).train()
         e0, loss_sum, n = time.perf_counter(), 0.0, 0
         for step, batch in enumerate(loader):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with _autocast(device, t.amp):
-                loss = model.loss(batch)
-            if not torch.isfinite(loss):
+                loss = model.loss(batch) if ddp_model is None else _shard_loss(ddp_model, batch)
+            # the global batch's mean loss on every rank, so all ranks stop together on NaN
+            global_loss = loss.detach() if ddp_model is None else distributed.all_reduce_mean(loss)
+            if not torch.isfinite(global_loss):
                 raise FloatingPointError(
-                    f"loss is {loss.item()} at epoch {epoch} step {step} of run {cfg.name!r}; "
+                    f"loss is {global_loss.item()} at epoch {epoch} step {step} of run {cfg.name!r}; "
                     "lower train.lr / train.encoder_lr or check the data. "
                     + (f"The last good checkpoint is intact at {ckpt_path}." if ckpt_path else "")
                 )
@@ -173,7 +236,7 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.item()
+            loss_sum += global_loss.item()
             n += 1
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{loss_sum / n:.4f}")
@@ -201,7 +264,7 @@ def fit(
         result.history.append(record)
         done = last or bad_checks >= t.patience
         result.stopped_early = done and not last
-        if ckpt_path is not None:
+        if ckpt_path is not None and main:
             atomic_save(
                 {
                     "config_hash": cfg.hash(),

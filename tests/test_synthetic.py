@@ -235,7 +235,7 @@ def test_invalid_knobs_name_the_field(tmp_path, field, value):
     assert not (tmp_path / "x").exists()
 
 
-def test_cpu_default_is_fast_enough_to_generate(tmp_path):
+def test_cpu_default_catalog_builds(tmp_path):
     """The `cpu` profile's catalog (3000 users, 1200 items, 64 px) builds without a problem."""
     root = syn.generate_catalog(SynthConfig(), tmp_path / "cpu")
     raw = load_dataset(root)

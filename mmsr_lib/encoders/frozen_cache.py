@@ -13,6 +13,10 @@ Storage: in memory as float32 by default, which is exact (fast and plain modes g
 losses). With `path`, a float16 memory-mapped .npy file on disk (half the size, for paper-scale
 catalogs: 85K items x 50 tokens x 768 is 6.5 GB in float16); float16 rounds the cached states
 to ~3 significant digits, so results then match plain mode only approximately.
+
+Under torchrun the build is shared: in each round every rank runs one chunk of items and the
+chunks are all-gathered, so every rank holds the whole table after 1/world of the work; with
+`path`, rank 0 alone writes the file and the others map it once it is complete.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from mmsr_lib import distributed
 
 log = logging.getLogger("mmsr.encoders")
 
@@ -55,7 +61,11 @@ class FrozenCache:
         path: str | Path | None = None,
         progress: bool = False,
     ) -> FrozenCache:
-        """Run the frozen part over items 1..n_items (row 0, padding, stays zero)."""
+        """Run the frozen part over items 1..n_items (row 0, padding, stays zero).
+
+        The chunks are those of a single process (`batch_size` items from id 1), so a shared
+        build under DDP stores bit-identical rows.
+        """
         encoder = branch.encoder
         reason = cls.invalid_reason(encoder)
         if reason:
@@ -66,31 +76,43 @@ class FrozenCache:
         table = None
         if path is not None:
             path = Path(path) / f"{key}.npy"
-            if path.exists():
+            if distributed.broadcast_object(path.exists()):  # rank 0's view: one branch for all
                 log.info("frozen cache hit %s", path)
                 return cls(np.load(path, mmap_mode="r"), key)
+        # a file is written by rank 0 only; an in-memory table is assembled on every rank
+        writer = path is None or distributed.is_main_process()
+        chunks = ids.split(batch_size)
+        world, me = distributed.world_size(), distributed.rank()
+        rounds = range(0, len(chunks), world)
         with torch.no_grad():
-            for chunk in tqdm(ids.split(batch_size), disable=not progress, desc="frozen cache"):
-                h = branch.frozen(chunk).float()
-                if table is None:
-                    shape = (n_items + 1, *h.shape[1:])
-                    if path is None:
-                        table = torch.zeros(shape, dtype=torch.float32)
+            for first in tqdm(rounds, disable=not progress or not distributed.is_main_process(),
+                              desc="frozen cache"):
+                group = chunks[first : first + world]  # one chunk per rank this round
+                mine = branch.frozen(group[me]).float() if me < len(group) else ids.new_empty(0)
+                for chunk, h in zip(group, distributed.all_gather_uneven(mine), strict=False):
+                    if not writer:
+                        continue
+                    if table is None:
+                        shape = (n_items + 1, *h.shape[1:])
+                        if path is None:
+                            table = torch.zeros(shape, dtype=torch.float32)
+                        else:
+                            path.parent.mkdir(parents=True, exist_ok=True)
+                            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+                            table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                              shape=shape)
+                            table[0] = 0
+                    start = int(chunk[0])
+                    if isinstance(table, torch.Tensor):
+                        table[start : start + len(chunk)] = h.cpu()
                     else:
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-                        table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
-                                                          shape=shape)
-                        table[0] = 0
-                start = int(chunk[0])
-                if isinstance(table, torch.Tensor):
-                    table[start : start + len(chunk)] = h.cpu()
-                else:
-                    table[start : start + len(chunk)] = h.cpu().numpy().astype(np.float16)
+                        table[start : start + len(chunk)] = h.cpu().numpy().astype(np.float16)
         if path is not None:
-            table.flush()
-            del table
-            os.replace(tmp, path)
+            if writer:
+                table.flush()
+                del table
+                os.replace(tmp, path)
+            distributed.barrier()  # the others map the file only once it is complete
             return cls(np.load(path, mmap_mode="r"), key)
         return cls(table, key)
 
