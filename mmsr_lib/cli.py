@@ -145,16 +145,21 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mmsr_lib.experiment import run_experiment
+    from mmsr_lib import distributed
+    from mmsr_lib.experiment import run_experiment, run_or_load_distributed
     from mmsr_lib.report import to_markdown
-    from mmsr_lib.results import run_or_load
     from mmsr_lib.study import metrics_frame
 
     cfg = _config(args)
     if args.show_config:
-        print(json.dumps(cfg.to_dict(), indent=2))
+        if distributed.is_main_process():
+            print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    rec = run_or_load(cfg, runner=run_experiment, store=_store(args.results), force=args.force)
+    # under torchrun every rank trains; rank 0 alone opens the results store and prints
+    rec = run_or_load_distributed(cfg, runner=run_experiment, results=args.results,
+                                  force=args.force)
+    if not distributed.is_main_process():
+        return 0
     rows = {s: rec for s in ("valid", "test", "cold_test")}
     frames = [metrics_frame({s: r}, s, label="split") for s, r in rows.items()]
     import pandas as pd

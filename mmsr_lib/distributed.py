@@ -59,7 +59,8 @@ def world_size() -> int:
 
 
 def local_rank() -> int:
-    """Index of this process on its machine (torchrun's LOCAL_RANK): its GPU. 0 when not launched."""
+    """This process's index on its machine (torchrun's LOCAL_RANK), i.e. its GPU; 0 if not
+    launched."""
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
@@ -100,8 +101,8 @@ def init_from_env(device: torch.device | str = "cpu", timeout: timedelta | None 
         index = local_rank()
         if index >= torch.cuda.device_count():
             raise RuntimeError(
-                f"LOCAL_RANK={index} but only {torch.cuda.device_count()} CUDA devices are visible; "
-                "use --nproc_per_node at most the number of GPUs (or train.device=cpu)"
+                f"LOCAL_RANK={index} but only {torch.cuda.device_count()} CUDA devices are "
+                "visible; use --nproc_per_node at most the number of GPUs (or train.device=cpu)"
             )
         torch.cuda.set_device(index)
         kwargs.update(backend="nccl", device_id=torch.device("cuda", index))

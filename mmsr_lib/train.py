@@ -207,7 +207,8 @@ def fit(
         result.best_valid, result.resumed_from = ck["best_valid"], ck["epoch"]
         log.info("resumed %s after epoch %d", ckpt_path, ck["epoch"])
 
-    bar = tqdm(range(start_epoch, t.epochs), desc=cfg.name, disable=not progress or done or not main,
+    bar = tqdm(range(start_epoch, t.epochs), desc=cfg.name,
+               disable=not progress or done or not main,  # one bar per job, on rank 0
                initial=start_epoch, total=t.epochs, leave=False)
     t0 = time.perf_counter()
     for epoch in bar:
@@ -216,7 +217,7 @@ def fit(
         # dropout stream: a function of the epoch (and of the rank, so shards draw fresh masks)
         torch.manual_seed(t.seed * 100_003 + epoch + 1_000_003 * distributed.rank())
         batches.set_epoch(epoch)
-        (ddp_model or model).train()
+        (model if ddp_model is None else ddp_model).train()
         e0, loss_sum, n = time.perf_counter(), 0.0, 0
         for step, batch in enumerate(loader):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -226,7 +227,8 @@ def fit(
             global_loss = loss.detach() if ddp_model is None else distributed.all_reduce_mean(loss)
             if not torch.isfinite(global_loss):
                 raise FloatingPointError(
-                    f"loss is {global_loss.item()} at epoch {epoch} step {step} of run {cfg.name!r}; "
+                    f"loss is {global_loss.item()} at epoch {epoch} step {step} of run "
+                    f"{cfg.name!r}; "
                     "lower train.lr / train.encoder_lr or check the data. "
                     + (f"The last good checkpoint is intact at {ckpt_path}." if ckpt_path else "")
                 )
