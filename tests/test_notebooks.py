@@ -23,6 +23,22 @@ CHECKS = {
         _check_percent(r["mostpop_hr10"]),
         0.0 < r["cold_item_share"] < 1.0,
     ),
+    "01_item_encoders": lambda r: (
+        r["n_rows"] == 11,
+        _check_percent(r["best_hr10"]),
+        set(r["group_means"]) == {"MMSR-T", "MMSR-V", "MMSR"},
+    ),
+    "02_fusion": lambda r: (
+        r["n_rows"] == 12,
+        _check_percent(r["best_hr10"]),
+        set(r["group_means"]) == {"Coarse", "Coarse+", "Attention"},
+    ),
+    "03_sr_architectures": lambda r: (
+        r["n_rows"] == 12,
+        len(r["improvements"]) == 3,
+        r["cold_rows"] == 3,
+        r["movielens_rows"] == 3,
+    ),
 }
 
 

@@ -1,0 +1,364 @@
+"""The configurations of notebooks 01-03 (paper Tables II, III, IV) as data, and their tables.
+
+Each ``tableN_configs`` returns an ordered `Grid`: (group, row) -> `RunConfig`, whose labels are
+the paper's own (``("MMSR", "Ro.+MAE")``, ``("Coarse+", "FiLM")``, ``("GRU4Rec", "IDSR")``), so
+`compare_with_paper` can put our numbers next to `paper_numbers.paper_wide`. The notebooks only
+call ``run_grid(configs)``, ``grid_table`` and ``compare_with_paper``.
+
+Profiles. ``paper`` uses the paper's checkpoints and hyperparameters unchanged. ``smoke`` and
+``cpu`` use the tiny random-init zoo (tiny-bert / tiny-roberta / tiny-electra, tiny-resnet /
+tiny-mae / tiny-swin): the same architectures without pretraining, so these tables answer "which
+architecture, trained from scratch on this catalog", not "which pretrained encoder"; the
+``encoders`` column of `grid_table` says so on every row.
+
+Sizes of the ``cpu`` profile (the synthetic catalog: 3,000 users, ~1,200 items, 64-pixel
+images). With distinct-item encoding a training step encodes nearly the whole catalog, so an
+epoch costs about the same whatever the batch size, and the grids are sized by epochs per kind
+of run (`CPU_EPOCHS`), measured on one core of the development machine: per epoch, training +
+validation, ID SASRec ~1.5 s, text ~10 s, vision 12-24 s, RoBERTa+MAE ~43 s, RoBERTa+Swin ~90 s
+(Swin and MAE-without-masking hand 64 patch tokens to the fusion, masked MAE 16). With two cores
+each notebook's whole grid takes roughly 15 minutes; early stopping (patience) may end a run
+sooner. Two further choices keep the cpu runs affordable without changing what is computed:
+
+* ``text_max_tokens=24`` instead of the paper's 50: the catalog's longest text is ~21 tokens, so
+  nothing is truncated, and padding is masked everywhere (CLS pooling, attention, fusion), so the
+  model is the same function; it only stops paying for 26 padding positions per item.
+* MAE keeps the paper's mask ratio 0.75. It disables the frozen-prefix cache for the vision
+  branch (a fresh mask every step), yet it is the cheaper setting here: the encoder sees 16 of 64
+  patches, and so does the fusion (RoBERTa+MAE ~43 s per epoch at 0.75, ~83 s cached at 0).
+
+Random-init encoders train their top blocks with the downstream learning rate (``encoder_lr =
+lr``) on the cpu and smoke profiles: the paper's 10x smaller rate protects pretrained weights, and
+there are none to protect here (measured on cpu, MMSR-T valid NDCG@10 after 6 epochs: ~1.0 with
+1e-4, ~2.5 with 1e-3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from mmsr_lib.config import PROFILES, RunConfig, profile_config
+from mmsr_lib.paper_numbers import paper_wide
+from mmsr_lib.report import relative_improvement
+from mmsr_lib.results import RunRecord
+
+TEXT_LABELS = ("RoBERTa", "ELECTRA", "BERT")  # Table II order; RoBERTa is the default TE
+VISION_LABELS = ("ResNet", "MAE", "Swin")  # MAE is the default VE
+PAPER_ENCODERS = {
+    "RoBERTa": "roberta-base", "ELECTRA": "google/electra-base-discriminator",
+    "BERT": "bert-base-uncased", "ResNet": "resnet50", "MAE": "mae-base", "Swin": "swin-base",
+}
+TINY_ENCODERS = {
+    "RoBERTa": "tiny-roberta", "ELECTRA": "tiny-electra", "BERT": "tiny-bert",
+    "ResNet": "tiny-resnet", "MAE": "tiny-mae", "Swin": "tiny-swin",
+}
+# Table II's MMSR rows, in its order: RoBERTa + each VE, then MAE + the other TEs
+MM_PAIRS = (("RoBERTa", "ResNet"), ("RoBERTa", "Swin"), ("RoBERTa", "MAE"), ("ELECTRA", "MAE"),
+            ("BERT", "MAE"))
+SHORT = {"RoBERTa": "Ro.", "ELECTRA": "ELE.", "BERT": "BERT"}  # the paper's MMSR row labels
+# Table III: (group, row) -> fusion name, fusion layers
+FUSION_ROWS: dict[tuple[str, str], tuple[str, int]] = {
+    ("Coarse", "Gate"): ("gate", 1),
+    ("Coarse", "FiLM"): ("film", 1),
+    ("Coarse", "Summation"): ("sum", 1),
+    ("Coarse", "Concatenation"): ("concat", 1),
+    ("Coarse+", "Gate"): ("gate+dnn", 1),
+    ("Coarse+", "FiLM"): ("film+dnn", 1),
+    ("Coarse+", "Summation"): ("sum+dnn", 1),
+    ("Coarse+", "Concatenation"): ("concat+dnn", 1),
+    ("Attention", "CoAttn-1"): ("co_attn", 1),
+    ("Attention", "MergeAttn-1"): ("merge_attn", 1),
+    ("Attention", "MergeAttn-2"): ("merge_attn", 2),
+    ("Attention", "MergeAttn-4"): ("merge_attn", 4),
+}
+ARCHITECTURES = {"SASRec": "sasrec", "GRU4Rec": "gru4rec", "NextItNet": "nextitnet"}
+TABLE4_COLUMNS = ("IDSR", "MMSR-T", "MMSR-V", "MMSR")
+# our labels -> the paper's spelling where they differ (the paper writes GRU4Rec as "GRURec")
+PAPER_LABELS = {"GRU4Rec": "GRURec"}
+TABLE4_DATASETS = ("synthetic", "movielens-100k")
+
+# epochs per kind of run on the cpu profile (see the module docstring for the measurements)
+CPU_EPOCHS = {"id": 30, "text": 12, "vision": 8, "mm": 5}
+CPU_TEXT_TOKENS = 24
+
+
+class Grid(dict):
+    """An ordered (level 1, level 2) -> RunConfig mapping that knows its table and level names."""
+
+    def __init__(self, table: str, levels: tuple[str, str]) -> None:
+        super().__init__()
+        self.table = table
+        self.levels = levels
+
+
+# -- building blocks ------------------------------------------------------------------------------
+def encoder_names(profile: str) -> dict[str, str]:
+    """Paper label -> encoder name for `profile` (real checkpoints for paper, tiny zoo else)."""
+    _check_profile(profile)
+    return dict(PAPER_ENCODERS if profile == "paper" else TINY_ENCODERS)
+
+
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+
+
+def _base(profile: str, overrides: Sequence[str], text_tokens: int = CPU_TEXT_TOKENS) -> RunConfig:
+    """The profile's base config with the grid-wide settings of this module, then `overrides`."""
+    cfg = profile_config(profile)
+    if profile != "paper":
+        cfg = cfg.override(f"model.text_max_tokens={text_tokens}",
+                           f"train.encoder_lr={cfg.train.lr}")
+    return cfg.override(*overrides)
+
+
+def _kind_epochs(profile: str, kind: str) -> tuple[str, ...]:
+    return (f"train.epochs={CPU_EPOCHS[kind]}",) if profile == "cpu" else ()
+
+
+def _run(
+    base: RunConfig, profile: str, kind: str, name: str, *settings: str,
+    text: str | None = None, vision: str | None = None, overrides: Sequence[str] = (),
+) -> RunConfig:
+    """One row: the kind's epochs, then its own settings, then the caller's overrides (last, so
+    a notebook's ``train.epochs=...`` wins over `CPU_EPOCHS`)."""
+    model = [f"model.item_encoder={kind}"]
+    if text is not None:
+        model.append(f"model.text_encoder={text}")
+    if vision is not None:
+        model.append(f"model.vision_encoder={vision}")
+    return base.override(*_kind_epochs(profile, kind), *model, *settings, f"name={name}",
+                         *overrides)
+
+
+# -- Table II: text and vision encoders --------------------------------------------------------------
+def table2_configs(profile: str, *overrides: str) -> Grid:
+    """Table II: MMSR-T per text encoder, MMSR-V per vision encoder, MMSR with RoBERTa + each
+    vision encoder and MAE + each text encoder; one merge-attention block, SASRec.
+
+    Keys are the paper's (group, row): ("MMSR-T", "RoBERTa") ... ("MMSR", "BERT+MAE"). On cpu,
+    text runs train `CPU_EPOCHS["text"]` epochs, vision ones `["vision"]`, MMSR ones `["mm"]`.
+    `overrides` (dotted) apply to every row, after those.
+    """
+    names = encoder_names(profile)
+    base = _base(profile, ("model.sequence=sasrec", "model.fusion=merge_attn",
+                           "model.fusion_layers=1"))
+    grid = Grid("II", ("group", "row"))
+    for t in TEXT_LABELS:
+        grid["MMSR-T", t] = _run(base, profile, "text", f"t2-text-{t}", text=names[t],
+                                 overrides=overrides)
+    for v in VISION_LABELS:
+        grid["MMSR-V", v] = _run(base, profile, "vision", f"t2-vision-{v}", vision=names[v],
+                                 overrides=overrides)
+    for t, v in MM_PAIRS:
+        grid["MMSR", f"{SHORT[t]}+{v}"] = _run(
+            base, profile, "mm", f"t2-mm-{t}+{v}", text=names[t], vision=names[v],
+            overrides=overrides,
+        )
+    return grid
+
+
+# -- Table III: fusion methods --------------------------------------------------------------------
+def table3_configs(profile: str, *overrides: str) -> Grid:
+    """Table III: the ten fusions (Coarse, Coarse+ = coarse + three-layer DNN, co-attention) and
+    merge-attention with 1, 2 and 4 blocks; RoBERTa + MAE, SASRec. Every row is an MMSR run
+    (`CPU_EPOCHS["mm"]` epochs on cpu)."""
+    names = encoder_names(profile)
+    base = _base(profile, ("model.sequence=sasrec",))
+    grid = Grid("III", ("group", "row"))
+    for (group, row), (fusion, layers) in FUSION_ROWS.items():
+        grid[group, row] = _run(
+            base, profile, "mm", f"t3-{fusion}-{layers}", f"model.fusion={fusion}",
+            f"model.fusion_layers={layers}", text=names["RoBERTa"], vision=names["MAE"],
+            overrides=overrides,
+        )
+    return grid
+
+
+# -- Table IV: sequence architectures -------------------------------------------------------------
+def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic") -> Grid:
+    """Table IV: SASRec, GRU4Rec and NextItNet, each as IDSR, MMSR-T, MMSR-V and MMSR
+    (RoBERTa + Swin, one merge-attention block); keys (architecture, column).
+
+    ``dataset="movielens-100k"`` (real interactions, titles + genres, no images): the data
+    source becomes MovieLens-100K and the text encoder the real pretrained MiniLM
+    (all-MiniLM-L6-v2, a sentence encoder trained with mean pooling, so ``text_pooling=mean``)
+    on every profile; MMSR-V and MMSR are left out (there are no images). On smoke and cpu
+    MiniLM is used frozen (``top_blocks=0``, its cached output is mean-pooled and projected) and
+    trains as many epochs as the ID runs: fine-tuning even one of its 384-wide blocks costs
+    ~70 s per epoch on one core (~1.5 s frozen), and frozen it already beats IDSR there
+    (measured, SASRec, 30 epochs: valid NDCG@10 ~5.5 vs ~4.6). The paper profile keeps the
+    paper's top-2 fine-tuning.
+    """
+    if dataset not in TABLE4_DATASETS:
+        raise ValueError(f"unknown Table IV dataset {dataset!r}; choose one of {TABLE4_DATASETS}")
+    names = encoder_names(profile)
+    settings = ["model.fusion=merge_attn", "model.fusion_layers=1"]
+    text, vision = names["RoBERTa"], names["Swin"]
+    columns, text_settings = TABLE4_COLUMNS, ()
+    if dataset == "synthetic":
+        base = _base(profile, settings)
+    else:
+        text, columns = "minilm", ("IDSR", "MMSR-T")
+        settings += ["data.source=movielens-100k", "model.text_pooling=mean"]
+        # MiniLM is pretrained: the paper's top-block rate, and the paper's 50 tokens (titles +
+        # genres reach ~33)
+        base = _base(profile, settings, text_tokens=50).override(
+            f"train.encoder_lr={profile_config(profile).train.encoder_lr}")
+        if profile != "paper":
+            text_settings = ("model.top_blocks=0", *_kind_epochs(profile, "id"))
+    grid = Grid("IV", ("architecture", "column"))
+    for arch, seq in ARCHITECTURES.items():
+        runs = {
+            "IDSR": ("id", {}),
+            "MMSR-T": ("text", {"text": text}),
+            "MMSR-V": ("vision", {"vision": vision}),
+            "MMSR": ("mm", {"text": text, "vision": vision}),
+        }
+        for col in columns:
+            kind, enc = runs[col]
+            extra = text_settings if kind == "text" else ()
+            grid[arch, col] = _run(base, profile, kind, f"t4-{dataset}-{seq}-{col}",
+                                   f"model.sequence={seq}", *extra, overrides=overrides, **enc)
+    return grid
+
+
+# -- tables ----------------------------------------------------------------------------------------
+def describe_encoders(cfg: RunConfig) -> str:
+    """What represents an item in `cfg`, with "(random init)" on every tiny-zoo encoder."""
+    m = cfg.model
+
+    def label(name: str) -> str:
+        return f"{name} (random init)" if name.startswith("tiny-") else name
+
+    if m.item_encoder == "id":
+        return "ID embedding"
+    parts = []
+    if m.item_encoder in ("text", "mm"):
+        parts.append(label(m.text_encoder))
+    if m.item_encoder in ("vision", "mm"):
+        parts.append(label(m.vision_encoder))
+    text = " + ".join(parts)
+    if m.item_encoder == "mm":
+        text += f", {m.fusion}-{m.fusion_layers}" if m.fusion in ("merge_attn", "co_attn") \
+            else f", {m.fusion}"
+    return text
+
+
+def grid_table(
+    records: Mapping[tuple[str, str], RunRecord],
+    configs: Mapping[tuple[str, str], RunConfig],
+    split: str = "test",
+    metrics: Sequence[str] = ("HR@10", "NDCG@10"),
+) -> pd.DataFrame:
+    """One row per configuration, in the grid's order, indexed by its (group, row) labels.
+
+    Columns: ``encoders`` (see `describe_encoders`), ``epochs`` (epochs run / configured) and the
+    split's `metrics` in percent; a configuration without a record (not run yet) shows NaN.
+    """
+    levels = getattr(configs, "levels", ("group", "row"))
+    rows = []
+    for key, cfg in configs.items():
+        rec = records.get(key)
+        m = (rec.metrics.get(split) or {}) if rec is not None else {}
+        run = rec.extra.get("epochs_run") if rec is not None else None
+        rows.append({
+            levels[0]: key[0], levels[1]: key[1],
+            "encoders": describe_encoders(cfg),
+            "epochs": f"{run if run is not None else '-'}/{cfg.train.epochs}",
+            **{k: m.get(k, math.nan) for k in metrics},
+        })
+    return pd.DataFrame(rows).set_index(list(levels))
+
+
+def compare_with_paper(
+    ours: pd.DataFrame,
+    table: str,
+    dataset: str = "HM",
+    metrics: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Our numbers next to the paper's Table `table` on `dataset`, row by row.
+
+    `ours` is a `grid_table` (its two index levels are matched to the paper's group and row,
+    after `PAPER_LABELS`). Every row of ours is kept, in our order; paper columns are NaN where the
+    paper has no such row. For each metric: "<m> (ours)", "<m> (paper)", and the rank of the row
+    within each column ("<m> rank (ours)", "<m> rank (paper)", 1 = best), both ranked over the
+    rows that have both numbers, so the two orderings can be compared directly. ``note`` carries
+    the paper's transcription notes (e.g. cells that look swapped).
+    """
+    paper = paper_wide(table, dataset)
+    available = [c for c in paper.columns if c not in ("dataset", "group", "row", "note")]
+    if metrics is None:
+        metrics = [m for m in available if m in ours.columns]
+    missing = [m for m in metrics if m not in available or m not in ours.columns]
+    if missing:
+        raise KeyError(
+            f"metrics {missing} are not in both tables: Table {table} ({dataset}) has "
+            f"{available}, ours has {[c for c in ours.columns]}"
+        )
+    if ours.index.nlevels != 2:
+        raise ValueError(
+            f"`ours` must be indexed by two label levels as grid_table returns, got "
+            f"{list(ours.index.names)}"
+        )
+    metrics = list(metrics)
+    flat = ours[metrics].reset_index()
+    first, second = flat.columns[0], flat.columns[1]
+    flat["group"] = flat[first].map(lambda s: PAPER_LABELS.get(s, s))
+    flat["row"] = flat[second].map(lambda s: PAPER_LABELS.get(s, s))
+    merged = flat.merge(paper[["group", "row", *metrics, "note"]], on=["group", "row"],
+                        how="left", suffixes=(" (ours)", " (paper)"), validate="one_to_one")
+    out = merged[[first, second]].copy()
+    for m in metrics:
+        o, p = merged[f"{m} (ours)"], merged[f"{m} (paper)"]
+        both = o.notna() & p.notna()
+        out[f"{m} (ours)"], out[f"{m} (paper)"] = o, p
+        out[f"{m} rank (ours)"] = o.where(both).rank(ascending=False, method="min")
+        out[f"{m} rank (paper)"] = p.where(both).rank(ascending=False, method="min")
+    out["note"] = merged["note"].fillna("")
+    return out.set_index([first, second])
+
+
+def table4_wide(ours: pd.DataFrame, metric: str = "HR@10") -> pd.DataFrame:
+    """A Table IV `grid_table` in the paper's layout: architectures x (IDSR, MMSR-T, MMSR-V,
+    MMSR) for one metric, with the "Improv." column when both IDSR and MMSR are there."""
+    if metric not in ours.columns:
+        raise KeyError(f"metric {metric!r} is not in the table; it has {list(ours.columns)}")
+    wide = ours[metric].unstack(ours.index.names[1])
+    rows = list(dict.fromkeys(ours.index.get_level_values(0)))
+    cols = list(dict.fromkeys(ours.index.get_level_values(1)))
+    wide = wide.reindex(index=rows, columns=cols)
+    wide.columns.name = None
+    if "IDSR" in wide.columns and "MMSR" in wide.columns:
+        wide["Improv."] = improvement_column(wide)
+    return wide
+
+
+def improvement_column(
+    df: pd.DataFrame, ours: str = "MMSR", baseline: str = "IDSR", against: str = "best",
+    relative_to: str = "baseline",
+) -> pd.Series:
+    """Table IV's "Improv.": MMSR relative to the best IDSR, as "+12.34%" strings.
+
+    The caption says "compared to the best IDSR". ``against="best"`` (default) compares every
+    row with the best IDSR value of the table (one data set: the best ID architecture);
+    ``against="row"`` compares with the IDSR of the same architecture. `relative_to` is passed to
+    `report.relative_improvement` ("baseline": (ours - base) / base).
+    """
+    for col in (ours, baseline):
+        if col not in df.columns:
+            raise KeyError(
+                f"column {col!r} is not in the table (columns {list(df.columns)}); pass the "
+                "architectures x columns layout of table4_wide"
+            )
+    if against not in ("best", "row"):
+        raise ValueError(f"against must be 'best' or 'row', got {against!r}")
+    base = df[baseline].astype(float)
+    if against == "best":
+        base = pd.Series(base.max(), index=df.index)
+    values = [relative_improvement(float(o), float(b), relative_to)
+              for o, b in zip(df[ours], base, strict=True)]
+    return pd.Series(values, index=df.index, name="Improv.", dtype=object)

@@ -1,0 +1,220 @@
+"""The configuration grids of notebooks 01-03 (Tables II-IV) and their tables."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mmsr_lib import grids
+from mmsr_lib.config import PROFILES, RunConfig
+from mmsr_lib.fusion import parse_fusion_name
+from mmsr_lib.paper_numbers import paper_wide
+from mmsr_lib.results import ResultsStore, RunRecord
+from mmsr_lib.study import run_grid
+
+BUILDERS = {
+    "II": grids.table2_configs,
+    "III": grids.table3_configs,
+    "IV": grids.table4_configs,
+}
+
+
+def all_grids() -> list[tuple[str, str, grids.Grid]]:
+    out = []
+    for profile in PROFILES:
+        for table, build in BUILDERS.items():
+            out.append((profile, table, build(profile)))
+        out.append((profile, "IV-ml", grids.table4_configs(profile, dataset="movielens-100k")))
+    return out
+
+
+def test_table2_rows_match_the_paper_and_use_the_profile_encoders() -> None:
+    grid = grids.table2_configs("cpu")
+    paper = paper_wide("II", "HM")
+    assert list(grid) == list(zip(paper["group"], paper["row"], strict=True))
+    assert grid.levels == ("group", "row") and grid.table == "II"
+    assert grid["MMSR-T", "ELECTRA"].model.item_encoder == "text"
+    assert grid["MMSR-T", "ELECTRA"].model.text_encoder == "tiny-electra"
+    assert grid["MMSR-V", "Swin"].model.vision_encoder == "tiny-swin"
+    ro_resnet = grid["MMSR", "Ro.+ResNet"].model
+    assert (ro_resnet.item_encoder, ro_resnet.text_encoder, ro_resnet.vision_encoder) == (
+        "mm", "tiny-roberta", "tiny-resnet")
+    ele_mae = grid["MMSR", "ELE.+MAE"].model
+    assert (ele_mae.text_encoder, ele_mae.vision_encoder) == ("tiny-electra", "tiny-mae")
+    for cfg in grid.values():
+        assert cfg.model.sequence == "sasrec"
+        assert (cfg.model.fusion, cfg.model.fusion_layers) == ("merge_attn", 1)
+        assert cfg.model.mask_ratio is None  # MAE keeps the paper's default mask ratio
+    paper = grids.table2_configs("paper")
+    assert paper["MMSR", "BERT+MAE"].model.text_encoder == "bert-base-uncased"
+    assert paper["MMSR", "BERT+MAE"].model.vision_encoder == "mae-base"
+    assert paper["MMSR-T", "ELECTRA"].model.text_encoder == "google/electra-base-discriminator"
+    assert paper["MMSR-V", "Swin"].model.vision_encoder == "swin-base"
+    assert paper["MMSR-V", "ResNet"].model.vision_encoder == "resnet50"
+
+
+def test_table3_rows_match_the_paper_and_set_each_fusion() -> None:
+    grid = grids.table3_configs("smoke")
+    paper = paper_wide("III", "Bili")
+    assert list(grid) == list(zip(paper["group"], paper["row"], strict=True))
+    for (group, row), cfg in grid.items():
+        m = cfg.model
+        assert (m.item_encoder, m.text_encoder, m.vision_encoder) == (
+            "mm", "tiny-roberta", "tiny-mae")
+        canonical, _ = parse_fusion_name(m.fusion)  # a fusion name the library accepts
+        assert canonical == m.fusion
+        assert m.fusion.endswith("+dnn") == (group == "Coarse+")
+        if group == "Attention":
+            depth = int(row.rsplit("-", 1)[1])
+            assert m.fusion_layers == depth
+    assert {cfg.model.fusion for cfg in grid.values()} == {
+        "gate", "film", "sum", "concat", "gate+dnn", "film+dnn", "sum+dnn", "concat+dnn",
+        "co_attn", "merge_attn"}
+
+
+def test_table4_rows_columns_and_movielens_variant() -> None:
+    grid = grids.table4_configs("cpu")
+    assert grid.levels == ("architecture", "column")
+    assert list(grid) == [(a, c) for a in ("SASRec", "GRU4Rec", "NextItNet")
+                          for c in ("IDSR", "MMSR-T", "MMSR-V", "MMSR")]
+    for (arch, col), cfg in grid.items():
+        m = cfg.model
+        assert m.sequence == grids.ARCHITECTURES[arch]
+        assert m.item_encoder == {"IDSR": "id", "MMSR-T": "text", "MMSR-V": "vision",
+                                  "MMSR": "mm"}[col]
+        if col == "MMSR":
+            assert (m.text_encoder, m.vision_encoder) == ("tiny-roberta", "tiny-swin")
+        assert cfg.data.source == "synthetic"
+    assert grid["GRU4Rec", "MMSR-V"].model.vision_encoder == "tiny-swin"
+    ml = grids.table4_configs("cpu", dataset="movielens-100k")
+    assert list(ml) == [(a, c) for a in ("SASRec", "GRU4Rec", "NextItNet")
+                        for c in ("IDSR", "MMSR-T")]
+    for cfg in ml.values():
+        assert cfg.data.source == "movielens-100k"
+    text = ml["NextItNet", "MMSR-T"].model
+    assert (text.text_encoder, text.text_pooling) == ("minilm", "mean")
+    assert text.text_max_tokens == 50  # MovieLens titles + genres reach ~33 tokens
+    assert text.top_blocks == 0 and ml["SASRec", "MMSR-T"].train.epochs == grids.CPU_EPOCHS["id"]
+    paper_ml = grids.table4_configs("paper", dataset="movielens-100k")["SASRec", "MMSR-T"]
+    assert paper_ml.model.top_blocks is None and paper_ml.data.source == "movielens-100k"
+    with pytest.raises(ValueError, match="movielens-100k"):
+        grids.table4_configs("cpu", dataset="hm")
+
+
+def test_every_grid_has_distinct_hashes_and_valid_round_tripping_configs() -> None:
+    for profile, table, grid in all_grids():
+        hashes = [cfg.hash() for cfg in grid.values()]
+        assert len(set(hashes)) == len(hashes), (profile, table)
+        names = [cfg.name for cfg in grid.values()]
+        assert len(set(names)) == len(names), (profile, table)
+        for key, cfg in grid.items():
+            again = RunConfig.from_dict(cfg.to_dict())
+            assert again == cfg and again.hash() == cfg.hash(), (profile, table, key)
+            assert cfg.profile == profile
+
+
+def test_profile_sizes_and_overrides() -> None:
+    cpu = grids.table2_configs("cpu")
+    assert cpu["MMSR-T", "BERT"].train.epochs == grids.CPU_EPOCHS["text"]
+    assert cpu["MMSR-V", "MAE"].train.epochs == grids.CPU_EPOCHS["vision"]
+    assert cpu["MMSR", "Ro.+Swin"].train.epochs == grids.CPU_EPOCHS["mm"]
+    assert grids.table4_configs("cpu")["SASRec", "IDSR"].train.epochs == grids.CPU_EPOCHS["id"]
+    assert all(c.model.text_max_tokens == grids.CPU_TEXT_TOKENS for c in cpu.values())
+    assert all(c.train.encoder_lr == c.train.lr for c in cpu.values())
+    paper = grids.table2_configs("paper")
+    assert all(c.train.epochs == 150 and c.model.text_max_tokens == 50 for c in paper.values())
+    assert all(c.train.encoder_lr == 1e-4 for c in paper.values())
+    # caller overrides come last: they win over the per-kind epochs
+    over = grids.table3_configs("cpu", "train.epochs=2", "model.dim=32")
+    assert all(c.train.epochs == 2 and c.model.dim == 32 for c in over.values())
+    with pytest.raises(ValueError, match="profile"):
+        grids.table2_configs("laptop")
+
+
+def test_synthetic_texts_fit_the_cpu_token_width(tmp_path) -> None:
+    """`text_max_tokens=24` on smoke/cpu is only an optimisation if no text is truncated."""
+    from mmsr_lib.encoders.text import create_text_encoder
+    from mmsr_lib.experiment import load_data
+
+    cfg = grids.table2_configs("smoke", f"data.cache_dir={tmp_path}")["MMSR-T", "RoBERTa"]
+    enc = create_text_encoder("tiny-roberta", max_tokens=grids.CPU_TEXT_TOKENS)
+    enc.tokenize(load_data(cfg.data).item_text)
+    assert enc.stats["texts"] > 100 and enc.stats["truncated"] == 0
+
+
+def _record(cfg: RunConfig, hr: float, ndcg: float) -> RunRecord:
+    return RunRecord(cfg.hash(), cfg.to_dict(), "done",
+                     metrics={"test": {"HR@10": hr, "NDCG@10": ndcg}}, extra={"epochs_run": 3})
+
+
+def test_grid_table_and_compare_with_paper() -> None:
+    grid = grids.table2_configs("smoke")
+    keys = list(grid)
+    # made-up numbers that order the rows like the paper's HM column, except two swapped rows
+    paper = paper_wide("II", "HM").set_index(["group", "row"])
+    records = {k: _record(grid[k], paper.loc[k, "HR@10"] / 2, paper.loc[k, "NDCG@10"] / 2)
+               for k in keys[:-1]}  # the last row "not run yet"
+    table = grids.grid_table(records, grid)
+    assert list(table.index) == keys and table.index.names == ["group", "row"]
+    assert table.loc[("MMSR-T", "RoBERTa"), "HR@10"] == pytest.approx(8.2275 / 2)
+    assert math.isnan(table.loc[keys[-1], "HR@10"])
+    assert table.loc[("MMSR", "Ro.+MAE"), "encoders"] == (
+        "tiny-roberta (random init) + tiny-mae (random init), merge_attn-1")
+    assert table.loc[("MMSR-T", "BERT"), "epochs"] == "3/3"
+    assert table.loc[keys[-1], "epochs"] == "-/3"
+
+    cmp = grids.compare_with_paper(table, "II", "HM")
+    assert list(cmp.index) == keys
+    assert cmp.loc[("MMSR-V", "Swin"), "HR@10 (paper)"] == pytest.approx(7.8615)
+    assert "swapped" in cmp.loc[("MMSR", "Ro.+MAE"), "note"]
+    # ranks over the rows with both numbers: halving keeps the paper's order
+    ranked = cmp.dropna(subset=["HR@10 (ours)"])
+    assert (ranked["HR@10 rank (ours)"] == ranked["HR@10 rank (paper)"]).all()
+    assert ranked["HR@10 rank (ours)"].min() == 1
+    assert math.isnan(cmp.loc[keys[-1], "HR@10 rank (paper)"])
+    with pytest.raises(KeyError, match="HR@50"):
+        grids.compare_with_paper(table, "II", "HM", metrics=["HR@50"])
+
+
+def test_table4_layout_improvement_and_paper_labels() -> None:
+    grid = grids.table4_configs("smoke")
+    values = {"IDSR": 4.0, "MMSR-T": 4.2, "MMSR-V": 3.0, "MMSR": 5.0}
+    arch_scale = {"SASRec": 1.0, "GRU4Rec": 0.5, "NextItNet": 0.75}
+    records = {(a, c): _record(cfg, values[c] * arch_scale[a], 1.0)
+               for (a, c), cfg in grid.items()}
+    table = grids.grid_table(records, grid)
+    assert table.index.names == ["architecture", "column"]
+    wide = grids.table4_wide(table, "HR@10")
+    assert list(wide.index) == ["SASRec", "GRU4Rec", "NextItNet"]
+    assert list(wide.columns) == ["IDSR", "MMSR-T", "MMSR-V", "MMSR", "Improv."]
+    # against the best IDSR of the table (SASRec's 4.0): 5.0 -> +25%, 2.5 -> -37.5%
+    assert wide["Improv."].tolist() == ["+25.00%", "-37.50%", "-6.25%"]
+    per_row = grids.improvement_column(wide, against="row")
+    assert per_row.tolist() == ["+25.00%", "+25.00%", "+25.00%"]
+    with pytest.raises(KeyError, match="table4_wide"):
+        grids.improvement_column(table)
+    # GRU4Rec is the paper's "GRURec"
+    cmp = grids.compare_with_paper(table, "IV", "HM")
+    assert cmp.loc[("GRU4Rec", "MMSR"), "HR@10 (paper)"] == pytest.approx(6.7965)
+    assert "NDCG@10 (paper)" not in cmp.columns  # Table IV prints HR@10 only
+
+
+def test_run_grid_end_to_end_on_two_smoke_configs(tmp_path) -> None:
+    """Two real runs (IDSR and MMSR-T, GRU4Rec, 1 epoch) through the results store."""
+    grid = grids.table4_configs("smoke", "train.epochs=1", "model.dim=16",
+                                f"data.cache_dir={tmp_path / 'data'}",
+                                f"train.checkpoint_dir={tmp_path / 'runs'}")
+    two = {k: grid[k] for k in [("GRU4Rec", "IDSR"), ("GRU4Rec", "MMSR-T")]}
+    store = ResultsStore(tmp_path / "results.sqlite")
+    records = run_grid(two, store=store, progress=False)
+    assert set(records) == set(two) and all(r.status == "done" for r in records.values())
+    table = grids.grid_table(records, two)
+    assert table[["HR@10", "NDCG@10"]].notna().all().all()
+    assert ((table["HR@10"] >= table["NDCG@10"]) & (table["HR@10"] <= 100)).all()
+    assert table["epochs"].tolist() == ["1/1", "1/1"]
+    # a second call loads from the store instead of training again
+    again = run_grid(two, store=store, progress=False)
+    assert {k: r.updated for k, r in again.items()} == {k: r.updated for k, r in records.items()}
+    assert isinstance(grids.compare_with_paper(table, "IV", "Bili"), pd.DataFrame)

@@ -1,0 +1,328 @@
+"""Multi-modal item encoders inside the recommender: end-to-end gradients for every item encoder
+and fusion, fast (distinct items + frozen-prefix cache) vs plain reference mode, the cache
+itself, padding, optimiser groups and error messages.
+
+Everything runs on the smoke synthetic catalog (~200 items, 32-pixel images) with the tiny
+random-init encoders. Texts of that catalog have at most ~21 tokens, so `text_max_tokens=24`
+keeps every token while making the steps cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_sequences
+from torch import nn
+
+from mmsr_lib.config import RunConfig, profile_config
+from mmsr_lib.data.loaders import TrainBatches
+from mmsr_lib.data.preprocess import SequenceData
+from mmsr_lib.encoders.multimodal import ITEM_ENCODERS, MultiModalItemEncoder
+from mmsr_lib.experiment import build_model, load_data
+from mmsr_lib.fusion import FUSIONS
+from mmsr_lib.recommender import Recommender
+from mmsr_lib.train import build_optimizer
+
+# fast vs plain: the same float32 computation, only grouped differently (distinct items, cached
+# frozen states), so the loss must agree to float rounding
+LOSS_ATOL = 1e-5
+GRAD_ATOL, GRAD_RTOL = 1e-5, 1e-4
+
+TEXT = ("model.item_encoder=text", "model.text_encoder=tiny-roberta")
+VISION_VIT = ("model.item_encoder=vision", "model.vision_encoder=tiny-vit")
+VISION_RESNET = ("model.item_encoder=vision", "model.vision_encoder=tiny-resnet")
+# mask_ratio written as a float: MAE's config rejects an int
+MM = ("model.item_encoder=mm", "model.text_encoder=tiny-roberta",
+      "model.vision_encoder=tiny-mae", "model.mask_ratio=0.0")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, SequenceData]:
+    """The smoke catalog, generated once for this module into its own temporary folder (an
+    absolute cache_dir: the per-test MMSR_HOME is not set yet when a module fixture runs)."""
+    cache = tmp_path_factory.mktemp("smoke-data")
+    cfg = profile_config("smoke").override(f"data.cache_dir={cache}", "model.text_max_tokens=24")
+    return cfg, load_data(cfg.data)
+
+
+def make(smoke, *overrides: str, cache: bool = True) -> tuple[RunConfig, Recommender]:
+    base, data = smoke
+    cfg = base.override(*overrides)
+    return cfg, build_model(cfg, data, "cpu", cache=cache)
+
+
+def batch_of(data: SequenceData, n_users: int = 8, index: int = 0) -> dict[str, torch.Tensor]:
+    batches = TrainBatches(data, n_users, seed=0)
+    batches.set_epoch(0)
+    return batches[index]
+
+
+def zero_dropout(model: nn.Module) -> None:
+    """Dropout off everywhere while staying in train mode: nn.Dropout modules and the float
+    rates that attention kernels read (HF `attention_dropout`, ours `attn_dropout`/`dropout`)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        for attr in ("attention_dropout", "attn_dropout", "dropout", "dropout_prob", "drop_prob"):
+            if isinstance(getattr(m, attr, None), float):
+                setattr(m, attr, 0.0)
+
+
+def encoder_params(model: Recommender) -> list[tuple[str, nn.Parameter]]:
+    enc = model.item_encoder
+    return [(f"{b.kind}.{n}", p) for b in enc.branches() for n, p in b.encoder.named_parameters()]
+
+
+# -- every item encoder and fusion trains end to end ------------------------------------------
+SINGLE = {"text": TEXT, "vision-vit": VISION_VIT, "vision-resnet": VISION_RESNET}
+CASES = [pytest.param(o, id=k) for k, o in SINGLE.items()]
+CASES += [pytest.param((*MM, f"model.fusion={f}"), id=f"mm-{f}") for f in FUSIONS]
+CASES += [pytest.param((*MM, "model.vision_encoder=tiny-resnet", "model.mask_ratio=none",
+                        "model.fusion=merge_attn"), id="mm-resnet-merge_attn")]
+
+
+@pytest.mark.parametrize("overrides", CASES)
+def test_one_training_step_reaches_fusion_and_top_blocks_only(smoke, overrides) -> None:
+    cfg, model = make(smoke, *overrides)
+    enc = model.item_encoder
+    assert isinstance(enc, MultiModalItemEncoder)
+    # the fast path with a frozen-prefix cache on every branch (all of these are cacheable)
+    assert all(b.cache is not None for b in enc.branches())
+    model.train()
+    loss = model.loss(batch_of(smoke[1]))
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+
+    head = enc.fusion if enc.fusion is not None else enc.proj
+    for name, p in head.named_parameters():
+        assert p.grad is not None, f"fusion/projection parameter {name} got no gradient"
+    assert sum(p.grad.abs().sum() for p in head.parameters()) > 0
+
+    params = encoder_params(model)
+    trainable = [(n, p) for n, p in params if p.requires_grad]
+    frozen = [(n, p) for n, p in params if not p.requires_grad]
+    assert trainable and frozen, "top-k fine-tuning must leave both trainable and frozen blocks"
+    for name, p in trainable:
+        assert p.grad is not None, f"trainable encoder parameter {name} got no gradient"
+    for b in enc.branches():  # every branch's top blocks learn something from this batch
+        g = sum(p.grad.abs().sum() for p in b.encoder.parameters() if p.requires_grad)
+        assert g > 0, f"the {b.kind} encoder's top blocks got an all-zero gradient"
+    for name, p in frozen:
+        assert p.grad is None, f"frozen encoder parameter {name} received a gradient"
+    for name, p in model.sequence_model.named_parameters():
+        assert p.grad is not None, f"sequence model parameter {name} got no gradient"
+
+
+# -- fast (distinct items + cache) vs plain (every slot through every encoder) -----------------
+EQUAL_CASES = {
+    "text": TEXT,
+    "vision-vit": VISION_VIT,
+    "mm-merge_attn": (*MM, "model.fusion=merge_attn"),
+    "mm-co_attn": (*MM, "model.fusion=co_attn"),
+    "mm-gate+dnn": (*MM, "model.fusion=gate+dnn"),
+}
+
+
+@pytest.mark.parametrize("overrides", list(EQUAL_CASES.values()), ids=list(EQUAL_CASES))
+def test_fast_and_plain_give_the_same_loss_and_gradients(smoke, overrides) -> None:
+    """Same weights, same batch, train mode with every dropout at 0: equal loss (atol 1e-5) and
+    equal gradients (atol 1e-5, rtol 1e-4). Transformer encoders only: a BatchNorm trained in
+    the top blocks (ResNet) normalises with batch statistics, which legitimately differ when
+    plain mode also feeds duplicates and padding through it."""
+    _, fast = make(smoke, *overrides, "model.dropout=0.0")
+    _, plain = make(smoke, *overrides, "model.dropout=0.0", "model.item_encoding=plain")
+    assert plain.item_encoder.plain and not fast.item_encoder.plain
+    assert all(b.cache is not None for b in fast.item_encoder.branches())
+    assert all(b.cache is None for b in plain.item_encoder.branches())
+    plain.load_state_dict(fast.state_dict())
+    batch = batch_of(smoke[1], n_users=6)
+    losses, grads = [], []
+    for model in (fast, plain):
+        model.train()
+        zero_dropout(model)
+        loss = model.loss(batch)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(losses[0], losses[1], atol=LOSS_ATOL, rtol=0.0)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        g_fast, g_plain = grads[0][name], grads[1][name]
+        assert (g_fast is None) == (g_plain is None), name
+        if g_fast is not None:
+            torch.testing.assert_close(g_fast, g_plain, atol=GRAD_ATOL, rtol=GRAD_RTOL, msg=name)
+
+
+# -- the frozen-prefix cache -------------------------------------------------------------------
+@pytest.mark.parametrize("overrides", [TEXT, VISION_RESNET, MM], ids=["text", "resnet", "mm"])
+def test_cache_equals_the_frozen_part_recomputed(smoke, overrides) -> None:
+    _, model = make(smoke, *overrides)
+    enc = model.item_encoder
+    model.train()  # the frozen part must be in eval mode (and so equal to the cache) even now
+    ids = torch.arange(1, enc.n_items + 1)
+    for b in enc.branches():
+        assert b.cache is not None and len(b.cache) == enc.n_items + 1
+        with torch.no_grad():
+            fresh = b.frozen(ids)
+        torch.testing.assert_close(b.cache.get(ids), fresh, atol=1e-6, rtol=1e-5)
+        assert b.cache.get(torch.tensor([0])).abs().sum() == 0  # the padding row stays zero
+    # and the cached forward is the uncached forward
+    model.eval()
+    some = torch.tensor([1, 7, 42, enc.n_items])
+    with torch.no_grad():
+        cached = enc(some)
+        saved = [b.cache for b in enc.branches()]
+        for b in enc.branches():
+            b.cache = None
+        uncached = enc(some)
+        for b, c in zip(enc.branches(), saved, strict=True):
+            b.cache = c
+    torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_refused_for_random_masking(smoke) -> None:
+    # tiny-mae with the paper's default mask ratio (0.75): a new mask every step
+    _, model = make(smoke, *MM, "model.mask_ratio=0.75", cache=False)
+    enc = model.item_encoder
+    assert enc.vision.encoder.mask_ratio == 0.75
+    with pytest.raises(ValueError, match="mask"):
+        enc.enable_cache("require")
+    assert enc.enable_cache("auto") == ["text"]  # the text branch is still cached
+    assert enc.text.cache is not None and enc.vision.cache is None
+    # build_model takes the "auto" path by itself
+    _, built = make(smoke, *MM, "model.mask_ratio=0.75")
+    assert built.item_encoder.text.cache is not None and built.item_encoder.vision.cache is None
+    # without a cache the step still trains, through the whole MAE
+    loss = built.loss(batch_of(smoke[1]))
+    assert torch.isfinite(loss)
+
+
+def test_cache_refused_for_full_finetuning(smoke) -> None:
+    _, model = make(smoke, *MM, "model.finetune=full", cache=False)
+    enc = model.item_encoder
+    with pytest.raises(ValueError, match="full"):
+        enc.enable_cache("require")
+    assert enc.enable_cache("auto") == []
+    assert all(b.cache is None for b in enc.branches())
+    _, built = make(smoke, *TEXT, "model.finetune=full")
+    assert built.item_encoder.text.cache is None
+
+
+def test_plain_mode_refuses_a_cache(smoke) -> None:
+    _, model = make(smoke, *TEXT, "model.item_encoding=plain")
+    with pytest.raises(ValueError, match="plain"):
+        model.item_encoder.enable_cache("auto")
+
+
+# -- padding and batch independence -----------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides",
+    [MM, (*MM, "model.fusion=co_attn"), (*MM, "model.mask_ratio=0.75"), VISION_RESNET],
+    ids=["mm-merge_attn", "mm-co_attn", "mm-mae-masked", "resnet"],
+)
+def test_padding_is_zero_and_batches_equal_single_items(smoke, overrides) -> None:
+    """In eval mode an item's vector depends on the item only: not on the batch it is encoded
+    with (fixed text width, masked pooling, MAE's fixed eval mask, BatchNorm running stats)."""
+    _, model = make(smoke, *overrides)
+    enc = model.item_encoder.eval()
+    ids = torch.tensor([3, 17, 5, 120, 64, 1])
+    with torch.no_grad():
+        together = enc(ids)
+        alone = torch.cat([enc(ids[i : i + 1]) for i in range(len(ids))])
+        mixed = enc(torch.tensor([0, 17, 0, 0, 3]))
+    assert together.shape == (len(ids), enc.dim)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    assert mixed[[0, 2, 3]].abs().sum() == 0
+    torch.testing.assert_close(mixed[[1, 4]], together[[1, 0]], atol=1e-5, rtol=1e-5)
+    # the recommender's embedding of a padded sequence: zero vectors in the padding slots
+    seq = torch.tensor([[0, 0, 3, 17], [5, 1, 120, 64]])
+    with torch.no_grad():
+        (x,) = model.embed(seq)
+    assert x[0, :2].abs().sum() == 0
+    torch.testing.assert_close(x[1], together[[2, 5, 3, 4]], atol=1e-5, rtol=1e-5)
+
+
+def test_plain_mode_also_maps_padding_to_zero(smoke) -> None:
+    _, model = make(smoke, *MM, "model.item_encoding=plain")
+    enc = model.item_encoder.eval()
+    with torch.no_grad():
+        out = enc(torch.tensor([0, 4, 0]))
+    assert out[[0, 2]].abs().sum() == 0 and out[1].abs().sum() > 0
+
+
+# -- optimiser groups --------------------------------------------------------------------------
+@pytest.mark.parametrize("finetune", ["top", "full"])
+def test_encoder_parameters_get_the_encoder_group(smoke, finetune) -> None:
+    cfg, model = make(smoke, *MM, f"model.finetune={finetune}", "train.encoder_lr=3e-5",
+                      "train.lr=2e-3", "train.weight_decay=0.1", cache=False)
+    enc = model.item_encoder
+    expected = {id(p) for b in enc.branches() for p in b.encoder.parameters() if p.requires_grad}
+    got = [id(p) for p in enc.encoder_parameters()]
+    assert len(got) == len(set(got)) == len(expected) and set(got) == expected
+    untrained = [n for n, p in encoder_params(model) if not p.requires_grad]
+    if finetune == "full":  # everything but MAE's fixed sin-cos position table trains
+        assert untrained == ["vision.backbone.embeddings.position_embeddings"]
+    else:  # the embeddings and lower blocks stay frozen
+        assert any(".embeddings." in n for n in untrained)
+
+    groups = {g["name"]: g for g in build_optimizer(model, cfg).param_groups}
+    assert {id(p) for p in groups["encoder"]["params"]} == expected
+    assert groups["encoder"]["lr"] == pytest.approx(3e-5)
+    assert groups["encoder"]["weight_decay"] == 0.0
+    assert groups["downstream"]["lr"] == pytest.approx(2e-3)
+    assert groups["downstream"]["weight_decay"] == pytest.approx(0.1)
+    # fusion and sequence model are downstream; every trainable parameter is in exactly one group
+    fusion = {id(p) for p in enc.fusion.parameters()}
+    downstream = {id(p) for g in ("downstream", "downstream_no_decay") for p in groups[g]["params"]}
+    assert fusion <= downstream and not fusion & expected
+    all_trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert downstream | expected == all_trainable and not downstream & expected
+
+
+# -- error messages ----------------------------------------------------------------------------
+def test_unknown_item_encoder_lists_the_valid_ones(smoke) -> None:
+    with pytest.raises(ValueError, match="item_encoder") as err:
+        make(smoke, "model.item_encoder=audio")
+    assert all(name in str(err.value) for name in ITEM_ENCODERS)
+
+
+def test_unknown_fusion_lists_the_valid_ones(smoke) -> None:
+    with pytest.raises(ValueError, match="unknown fusion") as err:
+        make(smoke, *MM, "model.fusion=blend")
+    assert all(name in str(err.value) for name in FUSIONS)
+
+
+def test_unknown_encoder_names_list_the_valid_ones(smoke) -> None:
+    with pytest.raises(ValueError, match="unknown text encoder") as err:
+        make(smoke, *TEXT, "model.text_encoder=tiny-gpt")
+    assert "tiny-roberta" in str(err.value) and "roberta-base" in str(err.value)
+    with pytest.raises(ValueError, match="unknown vision encoder") as err:
+        make(smoke, *VISION_VIT, "model.vision_encoder=tiny-cnn")
+    assert "tiny-mae" in str(err.value) and "resnet50" in str(err.value)
+
+
+def test_unknown_item_encoding_is_refused(smoke) -> None:
+    with pytest.raises(ValueError, match="item_encoding"):
+        make(smoke, *TEXT, "model.item_encoding=turbo")
+
+
+@pytest.mark.parametrize("item_encoder", ["vision", "mm"])
+def test_text_only_data_with_a_vision_encoder_is_a_clear_error(
+    tmp_path: Path, item_encoder: str
+) -> None:
+    seqs = {f"u{u}": [f"i{(u + k) % 12}" for k in range(7)] for u in range(10)}
+    root = write_sequences(tmp_path / "text-only", seqs, with_images=False)
+    cfg = profile_config("smoke").override(
+        "data.source=path", f"data.path={root}", f"model.item_encoder={item_encoder}",
+        "model.text_max_tokens=24",
+    )
+    data = load_data(cfg.data)
+    assert data.image_path is None
+    with pytest.raises(ValueError, match="no images") as err:
+        build_model(cfg, data)
+    assert "item_encoder=text" in str(err.value) and data.name in str(err.value)
+    # the same data with the text encoder works
+    model = build_model(cfg.override("model.item_encoder=text"), data)
+    assert torch.isfinite(model.loss(batch_of(data, n_users=4)))
