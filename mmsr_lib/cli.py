@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
-        print(f"mmsr: error: {err}", file=sys.stderr)
+        if args.verbose:  # the full traceback for bug reports
+            raise
+        print(f"mmsr: error: {err} (run with -v for the traceback)", file=sys.stderr)
         return 2
 
 
