@@ -7,7 +7,7 @@ notebooks only name their configurations and narrate.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import pandas as pd
 
@@ -20,11 +20,11 @@ DEFAULT_METRICS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20", "HR@50", "NDCG@50")
 
 
 def run_grid(
-    configs: Mapping[str, RunConfig],
+    configs: Mapping[Hashable, RunConfig],
     store: ResultsStore | None = None,
     force: bool = False,
     progress: bool = True,
-) -> dict[str, RunRecord]:
+) -> dict[Hashable, RunRecord]:
     """Run (or load, when already done) every configuration, in order; label -> record."""
     from mmsr_lib.experiment import run_experiment
 
@@ -39,7 +39,7 @@ def run_grid(
 
 
 def metrics_frame(
-    records: Mapping[str, RunRecord],
+    records: Mapping[Hashable, RunRecord],
     split: str = "test",
     metrics: Sequence[str] = DEFAULT_METRICS,
     label: str = "model",

@@ -33,7 +33,7 @@ GRAD_ATOL, GRAD_RTOL = 1e-5, 1e-4
 TEXT = ("model.item_encoder=text", "model.text_encoder=tiny-roberta")
 VISION_VIT = ("model.item_encoder=vision", "model.vision_encoder=tiny-vit")
 VISION_RESNET = ("model.item_encoder=vision", "model.vision_encoder=tiny-resnet")
-# mask_ratio written as a float: MAE's config rejects an int
+# mask_ratio=0: no patch dropped, so the MAE frozen part is deterministic and cacheable
 MM = ("model.item_encoder=mm", "model.text_encoder=tiny-roberta",
       "model.vision_encoder=tiny-mae", "model.mask_ratio=0.0")
 

@@ -9,8 +9,10 @@ masking (MAE with mask_ratio > 0 draws a new mask each step). It is keyed by the
 `cache_key()` (model, weights, tokenisation, image preprocessing, fine-tuning split) and by the
 item inputs, and rebuilt whenever the key changes.
 
-Storage: in memory as float32 by default, which is exact (fast and plain modes give equal
-losses). With `path`, a float16 memory-mapped .npy file on disk (half the size, for paper-scale
+Storage: in memory as float32 by default, which is exact: fast and plain modes give equal
+losses for transformer encoders. A CNN whose trainable top blocks hold BatchNorm (ResNet,
+EfficientNet) normalises with batch statistics in training, and plain mode feeds duplicates and
+padding images through it, so there the two modes differ by design (equal in eval mode). With `path`, a float16 memory-mapped .npy file on disk (half the size, for paper-scale
 catalogs: 85K items x 50 tokens x 768 is 6.5 GB in float16); float16 rounds the cached states
 to ~3 significant digits, so results then match plain mode only approximately.
 
