@@ -45,7 +45,7 @@ def run_notebook(
     profile: str = "smoke",
     output_dir: str | Path | None = None,
     parameters: dict[str, Any] | None = None,
-    timeout: int = 1800,
+    timeout: int | None = None,
 ) -> dict[str, Any]:
     """Execute one notebook with papermill; returns the values it recorded.
 
