@@ -14,6 +14,7 @@ wrong (the paper's own code froze the *top* layers):
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Collection, Sequence
 
 import torch
@@ -129,6 +130,20 @@ class PartlyFrozen(nn.Module):
     def frozen_is_deterministic(self) -> bool:
         """True when the frozen part's output for an item never changes (so it can be cached)."""
         return self.finetune == "top"
+
+    def _cache_key(self, kind: str, version: str, parts: dict) -> str:
+        """`cache_key()` of a modality: the frozen part's identity (backbone class, name, digest
+        of the frozen weights, fine-tuning mode) plus the modality's own input settings."""
+        identity = {
+            "version": version,
+            "class": type(self.backbone).__name__,
+            "name": self.name,
+            "weights": frozen_weights_digest(self.backbone, self._top_prefixes()),
+            "finetune": self.finetune,
+            **parts,
+        }
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+        return f"{kind}:{safe_name(self.name)}:{digest}"
 
     def train(self, mode: bool = True) -> PartlyFrozen:
         super().train(mode)

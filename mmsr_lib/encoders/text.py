@@ -27,9 +27,7 @@ from mmsr_lib.encoders import zoo
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.encoders.finetune import (
     PartlyFrozen,
-    frozen_weights_digest,
     resolve_top_blocks,
-    safe_name,
 )
 
 log = logging.getLogger("mmsr.encoders")
@@ -183,19 +181,12 @@ class TextEncoder(PartlyFrozen):
     # -- identity of the frozen part ---------------------------------------------------------------
     def cache_key(self) -> str:
         """Changes whenever the frozen part's output for a text could change."""
-        parts = {
-            "version": _KEY_VERSION,
-            "class": type(self.backbone).__name__,
-            "name": self.name,
-            "weights": frozen_weights_digest(self.backbone, self._top_prefixes()),
+        return self._cache_key("text", _KEY_VERSION, {
             "tokenizer": self.tokenizer_digest(),
             "max_tokens": self.max_tokens,
             "empty": EMPTY_TEXT,
-            "finetune": self.finetune,
             "split": [self.split, self.n_blocks],
-        }
-        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-        return f"text:{safe_name(self.name)}:{digest}"
+        })
 
     def _top_prefixes(self) -> list[str]:
         return [f"encoder.layer.{i}." for i in range(self.split, self.n_blocks)]

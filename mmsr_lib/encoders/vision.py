@@ -19,7 +19,6 @@ is kept, so it is.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,7 @@ from mmsr_lib.encoders import zoo
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.encoders.finetune import (
     PartlyFrozen,
-    frozen_weights_digest,
     resolve_top_blocks,
-    safe_name,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -149,22 +146,15 @@ class VisionEncoder(PartlyFrozen):
 
     def cache_key(self) -> str:
         """Changes whenever the frozen part's output for an image could change."""
-        parts = {
-            "version": _KEY_VERSION,
-            "class": type(self.backbone).__name__,
-            "name": self.name,
-            "weights": frozen_weights_digest(self.backbone, self._top_prefixes()),
+        return self._cache_key("vision", _KEY_VERSION, {
             "image_size": self.image_size,
             "source_image_size": self.source_image_size,
             "mean": self.pixel_mean.flatten().tolist(),
             "std": self.pixel_std.flatten().tolist(),
             "interpolation": self.interpolation,
-            "finetune": self.finetune,
             "split": [self.n_blocks - self.top_blocks, self.n_blocks],
             **self._key_parts(),
-        }
-        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-        return f"vision:{safe_name(self.name)}:{digest}"
+        })
 
     def _meta(self) -> dict[str, Any]:
         return {"kind": "vision", "name": self.name, "display_name": self.display_name,
