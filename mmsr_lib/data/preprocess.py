@@ -41,8 +41,8 @@ class EvalSet:
 
     def subset(self, rows: np.ndarray) -> EvalSet:
         rows = np.asarray(rows, dtype=np.int64)
-        hist = History.from_lists([self.history_of(r) for r in rows])
-        return EvalSet(self.inputs[rows], self.targets[rows], hist, self.users[rows])
+        return EvalSet(self.inputs[rows], self.targets[rows], self.history.take(rows),
+                       self.users[rows])
 
     def history_of(self, row: int) -> np.ndarray:
         h = self.history
@@ -64,6 +64,7 @@ class SequenceData:
     name: str = ""
     source_fingerprint: str = ""
     stats: dict = field(default_factory=dict)
+    _eval_sets: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_users(self) -> int:
@@ -117,15 +118,18 @@ class SequenceData:
         """Leave-one-out: valid predicts seq[-2] from seq[:-2]; test predicts seq[-1] from seq[:-1]."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+        if split in self._eval_sets:  # built once: training validates every epoch
+            return self._eval_sets[split]
         cut = 2 if split == "valid" else 1
         prefixes = [s[:-cut] for s in self.seqs]
         targets = np.array([s[-cut] for s in self.seqs], dtype=np.int64)
-        return EvalSet(
+        self._eval_sets[split] = EvalSet(
             _left_pad([p[-self.max_len :] for p in prefixes], self.max_len),
             targets,
             History.from_lists(prefixes),
             np.arange(self.n_users, dtype=np.int64),
         )
+        return self._eval_sets[split]
 
     def cold_eval_set(self, split: str, mode: str = "target") -> EvalSet:
         """Evaluation restricted to cold items.
