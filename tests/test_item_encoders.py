@@ -155,6 +155,52 @@ def test_fast_and_plain_give_the_same_loss_and_gradients(smoke, overrides) -> No
             torch.testing.assert_close(g_fast, g_plain, atol=GRAD_ATOL, rtol=GRAD_RTOL, msg=name)
 
 
+# -- length buckets --------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides", [TEXT, (*MM, "model.fusion=merge_attn")], ids=["text", "mm"])
+def test_length_buckets_change_nothing_but_the_padding(smoke, overrides, monkeypatch) -> None:
+    """Encoding distinct items in groups of similar text length gives the loss and gradients of
+    one group, and each group is trimmed to its own longest text."""
+    _, model = make(smoke, *overrides, "model.dropout=0.0")
+    enc = model.item_encoder
+    model.train()
+    zero_dropout(model)
+    batch = batch_of(smoke[1], n_users=16)
+    ids = torch.unique(torch.cat([batch["inputs"], batch["targets"], batch["negatives"]], 1))
+    ids = ids[ids > 0]
+    monkeypatch.setattr(enc, "min_bucket", 8)
+    groups = enc.length_groups(ids)
+    assert len(groups) == enc.text_buckets
+    assert sorted(torch.cat(groups).tolist()) == list(range(len(ids)))
+    lengths = [enc.text.inputs.attention_mask[ids[g]].sum(1) for g in groups]
+    assert all(a.max() <= b.min() for a, b in zip(lengths, lengths[1:], strict=False))
+    assert lengths[0].max() < lengths[-1].max(), "the smoke texts vary in length"
+
+    results = []
+    for buckets in (1, 4):
+        monkeypatch.setattr(enc, "text_buckets", buckets)
+        model.zero_grad(set_to_none=True)
+        loss = model.loss(batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                        if p.grad is not None}))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=LOSS_ATOL, rtol=0.0)
+    assert results[0][1].keys() == results[1][1].keys()
+    for name, g in results[0][1].items():
+        torch.testing.assert_close(g, results[1][1][name], atol=GRAD_ATOL, rtol=GRAD_RTOL, msg=name)
+
+
+def test_length_buckets_are_off_while_a_batchnorm_trains(smoke, monkeypatch) -> None:
+    """BatchNorm statistics depend on which items share a call, so no grouping then."""
+    _, model = make(smoke, *MM, "model.vision_encoder=tiny-resnet", "model.mask_ratio=none")
+    enc = model.item_encoder
+    monkeypatch.setattr(enc, "min_bucket", 8)
+    ids = torch.arange(1, 101)
+    model.train()
+    assert len(enc.length_groups(ids)) == 1
+    model.eval()
+    assert len(enc.length_groups(ids)) == enc.text_buckets
+
+
 # -- the frozen-prefix cache -------------------------------------------------------------------
 @pytest.mark.parametrize("overrides", [TEXT, VISION_RESNET, MM], ids=["text", "resnet", "mm"])
 def test_cache_equals_the_frozen_part_recomputed(smoke, overrides) -> None:
