@@ -13,11 +13,15 @@ import pandas as pd
 
 from mmsr_lib.data.images import ImageStore
 from mmsr_lib.data.preprocess import SequenceData
+from mmsr_lib.paths import resolve
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 130) -> Path:
-    """PNG written to a temporary name and renamed, so a figure on disk is never half-written."""
-    path = Path(path)
+    """PNG written to a temporary name and renamed, so a figure on disk is never half-written.
+
+    A relative `path` is anchored at the project home (`mmsr_lib.paths`), so a notebook, whose
+    working directory is `notebooks/`, writes to the top-level `figures/` like the CLI does."""
+    path = resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
