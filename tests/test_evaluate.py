@@ -216,3 +216,26 @@ def test_bad_input_messages() -> None:
         History(np.array([0, 5]), np.array([1, 2]))
     with pytest.raises(ValueError, match="empty"):
         metrics_from_ranks([])
+
+
+def test_ranks_with_ties_and_near_ties_do_not_depend_on_the_batch() -> None:
+    """The default float64 path gives the ranks of scoring everything in one float64 product,
+    whatever the batch size, also for exact duplicates of the target (ties) and items a hair
+    away from it (near-ties that float32 could not separate)."""
+    g = torch.Generator().manual_seed(1)
+    n_users, n_items, dim = 200, 3000, 32
+    users, items = torch.randn(n_users, dim, generator=g), torch.randn(n_items + 1, dim, generator=g)
+    rng = np.random.default_rng(1)
+    targets = rng.integers(1, n_items + 1, size=n_users)
+    users += torch.rand(n_users, 1, generator=g) * items[targets]  # ranks spread from 0 to tail
+    for u in range(0, n_users, 4):  # a tie and a near-tie for every 4th user
+        dup, near = rng.choice(np.setdiff1d(np.arange(1, n_items + 1), targets), 2, replace=False)
+        items[dup] = items[targets[u]]
+        items[near] = items[targets[u]] * (1 + 1e-7)
+    history = History.from_lists([rng.integers(1, n_items + 1, size=15) for _ in range(n_users)])
+    full = users.double() @ items.double().T
+    expected = target_ranks(mask_scores(full, history, targets), torch.from_numpy(targets))
+    for bs in (1, 33, n_users):
+        res = evaluate_ranking(users, items, targets, history, batch_size=bs)
+        np.testing.assert_array_equal(res.ranks, expected.numpy())
+    assert 0 < np.mean(res.ranks < 10) < 1, "the problem must have hits and misses"
