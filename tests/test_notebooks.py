@@ -32,6 +32,8 @@ CHECKS = {
         r["n_rows"] == 12,
         _check_percent(r["best_hr10"]),
         set(r["group_means"]) == {"Coarse", "Coarse+", "Attention"},
+        # the explorer's default choice is Table III's MergeAttn-1 row: loaded, not retrained
+        r["explorer_hr10"] == r["table_mergeattn1_hr10"],
     ),
     "03_sr_architectures": lambda r: (
         r["n_rows"] == 12,
