@@ -27,6 +27,8 @@ def all_grids() -> list[tuple[str, str, grids.Grid]]:
         for table, build in BUILDERS.items():
             out.append((profile, table, build(profile)))
         out.append((profile, "IV-ml", grids.table4_configs(profile, dataset="movielens-100k")))
+        out.append((profile, "IV-minilm",
+                    grids.table4_configs(profile, dataset="synthetic-minilm")))
     return out
 
 
@@ -105,6 +107,22 @@ def test_table4_rows_columns_and_movielens_variant() -> None:
     assert paper_ml.model.top_blocks is None and paper_ml.data.source == "movielens-100k"
     with pytest.raises(ValueError, match="movielens-100k"):
         grids.table4_configs("cpu", dataset="hm")
+
+
+def test_table4_synthetic_minilm_variant_shares_the_id_runs() -> None:
+    """Same catalog, MMSR-T through the real pretrained MiniLM (frozen on cpu), IDSR rows the
+    synthetic grid's own (one hash, so the store trains them once)."""
+    plain, pre = grids.table4_configs("cpu"), grids.table4_configs("cpu", dataset="synthetic-minilm")
+    assert list(pre) == [(a, c) for a in ("SASRec", "GRU4Rec", "NextItNet")
+                         for c in ("IDSR", "MMSR-T")]
+    for arch in grids.ARCHITECTURES:
+        assert pre[arch, "IDSR"].hash() == plain[arch, "IDSR"].hash()
+        cfg = pre[arch, "MMSR-T"]
+        assert cfg.data.source == "synthetic" and cfg.hash() != plain[arch, "MMSR-T"].hash()
+        m = cfg.model
+        assert (m.text_encoder, m.text_pooling, m.top_blocks) == ("minilm", "mean", 0)
+        assert m.text_max_tokens == grids.CPU_TEXT_TOKENS
+        assert cfg.train.epochs == grids.CPU_EPOCHS["id"]
 
 
 def test_every_grid_has_distinct_hashes_and_valid_round_tripping_configs() -> None:

@@ -40,6 +40,7 @@ CHECKS = {
         len(r["improvements"]) == 3,
         r["cold_rows"] == 3,
         r["movielens_rows"] == 3,
+        r["pretrained_rows"] == 3,
     ),
 }
 
