@@ -67,21 +67,21 @@ def explorer_config(profile: str, choice: Choice, overrides: Sequence[str] = ())
         return profile_config(profile).override(seq, f"name={choice.name()}", *overrides)
     kind = KINDS[choice.kind]
     names = grids.encoder_names(profile)
-    base = grids._base(profile, (f"model.fusion={choice.fusion}",
-                                 f"model.fusion_layers={choice.fusion_layers}"))
+    base = grids.grid_base(profile, (f"model.fusion={choice.fusion}",
+                                     f"model.fusion_layers={choice.fusion_layers}"))
     enc: dict[str, str] = {}
     if kind in ("text", "mm"):
         enc["text"] = names[choice.text]
     if kind in ("vision", "mm"):
         enc["vision"] = names[choice.vision]
-    return grids._run(base, profile, kind, choice.name(), seq, overrides=overrides, **enc)
+    return grids.row_config(base, profile, kind, choice.name(), seq, overrides=overrides, **enc)
 
 
 def paper_rows(profile: str, overrides: Sequence[str] = ()) -> dict[str, tuple[str, str, str]]:
     """config hash -> (paper table, group, row) for every row of Tables II-IV on `profile`."""
     out: dict[str, tuple[str, str, str]] = {}
-    for grid in (grids.table2_configs(profile, *overrides), grids.table3_configs(profile, *overrides),
-                 grids.table4_configs(profile, *overrides)):
+    builders = (grids.table2_configs, grids.table3_configs, grids.table4_configs)
+    for grid in (build(profile, *overrides) for build in builders):
         for (group, row), cfg in grid.items():
             out.setdefault(cfg.hash(), (grid.table, group, row))
     return out

@@ -118,7 +118,9 @@ def _check_profile(profile: str) -> None:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
 
 
-def _base(profile: str, overrides: Sequence[str], text_tokens: int = CPU_TEXT_TOKENS) -> RunConfig:
+def grid_base(
+    profile: str, overrides: Sequence[str], text_tokens: int = CPU_TEXT_TOKENS
+) -> RunConfig:
     """The profile's base config with the grid-wide settings of this module, then `overrides`."""
     cfg = profile_config(profile)
     if profile != "paper":
@@ -131,7 +133,7 @@ def _kind_epochs(profile: str, kind: str) -> tuple[str, ...]:
     return (f"train.epochs={CPU_EPOCHS[kind]}",) if profile == "cpu" else ()
 
 
-def _run(
+def row_config(
     base: RunConfig, profile: str, kind: str, name: str, *settings: str,
     text: str | None = None, vision: str | None = None, overrides: Sequence[str] = (),
 ) -> RunConfig:
@@ -156,17 +158,17 @@ def table2_configs(profile: str, *overrides: str) -> Grid:
     `overrides` (dotted) apply to every row, after those.
     """
     names = encoder_names(profile)
-    base = _base(profile, ("model.sequence=sasrec", "model.fusion=merge_attn",
-                           "model.fusion_layers=1"))
+    base = grid_base(profile, ("model.sequence=sasrec", "model.fusion=merge_attn",
+                               "model.fusion_layers=1"))
     grid = Grid("II", ("group", "row"))
     for t in TEXT_LABELS:
-        grid["MMSR-T", t] = _run(base, profile, "text", f"t2-text-{t}", text=names[t],
-                                 overrides=overrides)
+        grid["MMSR-T", t] = row_config(base, profile, "text", f"t2-text-{t}", text=names[t],
+                                       overrides=overrides)
     for v in VISION_LABELS:
-        grid["MMSR-V", v] = _run(base, profile, "vision", f"t2-vision-{v}", vision=names[v],
-                                 overrides=overrides)
+        grid["MMSR-V", v] = row_config(base, profile, "vision", f"t2-vision-{v}",
+                                       vision=names[v], overrides=overrides)
     for t, v in MM_PAIRS:
-        grid["MMSR", f"{SHORT[t]}+{v}"] = _run(
+        grid["MMSR", f"{SHORT[t]}+{v}"] = row_config(
             base, profile, "mm", f"t2-mm-{t}+{v}", text=names[t], vision=names[v],
             overrides=overrides,
         )
@@ -179,10 +181,10 @@ def table3_configs(profile: str, *overrides: str) -> Grid:
     merge-attention with 1, 2 and 4 blocks; RoBERTa + MAE, SASRec. Every row is an MMSR run
     (`CPU_EPOCHS["mm"]` epochs on cpu)."""
     names = encoder_names(profile)
-    base = _base(profile, ("model.sequence=sasrec",))
+    base = grid_base(profile, ("model.sequence=sasrec",))
     grid = Grid("III", ("group", "row"))
     for (group, row), (fusion, layers) in FUSION_ROWS.items():
-        grid[group, row] = _run(
+        grid[group, row] = row_config(
             base, profile, "mm", f"t3-{fusion}-{layers}", f"model.fusion={fusion}",
             f"model.fusion_layers={layers}", text=names["RoBERTa"], vision=names["MAE"],
             overrides=overrides,
@@ -218,15 +220,15 @@ def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic") ->
     text, vision = names["RoBERTa"], names["Swin"]
     columns, data, text_settings = TABLE4_COLUMNS, (), ()
     if dataset == "synthetic":
-        base = _base(profile, settings)
+        base = grid_base(profile, settings)
     else:
         text, columns = "minilm", ("IDSR", "MMSR-T")
         # MiniLM is pretrained: the paper's top-block rate; on MovieLens the paper's 50 tokens
         # (titles + genres reach ~33), on the synthetic catalog 24 (its texts reach ~21)
         movielens = dataset == "movielens-100k"
         data = ("data.source=movielens-100k",) if movielens else ()
-        base = _base(profile, [*settings, *data, "model.text_pooling=mean"],
-                     text_tokens=50 if movielens else CPU_TEXT_TOKENS)
+        base = grid_base(profile, [*settings, *data, "model.text_pooling=mean"],
+                         text_tokens=50 if movielens else CPU_TEXT_TOKENS)
         base = base.override(f"train.encoder_lr={profile_config(profile).train.encoder_lr}")
         if profile != "paper":
             text_settings = ("model.top_blocks=0", *_kind_epochs(profile, "id"))
@@ -248,8 +250,8 @@ def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic") ->
                 continue
             kind, enc = runs[col]
             extra = text_settings if kind == "text" else ()
-            grid[arch, col] = _run(base, profile, kind, name, f"model.sequence={seq}", *extra,
-                                   overrides=overrides, **enc)
+            grid[arch, col] = row_config(base, profile, kind, name, f"model.sequence={seq}",
+                                         *extra, overrides=overrides, **enc)
     return grid
 
 
