@@ -90,7 +90,8 @@ def paper_rows(profile: str, overrides: Sequence[str] = ()) -> dict[str, tuple[s
 def paper_value(table: str, group: str, row: str, metric: str = "HR@10") -> float | None:
     """The paper's HM number for a row of Table II/III/IV, None when it has none."""
     wide = paper_wide(table, PAPER_DATASET)
-    group = grids.PAPER_LABELS.get(group, group)
+    # the paper's spellings, mapped on both levels as `grids.compare_with_paper` maps them
+    group, row = (grids.PAPER_LABELS.get(x, x) for x in (group, row))
     hit = wide[(wide["group"] == group) & (wide["row"] == row)]
     if hit.empty or metric not in hit:
         return None
