@@ -90,7 +90,8 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     before = (old / "interactions.tsv").read_text()
     inter, items, images = tables()
     with pytest.raises(TypeError, match="not JSON serialisable"):
-        write_dataset(old, inter.iloc[:2], items, images, {"name": "ds", "bad": object()})
+        write_dataset(old, inter.iloc[:2], items, images, {"name": "ds", "bad": object()},
+                      overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temporary directory left
     assert (old / "interactions.tsv").read_text() == before  # the old data set is untouched
     with pytest.raises(DatasetFormatError):
@@ -98,13 +99,55 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 
-def test_rewrite_replaces_old_data_set(tmp_path):
+def test_rewrite_replaces_old_data_set_only_with_overwrite(tmp_path):
     root = write(tmp_path, "ds")
     inter, items, _ = tables(with_images=False)
-    write_dataset(root, inter.iloc[:3], items, None, {"name": "ds"})
+    with pytest.raises(fmt.DatasetExistsError, match="already holds a data set.*--overwrite"):
+        write_dataset(root, inter.iloc[:3], items, None, {"name": "ds"})
+    assert len(load_dataset(root).interactions) == 5  # untouched
+    write_dataset(root, inter.iloc[:3], items, None, {"name": "ds"}, overwrite=True)
     raw = load_dataset(root)
     assert len(raw.interactions) == 3 and raw.image_path is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_a_folder_that_is_not_a_data_set_is_never_replaced(tmp_path):
+    """Pointed at a project home, `--out` used to move it aside and delete it recursively."""
+    home = tmp_path / "home"
+    (home / "results").mkdir(parents=True)
+    (home / "results" / "mmsr.sqlite").write_bytes(b"precious")
+    (home / "meta.json").write_text("{}")  # a meta.json without a format_version is no manifest
+    inter, items, images = tables()
+    for overwrite in (False, True):
+        with pytest.raises(fmt.DatasetExistsError, match=f"{home}.*not a data set written by mmsr"):
+            write_dataset(home, inter, items, images, {"name": "x"}, overwrite=overwrite)
+    assert (home / "results" / "mmsr.sqlite").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no temp folder left
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep")
+    with pytest.raises(fmt.DatasetExistsError, match="not a folder"):
+        write_dataset(a_file, inter, items, images, {"name": "x"}, overwrite=True)
+    assert a_file.read_text() == "keep"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert load_dataset(write_dataset(empty, inter, items, images, {"name": "e"})).meta["name"] == "e"
+
+
+def test_synth_refuses_a_foreign_folder_before_generating(tmp_path):
+    from mmsr_lib.config import SynthConfig
+    from mmsr_lib.data.synthetic import generate_catalog
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    cfg = SynthConfig(n_users=30, n_items=20, mean_seq_len=6.0, image_size=8)
+    with pytest.raises(fmt.DatasetExistsError, match="not a data set written by mmsr"):
+        generate_catalog(cfg, home, overwrite=True)
+    assert (home / "notes.txt").read_text() == "mine"
+    root = generate_catalog(cfg, tmp_path / "cat")
+    with pytest.raises(fmt.DatasetExistsError, match="--overwrite"):
+        generate_catalog(cfg, root)
+    assert generate_catalog(cfg, root, overwrite=True) == root
 
 
 def test_images_from_npy_file_are_moved_in(tmp_path):

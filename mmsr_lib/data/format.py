@@ -111,6 +111,7 @@ def write_dataset(
     images: np.ndarray | str | os.PathLike | None,
     meta: dict,
     extras: dict[str, pd.DataFrame] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a data set atomically and return its directory.
 
@@ -122,9 +123,13 @@ def write_dataset(
     data set; ``load_dataset`` ignores them.
 
     The files go into a temporary sibling directory which is renamed into place only when complete;
-    an existing data set at `root` is replaced only then. On any error nothing is left behind.
+    an existing data set at `root` is replaced only then, and only with ``overwrite=True``. A folder
+    that is not a data set written by this library (no manifest, see `is_dataset_dir`) is never
+    replaced or deleted, whatever `overwrite` says: `check_writable_target` refuses it before any
+    work is done. On any error nothing is left behind.
     """
     root = Path(root)
+    check_writable_target(root, overwrite)
     inter = _prepare_interactions(interactions)
     its = _prepare_items(items)
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -153,10 +158,61 @@ def write_dataset(
     return root
 
 
+class DatasetExistsError(FileExistsError):
+    """The output folder already holds something; the message says whether --overwrite helps."""
+
+
+def is_dataset_dir(path: str | os.PathLike) -> bool:
+    """True when `path` is a data set this library wrote: the manifest (meta.json with a
+    ``format_version``) and the interaction file are there. Nothing else may ever be replaced."""
+    path = Path(path)
+    meta = path / META_FILE
+    if not path.is_dir() or not meta.is_file() or not (path / INTERACTIONS_FILE).is_file():
+        return False
+    try:
+        return "format_version" in json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
+def check_writable_target(root: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse an output folder whose replacement could lose data, before any work is done.
+
+    Allowed: a path that does not exist, an empty folder, or (with `overwrite`) an earlier data
+    set of this library. Refused: a file, a non-empty folder that is not such a data set (a
+    project home, a results folder, ...), or an earlier data set without `overwrite`.
+    """
+    root = Path(root)
+    if not root.exists() and not root.is_symlink():
+        return
+    if root.is_symlink() or not root.is_dir():
+        raise DatasetExistsError(
+            f"{root} exists and is not a folder; choose another output path (nothing was written)"
+        )
+    if not any(root.iterdir()):
+        return
+    if not is_dataset_dir(root):
+        raise DatasetExistsError(
+            f"{root} is a non-empty folder that is not a data set written by mmsr (it has no "
+            f"{META_FILE} manifest with a format_version); refusing to replace it. Choose a new "
+            "or empty output folder (nothing was written or deleted)"
+        )
+    if not overwrite:
+        raise DatasetExistsError(
+            f"{root} already holds a data set; pass --overwrite (overwrite=True) to replace it, "
+            "or choose another output folder (nothing was written)"
+        )
+
+
 def _swap_into_place(tmp: Path, root: Path, tag: str) -> None:
-    """Rename the complete `tmp` to `root`; an old `root` is moved aside first and removed last."""
+    """Rename the complete `tmp` to `root`; an old `root` is moved aside first and removed last.
+
+    Only an empty folder or a data set of this library is ever moved aside and removed
+    (`check_writable_target` is asked again here, right before the swap).
+    """
     old = None
     if root.exists():
+        check_writable_target(root, overwrite=True)
         old = root.parent / f".{root.name}.old-{tag}"
         os.replace(root, old)
     try:

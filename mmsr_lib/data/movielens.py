@@ -54,10 +54,10 @@ def ensure_movielens_100k(cache_dir: str | Path) -> Path:
         if (meta.get("converter_version") == _CONVERTER_VERSION
                 and meta.get("format_version") == FORMAT_VERSION):
             return root
-    return convert_movielens_100k(recbole_ml100k_dir(), root)
+    return convert_movielens_100k(recbole_ml100k_dir(), root, overwrite=True)  # our cache folder
 
 
-def convert_movielens_100k(src: Path, out_dir: Path) -> Path:
+def convert_movielens_100k(src: Path, out_dir: Path, overwrite: bool = False) -> Path:
     """Convert RecBole's ml-100k atomic files in `src` into a text-only data set at `out_dir`."""
     inter = _read_atomic(src / "ml-100k.inter", ("user_id", "item_id", "timestamp"))
     items = _read_atomic(src / "ml-100k.item",
@@ -87,6 +87,7 @@ def convert_movielens_100k(src: Path, out_dir: Path) -> Path:
         pd.DataFrame({"item": items["item_id"], "text": text, "image": -1}),
         None,
         meta,
+        overwrite=overwrite,
     )
 
 

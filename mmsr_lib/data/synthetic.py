@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mmsr_lib.config import SynthConfig
-from mmsr_lib.data.format import FORMAT_VERSION, META_FILE, write_dataset
+from mmsr_lib.data.format import FORMAT_VERSION, META_FILE, check_writable_target, write_dataset
 from mmsr_lib.paths import resolve
 
 log = logging.getLogger("mmsr.data")
@@ -150,13 +150,18 @@ def ensure_catalog(cfg: SynthConfig, cache_dir: str | Path) -> Path:
                 and meta.get("knobs") == dataclasses.asdict(cfg)):
             return root
         log.warning("%s does not match its knobs or generator version; regenerating", root)
-    return generate_catalog(cfg, root)
+    # the cache folder is ours: an outdated catalog there may be replaced (anything else may not)
+    return generate_catalog(cfg, root, overwrite=True)
 
 
-def generate_catalog(cfg: SynthConfig, out_dir: Path) -> Path:
-    """Generate the catalog for `cfg` into `out_dir` (written atomically) and return it."""
+def generate_catalog(cfg: SynthConfig, out_dir: Path, overwrite: bool = False) -> Path:
+    """Generate the catalog for `cfg` into `out_dir` (written atomically) and return it.
+
+    An existing data set at `out_dir` is replaced only with `overwrite`; any other non-empty
+    folder is refused before anything is generated (`format.check_writable_target`)."""
     _validate(cfg)
     out_dir = Path(out_dir)
+    check_writable_target(out_dir, overwrite)
     streams = np.random.SeedSequence([cfg.seed, _DOMAIN_CODE[cfg.domain]]).spawn(4)
     rng_items, rng_text, rng_images, rng_users = (np.random.default_rng(s) for s in streams)
 
@@ -207,7 +212,8 @@ def generate_catalog(cfg: SynthConfig, out_dir: Path) -> Path:
             },
             "skipped": {},
         }
-        write_dataset(out_dir, inter, items, tmp_images, meta, extras={ATTRIBUTES_FILE: attributes})
+        write_dataset(out_dir, inter, items, tmp_images, meta, extras={ATTRIBUTES_FILE: attributes},
+                      overwrite=overwrite)
     finally:
         tmp_images.unlink(missing_ok=True)
     return out_dir
