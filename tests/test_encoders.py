@@ -348,8 +348,11 @@ def test_efficientnet_lite0_weights_map_fully_and_classify() -> None:
     from matplotlib import cbook
     from PIL import Image
 
-    source = torch.load(zoo.efficientnet_lite0_file(), map_location="cpu", weights_only=True)
-    model = zoo.load_efficientnet_lite0().eval()
+    from mmsr_lib.encoders import offline_weights
+
+    source = torch.load(offline_weights.efficientnet_lite_file(0), map_location="cpu",
+                        weights_only=True)
+    model = offline_weights.load_efficientnet_lite(0).eval()
     target = model.state_dict()
     assert len(source) == len(target) == 296
     for (_, s), (_, t) in zip(source.items(), target.items(), strict=True):

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmsr_lib.encoders import zoo
+from mmsr_lib.encoders import offline_weights, zoo
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.encoders.finetune import (
     PartlyFrozen,
@@ -37,7 +37,7 @@ EMPTY_TEXT = "[empty]"  # what an item without text is encoded as (counted in st
 DEFAULT_TOP_BLOCKS = 2
 _KEY_VERSION = "text-v1"
 # model types whose position ids start after the padding id (RoBERTa-style)
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet")
 
 
 class TextEncoder(PartlyFrozen):
@@ -158,15 +158,23 @@ class TextEncoder(PartlyFrozen):
         if project is not None:
             hidden = project(hidden)
         mask = self._attention_mask(hidden, attention_mask)
-        for layer in self._layers()[: self.split]:
-            hidden = layer(hidden, mask)
+        return self._run_layers(self._layers()[: self.split], hidden, mask)
+
+    def _run_layers(self, layers: nn.ModuleList, hidden: torch.Tensor, mask: Any) -> torch.Tensor:
+        """Run `layers` in turn. MPNet's blocks also take the relative position bias that its
+        encoder computes from the sequence length, and return a tuple."""
+        encoder = self.backbone.encoder
+        bias = encoder.compute_position_bias(hidden) if hasattr(
+            encoder, "compute_position_bias") else None
+        for layer in layers:
+            out = layer(hidden, mask) if bias is None else layer(hidden, mask, position_bias=bias)
+            hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
     def forward_top(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> ModalityOutput:
         """The trainable top blocks on `forward_frozen`'s output, then pooling."""
         mask = self._attention_mask(hidden, attention_mask)
-        for layer in self._layers()[self.split :]:
-            hidden = layer(hidden, mask)
+        hidden = self._run_layers(self._layers()[self.split :], hidden, mask)
         valid = attention_mask.bool()
         if self.pooling == "cls":
             pooled = hidden[:, 0]
@@ -276,7 +284,9 @@ def create_text_encoder(
     if base in zoo.TINY_TEXT:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(zoo.minilm_dir(), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(
+            offline_weights.minilm_dir(f"text encoder {name!r} (MiniLM's vocabulary)"),
+            local_files_only=True)
         backbone = zoo.tiny_text_backbone(base, tokenizer, layers=depth or 4)
         return TextEncoder(backbone, tokenizer, name=name, display_name=f"{name} (random init)",
                            pretrained=False, **kw)
@@ -284,16 +294,18 @@ def create_text_encoder(
         from transformers import AutoTokenizer
 
         arch = name[len(zoo.RANDOM_PREFIX):]
-        tokenizer = AutoTokenizer.from_pretrained(zoo.minilm_dir(), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(
+            offline_weights.minilm_dir(f"text encoder {name!r} (MiniLM's vocabulary)"),
+            local_files_only=True)
         backbone = zoo.random_arch_text_backbone(arch, tokenizer)
         return TextEncoder(backbone, tokenizer, name=name,
                            display_name=f"{arch} architecture (random init, benchmark only)",
                            pretrained=False, **kw)
-    if name == "minilm":
-        return load_text_folder(
-            zoo.minilm_dir(), "minilm", pretrained=True,
-            display_name="MiniLM-L6-H384 (pretrained, all-MiniLM-L6-v2)", **kw,
-        )
+    offline = offline_weights.canonical(name)
+    if offline in offline_weights.TEXT_MODELS:  # real pretrained weights shipped by pip
+        backbone, tokenizer = offline_weights.load_text(offline)
+        return TextEncoder(backbone, tokenizer, name=offline, pretrained=True,
+                           display_name=offline_weights.OFFLINE_MODELS[offline].display_name, **kw)
     if Path(name).expanduser().is_dir():
         return load_text_folder(Path(name).expanduser(), name, **kw)
     if name in zoo.PAPER_TEXT:

