@@ -1,0 +1,170 @@
+"""H&M Personalized Fashion Recommendations (Kaggle), read as the competition publishes it.
+
+``src`` holds ``transactions_train.csv`` (t_dat, customer_id, article_id, price,
+sales_channel_id), ``articles.csv`` (article_id, prod_name, product_type_name, ..., detail_desc)
+and ``images/0XX/0XXXXXXXXX.jpg`` (the folder is the first three digits of the ten-digit,
+zero-padded article id). Article ids are read as strings and padded to ten digits, so the
+leading zero survives (reading them as numbers is the classic H&M bug).
+
+``t_dat`` is a date: several purchases of a customer share one day, and those keep their order
+in ``transactions_train.csv`` (the stable sort of the importer and of ``build_sequences``), the
+only order the file gives. Item text follows the paper: the description plus categorical tags
+so that products with the same description stay apart (`HM_TEXT_RECIPE`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmsr_lib.data.adapters._common import (
+    compose_text,
+    default_images,
+    source_dir,
+    start,
+    unique_join,
+)
+from mmsr_lib.data.importer import (
+    ImportReport,
+    LmdbImages,
+    image_source,
+    import_frames,
+    parse_timestamps,
+    read_delimited,
+)
+from mmsr_lib.util.registry import register
+
+log = logging.getLogger("mmsr.data")
+
+TRANSACTIONS = "transactions_train.csv"
+ARTICLES = "articles.csv"
+IMAGES = "images"
+HM_TAG_FIELDS: tuple[str, ...] = (
+    "product_type_name", "product_group_name", "graphical_appearance_name", "colour_group_name",
+    "perceived_colour_value_name", "department_name", "index_name", "section_name",
+    "garment_group_name",
+)
+HM_TEXT_RECIPE = (
+    "'{prod_name}. {tags}. {detail_desc}' where tags = product_type_name, product_group_name, "
+    "graphical_appearance_name, colour_group_name, perceived_colour_value_name, "
+    "department_name, index_name, section_name, garment_group_name joined with ', ' (empty and "
+    "repeated values left out); empty parts are skipped"
+)
+_LAYOUT = f"{TRANSACTIONS}, {ARTICLES} and {IMAGES}/0XX/0XXXXXXXXX.jpg"
+
+
+def normalise_article_ids(ids: pd.Series) -> pd.Series:
+    """Article ids as ten-digit strings: whitespace stripped, purely numeric ids shorter than
+    ten digits zero-padded (a file that went through a spreadsheet lost the leading zero)."""
+    s = ids.astype(str).str.strip()
+    short = s.str.fullmatch(r"\d{1,9}").to_numpy(dtype=bool)
+    return s.where(~short, s.str.zfill(10))
+
+
+def hm_item_text(articles: pd.DataFrame) -> pd.Series:
+    """Item texts by `HM_TEXT_RECIPE` (missing columns count as empty)."""
+    n = len(articles)
+
+    def col(name: str) -> list:
+        return articles[name].tolist() if name in articles.columns else [""] * n
+
+    tags = list(zip(*(col(f) for f in HM_TAG_FIELDS), strict=True)) if n else []
+    texts = [compose_text([name, unique_join(t), desc])
+             for name, t, desc in zip(col("prod_name"), tags, col("detail_desc"), strict=True)]
+    return pd.Series(texts, index=articles.index, dtype=object)
+
+
+def hm_image_key(article_id: str) -> str:
+    """``0XX/0XXXXXXXXX.jpg`` for a ten-digit article id ("" for anything else)."""
+    return f"{article_id[:3]}/{article_id}.jpg" if len(article_id) == 10 and \
+        article_id.isdigit() else ""
+
+
+@register("data_format", "hm",
+          description="H&M Personalized Fashion Recommendations (Kaggle): <src>/"
+                      "transactions_train.csv, articles.csv, images/0XX/0XXXXXXXXX.jpg")
+def import_hm(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    users: int | None = None,
+    seed: int = 0,
+    image_size: int = 224,
+    overwrite: bool = False,
+    duplicates: str = "keep",
+    name: str | None = None,
+    images: str | os.PathLike | None = None,
+    min_user_interactions: int = 5,
+) -> ImportReport:
+    """Import the H&M data in `src` (layout in the module docstring) into a data set at `out`.
+
+    `images` overrides ``<src>/images``; without either the import is text only. Articles that
+    nobody (of the sampled users) bought are left out, so their images are never decoded.
+    """
+    src = source_dir(src, "hm", _LAYOUT)
+    start(out, image_size, duplicates, users, min_user_interactions, overwrite)
+    tx_path, art_path = src / TRANSACTIONS, src / ARTICLES
+    cols = ("t_dat", "customer_id", "article_id")
+    tx, lines = read_delimited(tx_path, required=cols, usecols=cols, categorical=cols,
+                               what="H&M transactions")
+    timestamps = parse_timestamps(tx["t_dat"], tx_path, column="t_dat", line_of=lines)
+    inter = pd.DataFrame({"user": tx["customer_id"],
+                          "item": _normalise_categorical(tx["article_id"]),
+                          "timestamp": timestamps})
+    del tx
+    arts, _ = read_delimited(art_path, required=("article_id", "prod_name"),
+                             what="H&M articles")
+    absent = [c for c in (*HM_TAG_FIELDS, "detail_desc") if c not in arts.columns]
+    if absent:
+        log.warning("%s lacks the text columns %s; item texts are built without them",
+                    art_path, absent)
+    ids = normalise_article_ids(arts["article_id"])
+    image_path = _images_path(src, images)
+    source = image_source(image_path) if image_path is not None else None
+    if isinstance(source, LmdbImages):
+        keys = ids.to_numpy(dtype=object)
+    else:
+        keys = np.asarray([hm_image_key(a) for a in ids], dtype=object)
+    items = pd.DataFrame({"item": ids.to_numpy(), "text": hm_item_text(arts).to_numpy(),
+                          "image": keys})
+    try:
+        return import_frames(
+            inter, items, source, out, image_size=image_size, name=name, overwrite=overwrite,
+            duplicates=duplicates, users=users, seed=seed,
+            min_user_interactions=min_user_interactions, drop_unused_items=True, fmt="hm",
+            source=f"H&M Personalized Fashion Recommendations (Kaggle) from {src}",
+            inputs={"transactions": str(tx_path), "articles": str(art_path),
+                    "images": str(image_path) if image_path is not None else None},
+            extra_meta={
+                "text_recipe": HM_TEXT_RECIPE,
+                "timestamp_unit": "s: t_dat at 00:00 UTC; purchases of one day keep their "
+                                  f"order in {TRANSACTIONS}",
+            },
+            where=(str(tx_path), str(art_path)),
+        )
+    finally:
+        if source is not None:
+            source.close()
+
+
+def _images_path(src: Path, images: str | os.PathLike | None) -> Path | None:
+    path = default_images(src, images, (IMAGES,))
+    if path is None:
+        log.warning("%s has no %s/ folder and no --images was given: importing text only",
+                    src, IMAGES)
+    return path
+
+
+def _normalise_categorical(ids: pd.Series) -> pd.Series:
+    """`normalise_article_ids` on a categorical column, category by category (cheap on the 31M
+    transactions), merging categories that only differed by the lost leading zero."""
+    cats = normalise_article_ids(pd.Series(ids.cat.categories.astype(str)))
+    inverse, uniq = pd.factorize(cats)
+    codes = ids.cat.codes.to_numpy()
+    new_codes = np.where(codes >= 0, inverse[np.maximum(codes, 0)], -1)
+    return pd.Series(pd.Categorical.from_codes(new_codes, categories=pd.Index(uniq)),
+                     index=ids.index)
