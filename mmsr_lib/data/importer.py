@@ -629,6 +629,9 @@ def _why_bad(value: str) -> str:
     try:
         f = float(v)
     except ValueError:
+        date = pd.to_datetime(v, errors="coerce", utc=True, format="mixed")
+        if pd.notna(date) and date < pd.Timestamp("1970-01-01", tz="UTC"):
+            return "is a date before 1970 (timestamps must be >= 0)"
         return "is neither an integer nor a date/time"
     if not np.isfinite(f):
         return "is neither an integer nor a date/time"
