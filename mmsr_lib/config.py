@@ -33,6 +33,9 @@ class SynthConfig:
     complement: float = 0.3  # chance the next item comes from a complementary category
     text_dropout: float = 0.15  # chance an attribute word is omitted from the text
     noise: float = 0.08  # pixel noise in rendered images
+    # item pictures: "rendered" shapes, or "fashion-mnist": real garment photos of the category's
+    # class, tinted and patterned (needs Debian's dataset-fashion-mnist; see data/fashion_mnist.py)
+    images: str = "rendered"
 
 
 @dataclass

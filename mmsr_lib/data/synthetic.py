@@ -7,6 +7,10 @@ so that the paper's questions stay meaningful on it:
   (IMAGE ONLY: never written in the text), a material and a style (TEXT ONLY: never drawn), plus
   size / position / brightness jitter. Text-only, image-only and fused item encoders therefore see
   different, partly overlapping information and can genuinely differ;
+* with ``SynthConfig.images = "fashion-mnist"`` each item's picture is instead a real photo from
+  Fashion-MNIST of the garment class its category maps to (`GARMENTS`), tinted with the item's
+  colour, the pattern laid over the garment as a texture, and the category's words in the text
+  become the garment's words. Which attributes are image-only and text-only does not change;
 * users have Dirichlet preferences over every attribute and sequential dynamics: a current
   interest (category + colour) that drifts, and complementary category transitions driven by the
   previous item, so the order of a sequence matters;
@@ -33,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from mmsr_lib.config import SynthConfig
+from mmsr_lib.data import fashion_mnist
 from mmsr_lib.data.format import FORMAT_VERSION, META_FILE, check_writable_target, write_dataset
 from mmsr_lib.paths import resolve
 
@@ -79,6 +84,20 @@ STYLE_WORDS = {
     "minimal": ("minimal", "minimalist"), "vintage": ("vintage", "retro"),
     "boho": ("boho", "bohemian"), "urban": ("urban", "streetwear"),
 }
+# images="fashion-mnist": category k is a real garment class, its photo and its words. The
+# categories' complement cycle (bowl -> kite -> ring -> scarf -> box -> tile -> tent -> badge)
+# becomes an outfit: t-shirt -> trousers -> sneaker -> bag -> dress -> sandal -> coat -> ankle
+# boot -> t-shirt. Fashion-MNIST's pullover and shirt (the classes most confused with t-shirt and
+# coat) are not used.
+GARMENTS = ("t-shirt", "dress", "coat", "trousers", "sneaker", "ankle boot", "sandal", "bag")
+GARMENT_CLASS = tuple(fashion_mnist.CLASSES.index(c) for c in (
+    "t-shirt/top", "dress", "coat", "trouser", "sneaker", "ankle boot", "sandal", "bag"))
+GARMENT_WORDS = {
+    "t-shirt": ("t-shirt", "tee", "top"), "dress": ("dress", "frock"), "coat": ("coat", "jacket"),
+    "trousers": ("trousers", "pants"), "sneaker": ("sneaker", "trainer"),
+    "ankle boot": ("ankle boot", "boot"), "sandal": ("sandal",), "bag": ("bag", "handbag"),
+}
+IMAGE_SOURCES = ("rendered", "fashion-mnist")
 GENERIC_NOUNS = ("item", "piece", "product")  # when the category word is omitted
 OPENERS = ("new", "lovely", "handmade", "everyday", "premium")
 FILLERS = (
@@ -108,6 +127,7 @@ _T0 = 1_600_000_000  # first timestamp (2020-09-13), seconds
 _MEAN_GAP_S = 2 * 24 * 3600
 _DOMAIN_CODE = {"source": 0, "target": 1}
 _PATTERN_PERIOD = 0.45  # in shape-local units, so patterns scale with the shape
+_PHOTO_PATTERN_ZOOM = 1.5  # photos: pattern period 0.3 of the frame's half-width
 
 
 def _words(text: str) -> list[str]:
@@ -116,9 +136,9 @@ def _words(text: str) -> list[str]:
 
 VOCABULARY: frozenset[str] = frozenset(
     w
-    for group in (CATEGORY_WORDS, COLOUR_WORDS, MATERIAL_WORDS, STYLE_WORDS)
+    for group in (CATEGORY_WORDS, GARMENT_WORDS, COLOUR_WORDS, MATERIAL_WORDS, STYLE_WORDS)
     for words in group.values()
-    for w in words
+    for w in _words(" ".join(words))
 ) | frozenset(GENERIC_NOUNS + OPENERS + _TEMPLATE_WORDS) | frozenset(
     w for f in FILLERS for w in _words(f)
 )
@@ -165,8 +185,13 @@ def generate_catalog(cfg: SynthConfig, out_dir: Path, overwrite: bool = False) -
     streams = np.random.SeedSequence([cfg.seed, _DOMAIN_CODE[cfg.domain]]).spawn(4)
     rng_items, rng_text, rng_images, rng_users = (np.random.default_rng(s) for s in streams)
 
+    photos = labels = None
+    if cfg.images == "fashion-mnist":  # fail before generating anything if they are not here
+        photos, labels = fashion_mnist.load_fashion_mnist()
+    names = _category_names(cfg)
     attrs = make_items(cfg, rng_items)
-    texts = describe_items(attrs, cfg.text_dropout, rng_text)
+    texts = describe_items(attrs, cfg.text_dropout, rng_text,
+                           category_words=GARMENT_WORDS if photos is not None else None)
     interactions = simulate_interactions(cfg, attrs, rng_users)
 
     d = cfg.domain[0]
@@ -174,7 +199,11 @@ def generate_catalog(cfg: SynthConfig, out_dir: Path, overwrite: bool = False) -
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_images = out_dir.parent / f".{out_dir.name}.images-{uuid.uuid4().hex[:8]}.npy"
     try:
-        _render_to_file(tmp_images, attrs, cfg.image_size, cfg.noise, rng_images)
+        if photos is None:
+            _render_to_file(tmp_images, attrs, cfg.image_size, cfg.noise, rng_images)
+        else:
+            attrs["photo"] = pick_photos(attrs["category"], labels, rng_images)
+            _photos_to_file(tmp_images, attrs, photos, cfg.image_size, cfg.noise, rng_images)
         items = pd.DataFrame({"item": item_ids, "text": texts,
                               "image": np.arange(cfg.n_items, dtype=np.int64)})
         inter = pd.DataFrame({
@@ -184,8 +213,9 @@ def generate_catalog(cfg: SynthConfig, out_dir: Path, overwrite: bool = False) -
         })
         attributes = pd.DataFrame({
             "item": item_ids,
-            "category": np.asarray(CATEGORIES)[attrs["category"]],
-            "shape": np.asarray(SHAPES)[attrs["category"]],
+            "category": np.asarray(names)[attrs["category"]],
+            "shape": (np.asarray(SHAPES)[attrs["category"]] if photos is None
+                      else np.full(cfg.n_items, "photo")),
             "colour": np.asarray(list(COLOURS))[attrs["colour"]],
             "pattern": np.asarray(PATTERNS)[attrs["pattern"]],
             "material": np.asarray(MATERIALS)[attrs["material"]],
@@ -193,6 +223,9 @@ def generate_catalog(cfg: SynthConfig, out_dir: Path, overwrite: bool = False) -
             "popularity": attrs["popularity"],
             "tail": attrs["tail"].astype(np.int64),
         })
+        if photos is not None:  # which Fashion-MNIST photo (train then test numbering) and class
+            attributes["photo"] = attrs["photo"]
+            attributes["photo_class"] = labels[attrs["photo"]].astype(np.int64)
         meta = {
             "name": f"synthetic-{cfg.domain}",
             "source": "mmsr_lib.data.synthetic (generated, not real user data)",
@@ -202,16 +235,26 @@ def generate_catalog(cfg: SynthConfig, out_dir: Path, overwrite: bool = False) -
             "generator_version": GENERATOR_VERSION,
             "knobs": dataclasses.asdict(cfg),
             "attribute_space": {
-                "categories": dict(zip(CATEGORIES, SHAPES, strict=True)),
+                "categories": dict(zip(names, SHAPES if photos is None else [
+                    f"Fashion-MNIST photo: {fashion_mnist.CLASSES[c]}" for c in GARMENT_CLASS],
+                    strict=True)),
                 "colours": {k: list(v) for k, v in COLOURS.items()},
                 "patterns_image_only": list(PATTERNS),
                 "materials_text_only": list(MATERIALS),
                 "styles_text_only": list(STYLES),
-                "complement": {CATEGORIES[i]: CATEGORIES[j] for i, j in enumerate(COMPLEMENT)},
+                "complement": {names[i]: names[j] for i, j in enumerate(COMPLEMENT)},
                 "category_mix": _category_mix(cfg.domain).round(4).tolist(),
             },
             "skipped": {},
         }
+        if photos is not None:
+            meta["photos"] = {
+                "source": "Fashion-MNIST (Zalando Research, MIT licence), Debian package "
+                          "dataset-fashion-mnist",
+                "fingerprint": fashion_mnist.fingerprint(),
+                "classes": {names[k]: fashion_mnist.CLASSES[c]
+                            for k, c in enumerate(GARMENT_CLASS)},
+            }
         write_dataset(out_dir, inter, items, tmp_images, meta, extras={ATTRIBUTES_FILE: attributes},
                       overwrite=overwrite)
     finally:
@@ -229,6 +272,10 @@ def load_item_attributes(root: str | Path) -> pd.DataFrame:
 
 
 # -- items -----------------------------------------------------------------------------------
+def _category_names(cfg: SynthConfig) -> tuple[str, ...]:
+    return GARMENTS if cfg.images == "fashion-mnist" else CATEGORIES
+
+
 def _category_mix(domain: str) -> np.ndarray:
     mix = SOURCE_CATEGORY_MIX if domain == "source" else TARGET_CATEGORY_MIX
     return mix / mix.sum()
@@ -261,9 +308,15 @@ def make_items(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, np.ndarr
 
 
 def describe_items(attrs: dict[str, np.ndarray], text_dropout: float,
-                   rng: np.random.Generator) -> list[str]:
+                   rng: np.random.Generator,
+                   category_words: dict[str, tuple[str, ...]] | None = None) -> list[str]:
     """Templated descriptions: category, colour, material, style, each omitted with prob
-    `text_dropout`, with synonyms and filler. The pattern is never mentioned."""
+    `text_dropout`, with synonyms and filler. The pattern is never mentioned.
+
+    `category_words` (in category order, e.g. `GARMENT_WORDS`) replaces the categories' words;
+    the random draws are the same, so only the nouns change."""
+    nouns = (list(category_words.values()) if category_words is not None
+             else [CATEGORY_WORDS[c] for c in CATEGORIES])
     n = len(attrs["category"])
     keep = rng.random((4, n)) >= text_dropout  # category, colour, material, style
     pick = rng.integers(0, 1 << 30, size=(6, n))
@@ -273,8 +326,7 @@ def describe_items(attrs: dict[str, np.ndarray], text_dropout: float,
     colour_names = list(COLOURS)
     texts = []
     for i in range(n):
-        cat = CATEGORIES[attrs["category"][i]]
-        noun = (_choose(CATEGORY_WORDS[cat], pick[0, i]) if keep[0, i]
+        noun = (_choose(nouns[attrs["category"][i]], pick[0, i]) if keep[0, i]
                 else _choose(GENERIC_NOUNS, pick[0, i]))
         colour = (_choose(COLOUR_WORDS[colour_names[attrs["colour"][i]]], pick[1, i])
                   if keep[1, i] else None)
@@ -399,6 +451,87 @@ def _render_to_file(path: Path, attrs: dict[str, np.ndarray], size: int, noise: 
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
         store[sl] = render_items({k: v[sl] for k, v in attrs.items()}, size, noise, rng)
+    store.flush()
+    del store
+
+
+# -- real photos (images="fashion-mnist") ----------------------------------------------------
+def pick_photos(category: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each item, the index of a Fashion-MNIST photo of its category's garment class.
+
+    Within a class the photos are a random permutation, so items get distinct photos until a
+    class runs out (7,000 per class; a paper-size catalog then reuses photos, each copy with
+    its own colour, pattern and jitter)."""
+    out = np.empty(len(category), dtype=np.int64)
+    for k, cls in enumerate(GARMENT_CLASS):
+        sel = np.flatnonzero(category == k)
+        pool = rng.permutation(np.flatnonzero(labels == cls))
+        out[sel] = pool[np.arange(len(sel)) % len(pool)]
+    return out
+
+
+def _bilinear_weights(coord: np.ndarray, n: int) -> np.ndarray:
+    """[items, out, n] weights that sample a length-`n` axis at `coord` (pixel units, centres at
+    0..n-1) linearly; samples outside the photo get weight 0 (black, i.e. background)."""
+    lo = np.floor(coord)
+    frac = (coord - lo).astype(np.float32)
+    lo = lo.astype(np.int64)
+    w = np.zeros((*coord.shape, n), dtype=np.float32)
+    for idx, weight in ((lo, 1.0 - frac), (lo + 1, frac)):
+        ok = (idx >= 0) & (idx < n)
+        it, o = np.nonzero(ok)
+        w[it, o, idx[ok]] = weight[ok]
+    return w
+
+
+def render_photos(attrs: dict[str, np.ndarray], photos: np.ndarray, size: int, noise: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """uint8 [n, size, size, 3]: each item's garment photo (`attrs["photo"]` indexes `photos`),
+    resampled (bilinear, with the item's scale and position jitter) to size x size, tinted
+    with its colour (the photo's grey level as shading), its pattern in the contrasting tone as
+    a texture inside the garment, on the light background, plus Gaussian pixel noise."""
+    src = photos[attrs["photo"]].astype(np.float32) / 255.0  # [n, 28, 28], garment bright
+    n, side = len(src), src.shape[-1]
+    g = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
+    # the photo fills its frame, so it gets a larger scale than a drawn shape: 0.75 .. 1.0
+    scale = (0.75 + (attrs["scale"] - 0.55) * (0.25 / 0.30)).astype(np.float32)[:, None]
+    u = (g[None, :] - attrs["cx"].astype(np.float32)[:, None]) / scale  # [n, size] columns
+    v = (g[None, :] - attrs["cy"].astype(np.float32)[:, None]) / scale  # [n, size] rows
+    wx = _bilinear_weights((u + 1.0) / 2.0 * side - 0.5, side)
+    wy = _bilinear_weights((v + 1.0) / 2.0 * side - 0.5, side)
+    grey = (wy @ src) @ wx.transpose(0, 2, 1)  # [n, size, size]
+    alpha = np.clip(grey / 0.12, 0.0, 1.0)[..., None]  # the garment mask, soft at the edge
+    peak = np.maximum(src.reshape(n, -1).max(1), 1e-3)[:, None, None]
+    shade = (0.35 + 0.65 * np.clip(grey / peak, 0.0, 1.0))[..., None]
+    # finer than on a drawn shape: a garment photo fills its frame
+    uu, vv = np.broadcast_arrays(u[:, None, :] * _PHOTO_PATTERN_ZOOM,
+                                 v[:, :, None] * _PHOTO_PATTERN_ZOOM)
+    pattern_mask = np.zeros((n, size, size), dtype=bool)
+    for p, pattern in enumerate(PATTERNS):
+        sel = np.flatnonzero(attrs["pattern"] == p)
+        if sel.size and pattern != "solid":
+            pattern_mask[sel] = _pattern_mask(pattern, uu[sel], vv[sel])
+    rgb = np.asarray(list(COLOURS.values()), dtype=np.float32)[attrs["colour"]]
+    fill = np.clip(rgb * attrs["brightness"].astype(np.float32)[:, None], 0, 255)
+    luminance = fill @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    accent = np.where(luminance[:, None] > 140, fill * 0.45, fill + (255.0 - fill) * 0.6)
+    colour = np.where(pattern_mask[..., None], accent[:, None, None, :], fill[:, None, None, :])
+    background = attrs["background"].astype(np.float32)[:, None, None, None]
+    img = background * (1.0 - alpha) + colour * shade * alpha
+    if noise > 0:
+        img += rng.normal(0.0, noise * 255.0, size=img.shape).astype(np.float32)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def _photos_to_file(path: Path, attrs: dict[str, np.ndarray], photos: np.ndarray, size: int,
+                    noise: float, rng: np.random.Generator) -> None:
+    """Like `_render_to_file`, for `render_photos` (bounded memory, chunk by chunk)."""
+    n = len(attrs["category"])
+    store = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    chunk = max(1, (1 << 20) // (size * size))
+    for start in range(0, n, chunk):
+        sl = slice(start, min(start + chunk, n))
+        store[sl] = render_photos({k: v[sl] for k, v in attrs.items()}, photos, size, noise, rng)
     store.flush()
     del store
 
@@ -545,3 +678,6 @@ def _validate(cfg: SynthConfig) -> None:
             raise bad(name, "must be a probability in [0, 1]")
     if not 0.0 <= cfg.noise <= 1.0:
         raise bad("noise", "pixel noise std as a fraction of 255, in [0, 1]")
+    if cfg.images not in IMAGE_SOURCES:
+        raise bad("images", f"choose one of {list(IMAGE_SOURCES)} (fashion-mnist: real garment "
+                            "photos from Debian's dataset-fashion-mnist)")
