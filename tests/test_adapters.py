@@ -296,6 +296,7 @@ def test_hm_text_only_without_images(tmp_path, caplog):
         report = import_hm(src, tmp_path / "out", image_size=8)
     assert "text only" in caplog.text
     assert report.coverage["items_without_image"] == 6 and report.counts["images"] == 0
+    assert "no_image_dir" not in report.skipped  # no folder at all is coverage, not a skip
     assert load_dataset(report.path).image_path is None
 
 

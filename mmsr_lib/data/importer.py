@@ -696,21 +696,26 @@ class LineMap:
     breaks shift them); kept compact: only rows after the first irregularity are stored."""
 
     def __init__(self) -> None:
-        self._regular = 0  # rows 0.._regular-1 sit on line row + 2
+        self.regular = 0  # rows 0..regular-1 sit on line row + 2
         self._lines: list[int] | None = None
+
+    @property
+    def irregular(self) -> bool:
+        """True once a row was not on line row + 2 (every later row is stored)."""
+        return self._lines is not None
 
     def add(self, row: int, line: int) -> None:
         if self._lines is None and line == row + 2:
-            self._regular = row + 1
+            self.regular = row + 1
             return
         if self._lines is None:
             self._lines = []
         self._lines.append(line)
 
     def __call__(self, row: int) -> int:
-        if row < self._regular or self._lines is None:
+        if row < self.regular or self._lines is None:
             return row + 2
-        return self._lines[row - self._regular]
+        return self._lines[row - self.regular]
 
 
 def detect_delimiter(path: Path) -> str:
@@ -844,7 +849,10 @@ def _scan_delimited(path: Path, sep: str) -> tuple[list[str], LineMap]:
                     f"(line 1) has {len(header)} ({header}); the row is ragged. Fix or remove "
                     "that line (a text field holding the delimiter must be quoted)."
                 )
-            lines.add(row, state["line"])
+            if lines.irregular or state["line"] != row + 2:
+                lines.add(row, state["line"])
+            else:
+                lines.regular = row + 1
             row += 1
     except csv.Error as e:
         raise InputFormatError(f"{path}: line {state['line']}: {e}. Fix that line (quoting or "

@@ -54,7 +54,7 @@ def sample_users(interactions: pd.DataFrame, n_users: int | None, seed: int = 0,
     chosen = ids[rng.permutation(len(ids))[: int(n_users)]]
     user = interactions["user"]
     if isinstance(user.dtype, pd.CategoricalDtype):
-        keep_cat = np.isin(np.asarray(user.cat.categories.astype(str), dtype=object), chosen)
+        keep_cat = pd.Index(user.cat.categories.astype(str)).isin(chosen)  # hashed, not sorted
         codes = user.cat.codes.to_numpy()
         mask = (codes >= 0) & keep_cat[np.maximum(codes, 0)]
     else:

@@ -125,7 +125,9 @@ def import_hm(
     ids = normalise_article_ids(arts["article_id"])
     image_path = _images_path(src, images)
     source = image_source(image_path) if image_path is not None else None
-    if isinstance(source, LmdbImages):
+    if source is None:
+        keys = np.full(len(ids), "", dtype=object)
+    elif isinstance(source, LmdbImages):
         keys = ids.to_numpy(dtype=object)
     else:
         keys = np.asarray([hm_image_key(a) for a in ids], dtype=object)
