@@ -260,3 +260,13 @@ def test_overwrite_rule_through_the_entry_points(tmp_path):
         import_csv(src, out)
     assert import_csv(src, out, overwrite=True, images=imgs, image_size=8).counts["images"] == 1
     assert no_temp_files(tmp_path)
+
+
+def test_ids_are_compared_without_surrounding_spaces(tmp_path):
+    inter = write_text(tmp_path / "inter.tsv", "user\titem\ttimestamp\n u1 \ta \t1\nu1\t a\t2\n")
+    items = write_text(tmp_path / "items.tsv", "item\ttext\n a\tthe item\n")
+    report = import_tables(inter, items, None, tmp_path / "out")
+    raw = load_dataset(report.path)
+    assert raw.interactions["item"].tolist() == ["a", "a"]
+    assert raw.interactions["user"].tolist() == ["u1", "u1"]
+    assert report.skipped == {} and report.duplicates["found"] == 0

@@ -24,6 +24,7 @@ import os
 import re
 import stat
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -102,18 +103,21 @@ class ImageSkip(Exception):
         self.detail = detail
 
 
-class ImageSource:
+class ImageSource(ABC):
     """Where encoded images come from: `open(key)` returns a binary file object or raises
     `ImageSkip`. Keys are what the item frame's ``image`` column holds ("" = no image)."""
 
-    def open(self, key: str) -> IO[bytes]:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def open(self, key: str) -> IO[bytes]:
+        """The encoded image stored under `key`; `ImageSkip` says why there is none."""
 
-    def describe(self) -> str:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the images come from, for log messages."""
 
+    @abstractmethod
     def close(self) -> None:
-        """Release handles (an LMDB environment); a folder holds none."""
+        """Release handles (an LMDB environment)."""
 
 
 class FolderImages(ImageSource):
@@ -136,6 +140,9 @@ class FolderImages(ImageSource):
 
     def describe(self) -> str:
         return f"folder {self.root}"
+
+    def close(self) -> None:
+        """Nothing to release: every file is closed right after it is read."""
 
     def resolve(self, key: str) -> str:
         """The real path of `key` inside the folder; `ImageSkip` when it points elsewhere."""
@@ -327,8 +334,10 @@ def import_frames(
     dup_info = {"policy": duplicates, "found": n_dup,
                 "dropped": n_dup if duplicates == "drop" else 0}
 
+    inter["user"] = normalise_ids(inter["user"], str.strip)
+    inter["item"] = normalise_ids(inter["item"], str.strip)
     its = pd.DataFrame({
-        "item": items["item"].astype(str).str.strip().to_numpy(),
+        "item": normalise_ids(items["item"], str.strip).to_numpy(),
         "text": clean_text(items["text"]).to_numpy() if len(items) else np.array([], object),
         "image_url": (items["image_url"].fillna(False).to_numpy(dtype=bool)
                       if "image_url" in items.columns else np.zeros(len(items), dtype=bool)),
@@ -363,16 +372,11 @@ def import_frames(
         unused = 0
 
     source_obj = image_source(images)
+    owned = source_obj is not None and source_obj is not images  # opened here: closed here
+    tmp: Path | None = None
     try:
         rows, n_images, tmp, failures = _images_for(source_obj, its["image"].to_numpy(), out,
                                                     image_size, where_items, skipped)
-    except BaseException:
-        if source_obj is not None and source_obj is not images:
-            source_obj.close()
-        raise
-    try:
-        if source_obj is not None and source_obj is not images:
-            source_obj.close()
         for reason, names in failures.items():
             skipped[reason] = len(names)
             examples[reason] = names[:_N_LOGGED]
@@ -406,6 +410,8 @@ def import_frames(
         path = write_dataset(out, inter, final_items, tmp if n_images else None, meta,
                              overwrite=overwrite)
     finally:
+        if owned:
+            source_obj.close()
         if tmp is not None:
             tmp.unlink(missing_ok=True)
     counts = {"users": int(inter["user"].nunique()), "items": int(len(final_items)),
@@ -503,6 +509,21 @@ def _coverage(items: pd.DataFrame, failures: dict[str, list[str]], unused: int
     }
 
 
+def normalise_ids(ids: pd.Series, fn: Callable[[str], str]) -> pd.Series:
+    """`fn` applied to every id as a string (missing -> ""); on a categorical column per category,
+    merging categories that become equal, so paper-size id columns stay cheap."""
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        cats = [fn(str(c)) for c in ids.cat.categories]
+        codes_of, uniq = pd.factorize(pd.Series(cats, dtype=object))
+        codes = ids.cat.codes.to_numpy()
+        new = np.where(codes >= 0, codes_of[np.maximum(codes, 0)], -1)
+        cat = pd.Categorical.from_codes(new, categories=pd.Index(uniq, dtype=object))
+        return pd.Series(cat, index=ids.index, name=ids.name)
+    values = ids.astype(object).where(ids.notna(), "")
+    return pd.Series([fn(str(v)) for v in values], index=ids.index, name=ids.name,
+                     dtype=object)
+
+
 def _drop_blank_ids(df: pd.DataFrame, cols: tuple[str, ...], where: str,
                     skipped: dict[str, int]) -> pd.DataFrame:
     blank = np.zeros(len(df), dtype=bool)
@@ -565,6 +586,9 @@ def parse_timestamps(values: pd.Series, path: str | os.PathLike, *, column: str 
         return parsed[codes]
     if pd.api.types.is_integer_dtype(values):
         return _check_integer_timestamps(values, path, column=column, line_of=line_of)
+    fast = _plain_int64(values)
+    if fast is not None:
+        return fast
     s = values.astype(object).where(values.notna(), "").astype(str).str.strip()
     bad = _bad_timestamp_mask(s)
     if bad.any():
@@ -587,6 +611,17 @@ def parse_timestamps(values: pd.Series, path: str | os.PathLike, *, column: str 
             epoch = pd.Timestamp("1970-01-01", tz="UTC")
             out[idx[~is_num]] = ((dates - epoch) // pd.Timedelta(seconds=1)).to_numpy()
     return out
+
+
+def _plain_int64(values: pd.Series) -> np.ndarray | None:
+    """The common case at C speed: every value a non-negative integer that fits int64."""
+    try:
+        num = pd.to_numeric(values, errors="raise")
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if num.dtype != np.int64 or (len(num) and num.min() < 0):
+        return None
+    return num.to_numpy(dtype=np.int64)
 
 
 def _bad_timestamp_mask(s: pd.Series) -> np.ndarray:

@@ -33,6 +33,7 @@ from mmsr_lib.data.importer import (
     LmdbImages,
     image_source,
     import_frames,
+    normalise_ids,
     parse_timestamps,
     read_delimited,
 )
@@ -57,12 +58,15 @@ HM_TEXT_RECIPE = (
 _LAYOUT = f"{TRANSACTIONS}, {ARTICLES} and {IMAGES}/0XX/0XXXXXXXXX.jpg"
 
 
+def _pad_article_id(article_id: str) -> str:
+    a = article_id.strip()
+    return a.zfill(10) if a.isdigit() and len(a) < 10 else a
+
+
 def normalise_article_ids(ids: pd.Series) -> pd.Series:
     """Article ids as ten-digit strings: whitespace stripped, purely numeric ids shorter than
     ten digits zero-padded (a file that went through a spreadsheet lost the leading zero)."""
-    s = ids.astype(str).str.strip()
-    short = s.str.fullmatch(r"\d{1,9}").to_numpy(dtype=bool)
-    return s.where(~short, s.str.zfill(10))
+    return normalise_ids(ids, _pad_article_id)
 
 
 def hm_item_text(articles: pd.DataFrame) -> pd.Series:
@@ -113,7 +117,7 @@ def import_hm(
                                what="H&M transactions")
     timestamps = parse_timestamps(tx["t_dat"], tx_path, column="t_dat", line_of=lines)
     inter = pd.DataFrame({"user": tx["customer_id"],
-                          "item": _normalise_categorical(tx["article_id"]),
+                          "item": normalise_ids(tx["article_id"], _pad_article_id),
                           "timestamp": timestamps})
     del tx
     arts, _ = read_delimited(art_path, required=("article_id", "prod_name"),
@@ -161,12 +165,3 @@ def _images_path(src: Path, images: str | os.PathLike | None) -> Path | None:
     return path
 
 
-def _normalise_categorical(ids: pd.Series) -> pd.Series:
-    """`normalise_article_ids` on a categorical column, category by category (cheap on the 31M
-    transactions), merging categories that only differed by the lost leading zero."""
-    cats = normalise_article_ids(pd.Series(ids.cat.categories.astype(str)))
-    inverse, uniq = pd.factorize(cats)
-    codes = ids.cat.codes.to_numpy()
-    new_codes = np.where(codes >= 0, inverse[np.maximum(codes, 0)], -1)
-    return pd.Series(pd.Categorical.from_codes(new_codes, categories=pd.Index(uniq)),
-                     index=ids.index)
