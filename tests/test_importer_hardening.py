@@ -209,6 +209,8 @@ def write_text(path: Path, text: str | bytes) -> Path:
 @pytest.mark.parametrize("content, pattern", [
     ("user,item,timestamp\nu1,a,1\nu1,a,2,extra\n", r"inter\.csv: line 3 has 4 fields.*ragged"),
     ("user,item,timestamp\nu1,a,1\nu1,a\nu1,a,3\n", r"inter\.csv: line 3 has 2 fields.*ragged"),
+    ('user,item,timestamp\nu1,"a,1\nu1,b,2\n', r"line 3 has 2 fields.*spans lines 2-3: an "
+                                                  r"unbalanced quote"),
     ("", r"inter\.csv is empty; expected a header line"),
     ("\n\n", r"inter\.csv is empty"),
     (b"user,item,timestamp\nu1,a,1\nu1,caf\xe9,2\n", r"inter\.csv: line 3 is not valid UTF-8"

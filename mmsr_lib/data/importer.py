@@ -871,18 +871,22 @@ def _scan_delimited(path: Path, sep: str) -> tuple[list[str], LineMap]:
     header: list[str] | None = None
     lines = LineMap()
     row = 0
+    end = 0  # the line the previous record ended on
     try:
         for fields in reader:
+            begin, end = end + 1, state["line"]
             if not fields:
                 continue  # blank line: pandas skips it too
             if header is None:
                 header = [h.strip() for h in fields]
                 continue
             if len(fields) != len(header):
+                spans = (f" The record spans lines {begin}-{end}: an unbalanced quote (\") "
+                         f"near line {begin} joins lines." if end > begin else "")
                 raise InputFormatError(
-                    f"{path}: line {state['line']} has {len(fields)} fields but the header "
+                    f"{path}: line {end} has {len(fields)} fields but the header "
                     f"(line 1) has {len(header)} ({header}); the row is ragged. Fix or remove "
-                    "that line (a text field holding the delimiter must be quoted)."
+                    f"that line (a text field holding the delimiter must be quoted).{spans}"
                 )
             if lines.irregular or state["line"] != row + 2:
                 lines.add(row, state["line"])
