@@ -6,19 +6,36 @@ the top blocks on it is exact, and removes most of the cost of a step.
 
 The cache is refused when that premise fails: full fine-tuning (the lower blocks train) or random
 masking (MAE with mask_ratio > 0 draws a new mask each step). It is keyed by the encoder's
-`cache_key()` (model, weights, tokenisation, image preprocessing, fine-tuning split) and by the
-item inputs, and rebuilt whenever the key changes.
+`cache_key()` (model, digest of the frozen weights, tokenisation / image preprocessing,
+fine-tuning split) and by a digest of the item inputs (the tokenised texts, or the image store's
+fingerprint and the item -> image row mapping), and rebuilt whenever the key changes.
 
-Storage: in memory as float32 by default, which is exact: fast and plain modes give equal
-losses for transformer encoders. A CNN whose trainable top blocks hold BatchNorm (ResNet,
-EfficientNet) normalises with batch statistics in training, and plain mode feeds duplicates and
-padding images through it, so there the two modes differ by design (equal in eval mode). With `path`, a float16 memory-mapped .npy file on disk (half the size, for paper-scale
-catalogs: 85K items x 50 tokens x 768 is 6.5 GB in float16); float16 rounds the cached states
-to ~3 significant digits, so results then match plain mode only approximately.
+Storage. In memory (no `cache_dir`): float32, exact, so fast and plain modes give equal losses
+for transformer encoders. A CNN whose trainable top blocks hold BatchNorm (ResNet, EfficientNet)
+normalises with batch statistics in training, and plain mode feeds duplicates and padding
+images through it, so there the two modes differ by design (equal in eval mode).
+
+On disk (`cache_dir`): one file per key, ``<key>-<dtype>.npy``, shared by every run and process
+that builds the same encoder over the same items; a second build memory-maps it instead of
+recomputing. float32 by default, bit-identical to an in-memory build; float16 halves the size
+but rounds the states to ~3 significant digits (results then match plain mode only
+approximately). Size: (n_items + 1) x the frozen output per item x 4 bytes (float32). For text
+that is max_tokens x width: the 1,200-item cpu catalog with 50 tokens is 92 MB for MiniLM (384)
+and 184 MB for MPNet-base (768); a paper-size catalog (85K items, 768 wide) is 13 GB (6.5 GB in
+float16). For EfficientNet-Lite0 split below its top 3 blocks it is 192 x 7 x 7 per item (45 MB
+for 1,200 items).
+
+The file is a plain ``.npy`` (``np.load`` reads it) followed by a 40-byte trailer: a magic and a
+BLAKE2b digest of everything before it. Opening checks the size, the trailer, the digest, the
+dtype and the row count, so a truncated or corrupt file is detected, logged as a warning and
+rebuilt. A builder writes a hidden temporary file in the same folder and publishes it with a
+hard link (`os.link`, atomic, fails if the name exists: the first finished writer wins and later
+ones drop their copy; `os.replace` where links are not supported), so no reader ever sees a
+half-written file. Concurrent builders of one key both compute (they agree bit for bit).
 
 Under torchrun the build is shared: in each round every rank runs one chunk of items and the
-chunks are all-gathered, so every rank holds the whole table after 1/world of the work; with
-`path`, rank 0 alone writes the file and the others map it once it is complete.
+chunks are all-gathered, so every rank holds the whole table after 1/world of the work; on disk,
+rank 0 alone checks and writes the file and the others map it once it is complete.
 """
 
 from __future__ import annotations
@@ -26,7 +43,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -37,10 +56,19 @@ from mmsr_lib import distributed
 log = logging.getLogger("mmsr.encoders")
 
 
+DTYPES = {"float32": np.float32, "float16": np.float16}
+_MAGIC = b"MMSRFC01"  # trailer: magic + BLAKE2b-256 of the .npy bytes before it
+_TRAILER = len(_MAGIC) + 32
+
+
 class FrozenCache:
-    def __init__(self, table: torch.Tensor | np.ndarray, key: str) -> None:
+    """A table [n_items + 1, ...] of frozen-part outputs (row 0, padding, is zero), in memory or
+    memory-mapped from `path`."""
+
+    def __init__(self, table: torch.Tensor | np.ndarray, key: str, path: Path | None = None) -> None:
         self.table = table
         self.key = key
+        self.path = path
 
     @staticmethod
     def invalid_reason(encoder: torch.nn.Module) -> str | None:
@@ -60,29 +88,74 @@ class FrozenCache:
         branch: torch.nn.Module,
         n_items: int,
         batch_size: int = 256,
-        path: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        dtype: str = "float32",
         progress: bool = False,
+        path: str | Path | None = None,
     ) -> FrozenCache:
         """Run the frozen part over items 1..n_items (row 0, padding, stays zero).
+
+        cache_dir: a folder shared across runs; a valid file for this key there is mapped
+        instead of recomputed, a missing / truncated / corrupt one is (re)built. dtype:
+        "float32" (exact) or "float16" (half the size), on disk only; in memory it is float32.
+        path: the earlier spelling of ``cache_dir=path, dtype="float16"``.
 
         The chunks are those of a single process (`batch_size` items from id 1), so a shared
         build under DDP stores bit-identical rows.
         """
+        if path is not None:
+            if cache_dir is not None:
+                raise ValueError("pass cache_dir (or the older path), not both")
+            cache_dir, dtype = path, "float16"
+        if dtype not in DTYPES:
+            raise ValueError(f"frozen cache dtype {dtype!r}; choose one of {sorted(DTYPES)}")
         encoder = branch.encoder
         reason = cls.invalid_reason(encoder)
         if reason:
             raise ValueError(f"cannot cache the frozen part of {encoder.name}: {reason}")
-        device = next(encoder.parameters()).device
         key = cls.key_for(branch, n_items)
+        if cache_dir is None:
+            return cls(cls._compute(branch, n_items, batch_size, progress, True), key)
+        file = Path(cache_dir) / cls.file_name(key, dtype)
+        problem = None
+        if distributed.is_main_process():
+            problem = cls.check_file(file, n_items, dtype) if file.exists() else "absent"
+        problem = distributed.broadcast_object(problem)  # rank 0's view: one branch for all
+        if problem is None:
+            log.info("frozen cache hit %s", file)
+            return cls(np.load(file, mmap_mode="r"), key, file)
+        if problem != "absent":
+            log.warning("frozen cache %s is unusable (%s); rebuilding it", file, problem)
+        writer = distributed.is_main_process()
+        tmp = file.with_name(f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            if writer:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            table = cls._compute(branch, n_items, batch_size, progress, writer,
+                                 sink=(tmp, DTYPES[dtype]))
+            if writer:
+                del table
+                _seal(tmp)
+                _publish(tmp, file, n_items, dtype, problem)
+        finally:
+            if writer:
+                tmp.unlink(missing_ok=True)
+        distributed.barrier()  # the others map the file only once it is complete
+        return cls(np.load(file, mmap_mode="r"), key, file)
+
+    @classmethod
+    def _compute(cls, branch: torch.nn.Module, n_items: int, batch_size: int, progress: bool,
+                 assemble: bool, sink: tuple[Path, type] | None = None,
+                 ) -> torch.Tensor | np.ndarray | None:
+        """The table, in memory (float32 tensor) or written into the .npy memmap `sink`.
+
+        Every rank computes its chunks; only those that `assemble` keep the rows (all of them
+        for an in-memory table, rank 0 alone for a file).
+        """
+        device = next(branch.encoder.parameters()).device
         ids = torch.arange(1, n_items + 1, device=device)
+        writer = assemble
         table = None
-        if path is not None:
-            path = Path(path) / f"{key}.npy"
-            if distributed.broadcast_object(path.exists()):  # rank 0's view: one branch for all
-                log.info("frozen cache hit %s", path)
-                return cls(np.load(path, mmap_mode="r"), key)
-        # a file is written by rank 0 only; an in-memory table is assembled on every rank
-        writer = path is None or distributed.is_main_process()
         chunks = ids.split(batch_size)
         world, me = distributed.world_size(), distributed.rank()
         rounds = range(0, len(chunks), world)
@@ -96,27 +169,57 @@ class FrozenCache:
                         continue
                     if table is None:
                         shape = (n_items + 1, *h.shape[1:])
-                        if path is None:
+                        if sink is None:
                             table = torch.zeros(shape, dtype=torch.float32)
                         else:
-                            path.parent.mkdir(parents=True, exist_ok=True)
-                            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-                            table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                            table = np.lib.format.open_memmap(sink[0], mode="w+", dtype=sink[1],
                                                               shape=shape)
                             table[0] = 0
                     start = int(chunk[0])
                     if isinstance(table, torch.Tensor):
                         table[start : start + len(chunk)] = h.cpu()
                     else:
-                        table[start : start + len(chunk)] = h.cpu().numpy().astype(np.float16)
-        if path is not None:
-            if writer:
-                table.flush()
-                del table
-                os.replace(tmp, path)
-            distributed.barrier()  # the others map the file only once it is complete
-            return cls(np.load(path, mmap_mode="r"), key)
-        return cls(table, key)
+                        table[start : start + len(chunk)] = h.cpu().numpy().astype(table.dtype)
+        if isinstance(table, np.memmap):
+            table.flush()
+        return table
+
+    @staticmethod
+    def file_name(key: str, dtype: str = "float32") -> str:
+        return f"{key}-{dtype}.npy"
+
+    @staticmethod
+    def check_file(file: str | Path, n_items: int, dtype: str = "float32") -> str | None:
+        """None when `file` is a complete, intact cache of `n_items` items in `dtype`, else why
+        not (truncated, no trailer, digest mismatch, wrong dtype or row count, unreadable)."""
+        file = Path(file)
+        try:
+            size = file.stat().st_size
+            with open(file, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    return f".npy format version {version} is not one this cache writes"
+                shape, fortran, stored = read_header(f)
+                offset = f.tell()
+        except (OSError, ValueError, SyntaxError) as e:
+            return f"unreadable header: {e}"
+        if stored != np.dtype(DTYPES[dtype]) or fortran:
+            return f"holds {stored} (fortran={fortran}), expected {dtype}"
+        if not shape or shape[0] != n_items + 1:
+            return f"has shape {shape}, expected {n_items + 1} rows"
+        expected = offset + int(np.prod(shape, dtype=np.int64)) * stored.itemsize + _TRAILER
+        if size != expected:
+            return f"{size} bytes where {expected} were expected (truncated or extended)"
+        with open(file, "rb") as f:
+            digest = _digest(f, size - _TRAILER)
+            trailer = f.read()
+        if trailer[: len(_MAGIC)] != _MAGIC:
+            return "no integrity trailer (written by an older version or damaged)"
+        if trailer[len(_MAGIC) :] != digest:
+            return "content does not match its checksum (corrupt)"
+        return None
 
     @staticmethod
     def key_for(branch: torch.nn.Module, n_items: int) -> str:
@@ -140,3 +243,40 @@ class FrozenCache:
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+def _digest(f: BinaryIO, n: int) -> bytes:
+    """BLAKE2b-256 of the next `n` bytes of `f`, read in 8 MiB blocks."""
+    h = hashlib.blake2b(digest_size=32)
+    while n > 0:
+        block = f.read(min(n, 1 << 23))
+        if not block:
+            break
+        h.update(block)
+        n -= len(block)
+    return h.digest()
+
+
+def _seal(tmp: Path) -> None:
+    """Append the integrity trailer to a finished .npy and flush it to the disk."""
+    with open(tmp, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        digest = _digest(f, size)
+        f.seek(size)
+        f.write(_MAGIC + digest)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _publish(tmp: Path, file: Path, n_items: int, dtype: str, problem: str) -> None:
+    """Give `tmp` the name `file` atomically; the first complete file there wins."""
+    if problem != "absent":  # the damaged file we found; a concurrent builder may replace it too
+        file.unlink(missing_ok=True)
+    try:
+        os.link(tmp, file)  # fails if another builder published first
+    except FileExistsError:
+        if FrozenCache.check_file(file, n_items, dtype) is not None:
+            os.replace(tmp, file)  # theirs is damaged after all: ours replaces it
+    except OSError:  # no hard links on this file system
+        os.replace(tmp, file)
