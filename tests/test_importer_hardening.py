@@ -272,3 +272,14 @@ def test_ids_are_compared_without_surrounding_spaces(tmp_path):
     assert raw.interactions["item"].tolist() == ["a", "a"]
     assert raw.interactions["user"].tolist() == ["u1", "u1"]
     assert report.skipped == {} and report.duplicates["found"] == 0
+
+
+def test_csv_sampling_leaves_out_items_of_unsampled_users(tmp_path):
+    rows = [(f"u{u}", item, t) for u, item in ((1, "a"), (2, "b")) for t in range(5)]
+    inter, items, imgs = inputs(tmp_path, {"a": "good.png", "b": "good.png", "c": ""}, rows)
+    full = import_tables(inter, items, imgs, tmp_path / "full", image_size=8)
+    assert full.counts["items"] == 3 and full.sampling is None
+    one = import_tables(inter, items, imgs, tmp_path / "one", image_size=8, users=1, seed=0)
+    assert one.counts["users"] == 1 and one.counts["items"] == 1
+    assert one.coverage["items_without_interactions_dropped"] == 2
+    assert load_dataset(one.path).meta["sampling"]["sampled_users"] == 1

@@ -918,7 +918,9 @@ def import_tables(
     min_user_interactions: int = 5,
 ) -> ImportReport:
     """Import ``user,item,timestamp`` and ``item,text[,image]`` tables (CSV or TSV, delimiter
-    detected, extra columns ignored) with images in `image_dir` (None: text only)."""
+    detected, extra columns ignored) with images in `image_dir` (None: text only). Every item
+    row is kept, except with `users`: then items none of the sampled users touched are left
+    out (and their images not decoded)."""
     interactions_csv, items_csv = Path(interactions_csv), Path(items_csv)
     check_import_options(image_size, duplicates, users, min_user_interactions)
     check_writable_target(Path(out_dir), overwrite)
@@ -935,7 +937,8 @@ def import_tables(
     return import_frames(
         inter, items[["item", "text", "image"]], image_dir, out_dir, image_size=image_size,
         name=name, overwrite=overwrite, duplicates=duplicates, users=users, seed=seed,
-        min_user_interactions=min_user_interactions, fmt="csv",
+        min_user_interactions=min_user_interactions, drop_unused_items=users is not None,
+        fmt="csv",
         source=f"imported from {interactions_csv.name}, {items_csv.name}"
                + (f" and images in {image_dir}" if image_dir is not None else ""),
         inputs={"interactions": str(interactions_csv), "items": str(items_csv),

@@ -164,7 +164,7 @@ def import_pixelrec(
     item_header = _header(items_path) or []
     item_col, title_col = pick_column(item_header, ITEM_COLUMNS), \
         pick_column(item_header, TITLE_COLUMNS)
-    if item_col is None or title_col is None:  # find_tables checked; a race with an edit
+    if item_col is None or title_col is None:  # find_tables matched them; the file changed
         raise InputFormatError(f"{items_path}: no item/title column in {item_header}")
     table, _ = read_delimited(items_path, required=(item_col, title_col),
                               usecols=(item_col, title_col), what="items")
