@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 # Execute every notebook headlessly with papermill (outputs go to runs/notebooks, never committed).
 notebooks: $(STAMP)
-	$(PY) -m mmsr_lib.notebooks run --profile $(PROFILE)
+	$(PY) -m mmsr_lib.workbook.notebooks run --profile $(PROFILE)
 
 clean-results:
 	rm -rf results runs

@@ -8,7 +8,6 @@ time: machines are noisy, and a claim is a measured ratio in one run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -162,10 +161,10 @@ def _train_steps(cfg_dict: dict, mode: str, steps: int, device: str, profile: bo
     its peak memory is its own."""
     from mmsr_lib.config import RunConfig
     from mmsr_lib.data.loaders import TrainBatches
-    from mmsr_lib.experiment import build_model, load_data
-    from mmsr_lib.train import build_optimizer
+    from mmsr_lib.runs.runner import build_model, load_data
+    from mmsr_lib.train import build_optimizer, build_schedule, train_step
 
-    cfg = RunConfig.from_dict(cfg_dict).override(f"model.item_encoding={mode}")
+    cfg = RunConfig.from_dict(cfg_dict).override(f"model.item_encoding={mode}").resolved()
     dev = torch.device(device)
     data = load_data(cfg.data)
     rss_data = peak_rss_mb()
@@ -176,6 +175,7 @@ def _train_steps(cfg_dict: dict, mode: str, steps: int, device: str, profile: bo
     model.train()
     opt = build_optimizer(model, cfg)
     batches = TrainBatches(data, cfg.train.batch_size, cfg.train.seed)
+    sched = build_schedule(opt, cfg, len(batches))
     batches.set_epoch(0)
     losses, times, distinct, slots = [], [], [], []
     if dev.type == "cuda":
@@ -187,12 +187,7 @@ def _train_steps(cfg_dict: dict, mode: str, steps: int, device: str, profile: bo
         slots.append(int(batch["inputs"].numel() * 2 + batch["inputs"].shape[0] * 2))
         _sync(dev)
         t = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and \
-                cfg.train.amp else contextlib.nullcontext():
-            loss = model.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = train_step(model, batch, opt, sched, cfg)  # the trainer's own step
         _sync(dev)
         times.append(time.perf_counter() - t)
         losses.append(float(loss.item()))
@@ -216,7 +211,7 @@ def _train_steps(cfg_dict: dict, mode: str, steps: int, device: str, profile: bo
     if mode == "fast":
         out["floor"] = _floor(model, batches, steps, dev)
         if profile:
-            out["profile"] = _profile_steps(model, opt, batches, dev)
+            out["profile"] = _profile_steps(model, opt, sched, cfg, batches, dev)
     return out
 
 
@@ -262,18 +257,17 @@ def _floor(model, batches, steps: int, dev: torch.device) -> dict:
             "text_padding_share": 1 - real_tokens / max(computed_tokens, 1)}
 
 
-def _profile_steps(model, opt, batches, dev: torch.device, n: int = 3) -> list[dict]:
+def _profile_steps(model, opt, sched, cfg, batches, dev: torch.device, n: int = 3) -> list[dict]:
     """Where a fast step spends its time: torch.profiler, top operators by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
+
+    from mmsr_lib.train import train_step
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=acts) as prof:
         for i in range(n):
             batch = {k: v.to(dev) for k, v in batches[i].items()}
-            loss = model.loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, batch, opt, sched, cfg)
     rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in rows) or 1
     return [{"op": e.key, "self_cpu_ms_per_step": e.self_cpu_time_total / 1000 / n,
@@ -296,7 +290,7 @@ def bench_train(steps: int = 20, device: str = "auto", profile: bool = True,
     Both modes run the same first `steps` batches from the same initial weights with dropout off;
     the first step of each is a warm-up and not timed into the throughput.
     """
-    from mmsr_lib.experiment import load_data
+    from mmsr_lib.runs.runner import load_data
     from mmsr_lib.train import resolve_device
 
     cfg = train_bench_config(**config)
@@ -387,7 +381,7 @@ def bench_gpu(steps: int = 10, n_items: int = 2000, n_users: int = 3000,
 def bench_train_scaling(lengths=(10, 20, 50), steps: int = 6, device: str = "auto",
                         **config) -> dict:
     """Fast-mode time per training step as the sequence length L grows."""
-    from mmsr_lib.experiment import load_data
+    from mmsr_lib.runs.runner import load_data
     from mmsr_lib.train import resolve_device
 
     dev = str(resolve_device(device))
@@ -405,8 +399,8 @@ def bench_scaling(out: str = "figures/bench_scaling.png", steps: int = 6) -> dic
     """Both scaling curves (step time vs L, evaluation time vs catalog size) and their figure."""
     import matplotlib.pyplot as plt
 
-    from mmsr_lib.paths import resolve
-    from mmsr_lib.plots import save_figure
+    from mmsr_lib.util.paths import resolve
+    from mmsr_lib.workbook.plots import save_figure
 
     tr = bench_train_scaling(steps=steps)
     ev = bench_eval_scaling()
@@ -431,7 +425,7 @@ def bench_data(n_users: int = 200_000, n_items: int = 85_000, mean_seq_len: floa
     from mmsr_lib.data.format import load_dataset
     from mmsr_lib.data.preprocess import build_sequences
     from mmsr_lib.data.synthetic import generate_catalog
-    from mmsr_lib.paths import resolve
+    from mmsr_lib.util.paths import resolve
 
     cfg = SynthConfig(n_users=n_users, n_items=n_items, mean_seq_len=mean_seq_len,
                       image_size=image_size)

@@ -1,35 +1,47 @@
-"""`mmsr` command line: data, training, results (and benchmarks) from scripts and shells."""
+"""`mmsr` command line: data, training, results, components, grids and benchmarks.
+
+Every failure is one line on stderr that names the file or key and says what to do (exit code
+2); ``-v`` shows the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 from mmsr_lib.config import PROFILES, default_profile, profile_config
 
 EPILOG = """examples:
-  mmsr demo                                   # the quick start: ID-based SASRec/GRU4Rec/NextItNet + MostPop
+  mmsr demo                                   # the quick start: IDSR vs MMSR on the embedded catalog
+  mmsr components                             # what can be picked (encoders, fusions, models, ...)
   mmsr data synth --profile cpu               # generate the embedded synthetic catalog
   mmsr data synth --set data.synth.domain=target --out data/target
-  mmsr data import --interactions inter.csv --items items.csv --images imgs/ --out data/hm
+  mmsr data import --interactions inter.csv --items items.csv --images imgs/ --out data/mine
+  mmsr data movielens                         # MovieLens-100K from the recbole wheel
+  mmsr data info data/mine                    # validate a data set, print its statistics
   mmsr train --profile cpu --set model.sequence=gru4rec --set train.epochs=10
-  mmsr train --set data.source=path --set data.path=data/hm --profile paper
+  mmsr train --profile cpu --set model.item_encoder=MMSR-T --show-config
+  mmsr train --profile paper --set data.path=data/hm
+  mmsr grid 02 --list                         # the rows of a notebook's grid, as commands
   mmsr results list
   mmsr results export --csv results.csv
+  mmsr bench eval
 """
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, results: bool = True) -> None:
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help="sizes: smoke (CI, seconds), cpu (laptop, minutes), paper (GPU, real data); "
                         "default: $MMSR_PROFILE or cpu")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted config override, repeatable (e.g. train.lr=1e-3, model.dim=128)")
-    p.add_argument("--results", default=None,
-                   help="SQLite results store (default: $MMSR_RESULTS or results/mmsr.sqlite)")
+    if results:
+        p.add_argument("--results", default=None,
+                       help="SQLite results store (default: $MMSR_RESULTS or results/mmsr.sqlite)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,56 +49,104 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mmsr", description="MMSR workbook: ID-agnostic multi-modal sequential recommendation.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging and full tracebacks")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first so that the components it registers can be "
+                             "picked (also $MMSR_PLUGINS, comma separated)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="the quick start: train the ID-based models, print the table, "
-                                       "write figures/quickstart_*.png")
+    demo = sub.add_parser(
+        "demo", help="the quick start: IDSR vs MMSR (text, image, both) on the embedded catalog",
+        description="Trains (or loads from the results store) the quick-start rows, prints the "
+                    "paper-style table with cold-item columns and writes figures/quickstart_*.png."
+                    " Example: mmsr demo --profile smoke")
     _add_common(demo)
     demo.add_argument("--figures", default="figures", help="output folder for figures")
 
     data = sub.add_parser("data", help="generate, import or inspect data sets")
     dsub = data.add_subparsers(dest="data_command", required=True)
-    synth = dsub.add_parser("synth", help="generate the embedded synthetic catalog (deterministic)")
-    _add_common(synth)
-    synth.add_argument("--out", default=None, help="output folder (default: a cached folder under "
-                                                   "data.cache_dir named by the knobs' hash)")
-    imp = dsub.add_parser("import", help="convert CSV/TSV files + an image folder into the mmsr format")
-    imp.add_argument("--interactions", required=True, help="CSV/TSV with columns user,item,timestamp")
-    imp.add_argument("--items", required=True, help="CSV/TSV with columns item,text,image")
+    synth = dsub.add_parser(
+        "synth", help="generate the embedded synthetic catalog (deterministic)",
+        description="Writes interactions.tsv, items.tsv, images.npy and meta.json (docs/data.md). "
+                    "Without --out it goes to a cached folder under data.cache_dir named by the "
+                    "knobs' hash. Example: mmsr data synth --set data.synth.n_users=1000 "
+                    "--out data/small")
+    _add_common(synth, results=False)
+    synth.add_argument("--out", default=None, help="output folder (default: the cache folder)")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace an earlier data set in --out (other folders are never "
+                            "replaced)")
+    imp = dsub.add_parser(
+        "import", help="convert a real data set into the mmsr format",
+        description="Reads CSV/TSV tables and an image folder (--format csv: interactions with "
+                    "columns user,item,timestamp; items with item,text,image where image is a "
+                    "file name relative to --images) and writes interactions.tsv, items.tsv, "
+                    "images.npy, meta.json into --out. Broken images, unknown items and "
+                    "duplicates are counted and reported, never fatal. Example: mmsr data import "
+                    "--interactions inter.csv --items items.csv --images imgs/ --out data/mine")
+    imp.add_argument("--interactions", help="CSV/TSV with columns user,item,timestamp")
+    imp.add_argument("--items", help="CSV/TSV with columns item,text,image")
     imp.add_argument("--images", default=None, help="folder the image column is relative to")
-    imp.add_argument("--out", required=True, help="output folder")
+    imp.add_argument("--out", required=True, help="output folder (new or empty, or an earlier "
+                                                  "data set with --overwrite)")
+    imp.add_argument("--overwrite", action="store_true", help="replace an earlier data set")
     imp.add_argument("--image-size", type=int, default=224)
     imp.add_argument("--name", default=None)
-    ml = dsub.add_parser("movielens", help="convert MovieLens-100K shipped in the recbole wheel")
+    ml = dsub.add_parser("movielens", help="convert MovieLens-100K shipped in the recbole wheel",
+                         description="Writes data/movielens-100k (text only: title + genres).")
     ml.add_argument("--cache-dir", default="data")
-    info = dsub.add_parser("info", help="validate a data set and print its statistics")
+    info = dsub.add_parser("info", help="validate a data set and print its statistics",
+                           description="Example: mmsr data info data/mine")
     info.add_argument("path")
 
-    train = sub.add_parser("train", help="train and evaluate one configuration (stored; resumable)")
+    train = sub.add_parser(
+        "train", help="train and evaluate one configuration (stored; resumable)",
+        description="Trains the resolved configuration (or loads it from the results store when "
+                    "it is done with the same code and data), writes a resumable checkpoint to "
+                    "runs/<hash>/ and prints valid/test/cold metrics. Example: mmsr train "
+                    "--profile cpu --set model.item_encoder=text")
     _add_common(train)
-    train.add_argument("--force", action="store_true", help="train again even if stored")
-    train.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--force", action="store_true",
+                       help="train again from scratch; the stored result is replaced only when "
+                            "the new run completes")
+    train.add_argument("--allow-stale", action="store_true",
+                       help="reuse a stored result even if it was computed by other code/data")
+    train.add_argument("--show-config", action="store_true",
+                       help="print the resolved config and its run hash, then exit")
 
     res = sub.add_parser("results", help="list or export stored runs")
     rsub = res.add_subparsers(dest="results_command", required=True)
-    lst = rsub.add_parser("list", help="one line per stored run")
+    lst = rsub.add_parser("list", help="one line per stored run (read-only)",
+                          description="Example: mmsr results list --split cold_test")
     lst.add_argument("--results", default=None)
     lst.add_argument("--split", default="test", help="valid | test | cold_valid | cold_test")
     lst.add_argument("--status", default="done", help="done | running | failed | all")
-    exp = rsub.add_parser("export", help="export stored runs as CSV")
+    lst.add_argument("--wide", action="store_true", help="every column (wider than 120)")
+    exp = rsub.add_parser("export", help="export stored runs as CSV (read-only)",
+                          description="Example: mmsr results export --csv results.csv")
     exp.add_argument("--results", default=None)
     exp.add_argument("--csv", required=True, help="output path")
+
+    comp = sub.add_parser("components", help="list what can be picked, one line each",
+                          description="Kinds: text_encoder, vision_encoder, vlp, fusion, "
+                                      "sequence, item_encoder, recommender, data_source, "
+                                      "data_format. Example: mmsr components text_encoder")
+    comp.add_argument("kind", nargs="?", default=None)
+
+    grid = sub.add_parser("grid", help="the rows of a notebook's grid: hash and the command",
+                          description="Example: mmsr grid 02 --list --profile cpu")
+    grid.add_argument("notebook", help="notebook number or name, e.g. 02 or 02_fusion")
+    grid.add_argument("--list", action="store_true", help="list the rows (the default)")
+    _add_common(grid, results=False)
 
     _add_bench(sub)
     return parser
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    try:
-        from mmsr_lib.bench import add_bench_parser
-    except ImportError:  # benchmarks are optional for the rest of the CLI
-        return
+    from mmsr_lib.bench import add_bench_parser
+
     add_bench_parser(sub)
 
 
@@ -94,26 +154,17 @@ def _config(args: argparse.Namespace):
     return profile_config(args.profile or default_profile()).override(*args.overrides)
 
 
-def _store(path: str | None):
-    from mmsr_lib.results import ResultsStore
+def _store(path: str | None, readonly: bool = False):
+    from mmsr_lib.runs.store import ResultsStore
 
-    return ResultsStore(path)
+    return ResultsStore(path, readonly=readonly)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mmsr_lib.quickstart import quickstart_markdown, run_quickstart
+    from mmsr_lib.workbook.quickstart import print_quickstart
 
-    profile = args.profile or default_profile()
-    table, records = run_quickstart(profile, *args.overrides, store=_store(args.results),
-                                    figures_dir=args.figures)
-    any_rec = next(iter(records.values()))
-    print(f"\nTest metrics (%), profile={profile}, data={any_rec.extra.get('data')}, "
-          f"{any_rec.extra.get('n_users')} users, {any_rec.extra.get('n_items')} items; "
-          "bold best, underlined second:\n")
-    print(quickstart_markdown(table))
-    print(f"\nfigures: {args.figures}/quickstart_curves.png, quickstart_results.png, "
-          "quickstart_items.png")
-    return 0
+    return print_quickstart(args.profile or default_profile(), *args.overrides,
+                            store=_store(args.results), figures_dir=args.figures)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -122,14 +173,17 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
         from mmsr_lib.data.synthetic import ensure_catalog, generate_catalog
 
-        cfg = _config(args)
-        path = generate_catalog(cfg.data.synth, Path(args.out)) if args.out else \
-            ensure_catalog(cfg.data.synth, cfg.data.cache_dir)
+        cfg = _config(args).resolved()
+        path = generate_catalog(cfg.data.synth, Path(args.out), overwrite=args.overwrite) \
+            if args.out else ensure_catalog(cfg.data.synth, cfg.data.cache_dir)
     elif args.data_command == "import":
         from mmsr_lib.data.importer import import_dataset
 
+        if not args.interactions or not args.items:
+            raise ValueError("mmsr data import needs --interactions and --items (see --help)")
         path = import_dataset(args.interactions, args.items, args.images, args.out,
-                              image_size=args.image_size, name=args.name)
+                              image_size=args.image_size, name=args.name,
+                              overwrite=args.overwrite)
     elif args.data_command == "movielens":
         from mmsr_lib.data.movielens import ensure_movielens_100k
 
@@ -139,72 +193,121 @@ def cmd_data(args: argparse.Namespace) -> int:
     raw = load_dataset(path)
     summary = {"path": str(path), **{k: raw.meta.get(k) for k in
                ("name", "source", "n_users", "n_items", "n_interactions", "image_size")},
-               "skipped": raw.skipped}
+               "skipped": {**raw.meta.get("skipped", {}), **raw.skipped}}
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mmsr_lib import distributed
-    from mmsr_lib.experiment import run_experiment, run_or_load_distributed
-    from mmsr_lib.report import to_markdown
-    from mmsr_lib.study import metrics_frame
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.util import distributed
+    from mmsr_lib.workbook.report import run_summary
 
-    cfg = _config(args)
+    cfg = _config(args).resolved()
     if args.show_config:
         if distributed.is_main_process():
             print(json.dumps(cfg.to_dict(), indent=2))
+            print(f"run hash: {cfg.hash()}")
         return 0
     # under torchrun every rank trains; rank 0 alone opens the results store and prints
-    rec = run_or_load_distributed(cfg, runner=run_experiment, results=args.results,
-                                  force=args.force)
-    if not distributed.is_main_process():
-        return 0
-    rows = {s: rec for s in ("valid", "test", "cold_test")}
-    frames = [metrics_frame({s: r}, s, label="split") for s, r in rows.items()]
-    import pandas as pd
-
-    table = pd.concat(frames).set_index("split")
-    print(f"run {cfg.name} [{cfg.hash()}] {cfg.model.item_encoder}/{cfg.model.sequence}, "
-          f"best epoch {rec.extra.get('best_epoch')}, status {rec.status}")
-    print(to_markdown(table, list(table.columns), best="none"))
+    store = _store(args.results) if distributed.is_main_process() else None
+    rec = run_or_load(cfg, store=store, force=args.force, allow_stale=args.allow_stale)
+    if distributed.is_main_process():
+        print(run_summary(rec))
     return 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    store = _store(args.results)
+    from mmsr_lib.workbook.report import results_listing
+
+    store = _store(args.results, readonly=True)
     if args.results_command == "export":
         print(store.export_csv(args.csv))
         return 0
-    status = None if args.status == "all" else args.status
-    frame = store.to_frame(args.split)
-    if status is not None and "status" in frame:
-        frame = frame[frame["status"] == status]
-    if frame.empty:
-        print("no stored runs" + (f" with status {status}" if status else ""))
-        return 0
-    import pandas as pd
-
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(frame.to_string(index=False))
+    print(results_listing(store, split=args.split, status=args.status, wide=args.wide))
     return 0
+
+
+def cmd_components(args: argparse.Namespace) -> int:
+    from mmsr_lib.util import registry
+
+    kinds = [args.kind] if args.kind else list(registry.KINDS)
+    for kind in kinds:
+        entries = registry.entries(kind)
+        print(f"{kind} ({len(entries)}):")
+        for e in entries:
+            weights = ""
+            if e.weights is not None:
+                missing = e.missing()
+                state = "available offline" if missing is None else f"not installed: {missing}"
+                weights = f" [{e.weights}; {state}]" if e.weights == "pretrained" \
+                    else " [random init]"
+            alias = f" (also: {', '.join(e.aliases)})" if e.aliases else ""
+            print(f"  {e.name:<34} {e.description}{weights}{alias}")
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from mmsr_lib.workbook.grids import notebook_grid
+
+    profile = args.profile or default_profile()
+    grid = notebook_grid(args.notebook, profile, *args.overrides)
+    base = profile_config(profile)
+    for label, cfg in grid.items():
+        cmd = ["mmsr", "train", "--profile", profile, *sum(
+            (["--set", s] for s in config_diff(base, cfg)), [])]
+        print(f"{' / '.join(map(str, label)):<32} {cfg.hash()}  {shlex.join(cmd)}")
+    return 0
+
+
+def config_diff(base, cfg) -> list[str]:
+    """Dotted ``key=value`` settings that turn `base` into `cfg` (both unresolved)."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(base.to_dict()), flat(cfg.to_dict())
+    out = []
+    for key, value in b.items():
+        if a.get(key) != value and key not in ("profile",):
+            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            out.append(f"{key}={'none' if text is None else text}")
+    return out
+
+
+HANDLERS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "results": cmd_results,
+            "components": cmd_components, "grid": cmd_grid}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "results": cmd_results}
-    if args.command == "bench":
-        from mmsr_lib.bench import cmd_bench
-
-        return cmd_bench(args)
     try:
-        return handlers[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
-        if args.verbose:  # the full traceback for bug reports
+        from mmsr_lib.util import registry
+
+        registry.load_plugins(args.plugin)
+        if args.command == "bench":
+            from mmsr_lib.bench import cmd_bench
+
+            return cmd_bench(args)
+        return HANDLERS[args.command](args)
+    except KeyboardInterrupt:
+        print("mmsr: interrupted (a resumable run continues from its last checkpoint when "
+              "started again)", file=sys.stderr)
+        return 130
+    except Exception as err:  # every failure: one line that says what to do
+        if args.verbose:
             raise
-        print(f"mmsr: error: {err} (run with -v for the traceback)", file=sys.stderr)
+        message = str(err) if str(err) else type(err).__name__
+        if isinstance(err, KeyError) and err.args:
+            message = str(err.args[0])
+        print(f"mmsr: error: {message} (run with -v for the traceback)", file=sys.stderr)
         return 2
 
 

@@ -10,7 +10,9 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +42,9 @@ class SynthConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # synthetic | path | movielens-100k
+    source: str = "synthetic"  # a registered data source: synthetic | movielens-100k | path
     path: str | None = None  # on-disk data set (format of mmsr_lib.data.format) when source=path
-    cache_dir: str = "data"  # where generated/converted data sets are written
+    cache_dir: str = "data"  # where generated/converted data sets are written (not hashed)
     synth: SynthConfig = field(default_factory=SynthConfig)
     min_user_interactions: int = 5
     min_item_interactions: int = 0  # 0 = no item k-core (the paper filters users only)
@@ -53,50 +55,61 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    item_encoder: str = "id"  # id | text | vision | mm | vlp
-    sequence: str = "sasrec"  # sasrec | gru4rec | nextitnet
+    recommender: str = "sequential"  # sequential (item encoder + sequence model) | mostpop | ...
+    item_encoder: str | None = "id"  # id (IDSR) | text (MMSR-T) | vision (MMSR-V) | mm (MMSR) | vlp
+    sequence: str | None = "sasrec"  # sasrec | gru4rec | nextitnet
     dim: int = 64
     n_layers: int | None = None  # None = the paper's choice per model (2 / 4 / 2)
-    n_heads: int = 2
+    n_heads: int | None = 2  # heads of the sequence model (SASRec)
     dropout: float = 0.1
-    # multi-modal item encoders (used when item_encoder != "id")
-    text_encoder: str = "tiny-roberta"
-    vision_encoder: str = "tiny-mae"
-    vlp: str = "tiny-flava"
-    fusion: str = "merge_attn"
-    fusion_layers: int = 1
-    finetune: str = "top"  # top | full
+    # multi-modal item encoders (used when item_encoder != "id"; None elsewhere after resolve)
+    text_encoder: str | None = "tiny-roberta"
+    vision_encoder: str | None = "tiny-mae"
+    vlp: str | None = "tiny-flava"
+    fusion: str | None = "merge_attn"
+    fusion_layers: int | None = 1
+    fusion_heads: int | None = 4  # heads of the attention fusions
+    finetune: str | None = "top"  # top | full
     top_blocks: int | None = None  # None = 2 for transformers, 3 for ResNet stages
-    text_max_tokens: int = 50
-    text_pooling: str = "cls"  # cls | mean
+    text_max_tokens: int | None = 50
+    text_pooling: str | None = "cls"  # cls | mean
     mask_ratio: float | None = None  # MAE random masking; None = the encoder's default
-    item_encoding: str = "fast"  # fast | plain (reference mode, issue 4)
+    item_encoding: str | None = "fast"  # fast | plain (the paper's code path, for benchmarks)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int | None = None  # None = the profile's budget for this kind of run (PROFILES)
     batch_size: int = 128
     lr: float = 1e-3  # "downstream": sequence model, fusion, ID embeddings, projections
-    encoder_lr: float = 1e-4  # "top": trainable blocks of pretrained encoders
+    # "top": trainable blocks of pretrained encoders; None = the profile's choice (see resolve)
+    encoder_lr: float | None = None
     weight_decay: float = 0.1
-    encoder_weight_decay: float = 0.0
+    encoder_weight_decay: float | None = 0.0
     decay_to: float = 0.1  # final learning-rate factor of the linear decay
     decay_frac: float = 0.8  # share of the epochs over which the decay happens (paper: 120/150)
     grad_clip: float = 1.0
     eval_every: int = 1
     patience: int = 5  # validations without improvement of valid NDCG@10 before stopping
     seed: int = 42
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (not hashed: same numbers intended)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-    num_workers: int = 0
-    checkpoint_dir: str = "runs"
+    num_workers: int = 0  # not hashed
+    checkpoint_dir: str = "runs"  # not hashed
+    feature_cache: str | None = "data/feature_cache"  # frozen-prefix cache folder; not hashed
 
 
 @dataclass
 class EvalConfig:
     ks: tuple[int, ...] = (10, 20, 50)
-    batch_size: int = 256
+    batch_size: int = 256  # not hashed: metrics do not depend on it (tested)
+
+
+# where things are written or how fast they run, never what is computed: left out of the hash
+UNHASHED = ("name", "train.checkpoint_dir", "train.num_workers", "train.feature_cache",
+            "train.device", "data.cache_dir", "eval.batch_size")
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
 @dataclass
@@ -119,21 +132,32 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return _from_dict(cls, d)
 
+    # -- identity --------------------------------------------------------------------------
+    def resolved(self) -> RunConfig:
+        """The configuration a run actually uses: names canonical, automatic fields filled in,
+        fields the run does not use set to None, every value validated (`ConfigError` names
+        the key, the value and what is allowed). Idempotent."""
+        return resolve_config(self)
+
     def hash(self) -> str:
-        """Identity of a run for the results store: everything except the display name."""
-        d = self.to_dict()
-        d.pop("name", None)
-        d["train"].pop("checkpoint_dir", None)
-        d["train"].pop("num_workers", None)
-        d["data"].pop("cache_dir", None)
+        """Identity of a run for the results store: the *resolved* configuration without the
+        fields in `UNHASHED`, so `fusion=sum` and `fusion=summation` are one run."""
+        d = self.resolved().to_dict()
+        for key in UNHASHED:
+            section, _, leaf = key.rpartition(".")
+            (d[section] if section else d).pop(leaf, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def override(self, *overrides: str, **kw: Any) -> RunConfig:
-        """A copy with dotted overrides applied: ``cfg.override("train.lr=1e-3", model__dim=32)``."""
+        """A copy with dotted overrides applied: ``cfg.override("train.lr=1e-3", model__dim=32)``.
+
+        Strings are parsed into the field's declared type; a value of the wrong type (``2.7``
+        for an integer, ``abc`` for a number) or an unknown key raises `ConfigError`.
+        """
         new = copy.deepcopy(self)
         for item in overrides:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} is not of the form section.key=value")
+            if not isinstance(item, str) or "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form section.key=value")
             key, value = item.split("=", 1)
             _set_dotted(new, key.strip(), value.strip(), parse=True)
         for key, value in kw.items():
@@ -141,13 +165,19 @@ class RunConfig:
         return new
 
 
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message says what is allowed."""
+
+
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{cls.__name__} must be given as a mapping, got {type(d).__name__}")
     kwargs = {}
     names = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in d.items():
         if key not in names:
-            raise KeyError(f"unknown config field {cls.__name__}.{key}; valid: {sorted(names)}")
-        sub = _dataclass_type(cls, key)
+            raise ConfigError(f"unknown config field {cls.__name__}.{key}; valid: {sorted(names)}")
+        sub = _NESTED.get((cls.__name__, key))
         if sub is not None and isinstance(value, dict):
             value = _from_dict(sub, value)
         elif key == "ks" and isinstance(value, list):
@@ -165,48 +195,73 @@ _NESTED = {
 }
 
 
-def _dataclass_type(cls: type, key: str) -> type | None:
-    return _NESTED.get((cls.__name__, key))
+def field_types(cls: type) -> dict[str, Any]:
+    """Declared type of every field of a config dataclass (annotations resolved)."""
+    return typing.get_type_hints(cls)
 
 
-def _parse_value(text: str, current: Any) -> Any:
-    """Parse an override string into the type of the field it replaces."""
-    if text.lower() in ("none", "null"):
+def _parse_value(text: str, declared: Any, key: str) -> Any:
+    """Parse an override string into the field's declared type, strictly (no silent rounding)."""
+    optional = type(None) in typing.get_args(declared)
+    base = _base_type(declared)
+    low = text.strip().lower()
+    if low in ("none", "null", "auto") and optional:
         return None
-    if isinstance(current, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
+    if base is bool:
+        if low in ("1", "true", "yes", "on"):
             return True
-        if text.lower() in ("0", "false", "no", "off"):
+        if low in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected a boolean, got {text!r}")
-    if isinstance(current, tuple):
-        return tuple(int(x) for x in text.strip("()[]").split(",") if x.strip())
-    if isinstance(current, int):
-        return int(float(text)) if text.replace(".", "", 1).isdigit() else int(text)
-    if isinstance(current, float):
-        return float(text)
-    if current is None:
-        for conv in (int, float):
-            try:
-                return conv(text)
-            except ValueError:
-                pass
+        raise ConfigError(f"{key}={text!r}: expected a boolean (true/false)")
+    if base is int:
+        return _parse_int(text, key)
+    if base is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r}: expected a number") from None
+        return value
+    if base is tuple:
+        return tuple(_parse_int(x, key) for x in text.strip("()[]").split(",") if x.strip())
+    if low in ("none", "null") and not optional:
+        raise ConfigError(f"{key} cannot be None")
     return text
+
+
+def _parse_int(text: str, key: str) -> int:
+    t = text.strip()
+    try:
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        value = float(t)
+    except ValueError:
+        raise ConfigError(f"{key}={text!r}: expected an integer") from None
+    if not math.isfinite(value) or value != int(value):
+        raise ConfigError(f"{key}={text!r}: expected an integer, not a fraction")
+    return int(value)
 
 
 def _set_dotted(cfg: Any, key: str, value: Any, parse: bool) -> None:
     parts = key.split(".")
     obj = cfg
     for p in parts[:-1]:
-        if not hasattr(obj, p):
-            raise KeyError(f"unknown config section {p!r} in override {key!r}")
+        if not dataclasses.is_dataclass(obj) or p not in {f.name for f in dataclasses.fields(obj)}:
+            raise ConfigError(f"unknown config section {p!r} in override {key!r}; sections: "
+                              f"{sorted(_SECTIONS)}")
         obj = getattr(obj, p)
     leaf = parts[-1]
-    if not dataclasses.is_dataclass(obj) or leaf not in {f.name for f in dataclasses.fields(obj)}:
-        valid = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
-        raise KeyError(f"unknown config field {key!r}; valid here: {valid}")
+    fields = {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
+    if leaf not in fields:
+        raise ConfigError(f"unknown config field {key!r}; valid here: {sorted(fields)}")
+    current = getattr(obj, leaf)
+    if dataclasses.is_dataclass(current):
+        sub = sorted(f.name for f in dataclasses.fields(current))
+        raise ConfigError(f"{key!r} is a section, not a value; set one of its fields, e.g. "
+                          f"{key}.{sub[0]}=... (fields: {sub})")
     if parse and isinstance(value, str):
-        value = _parse_value(value, getattr(obj, leaf))
+        value = _parse_value(value, field_types(type(obj))[leaf], key)
     setattr(obj, leaf, value)
 
 
@@ -214,37 +269,253 @@ def default_profile() -> str:
     """The profile named by ``MMSR_PROFILE``, else ``cpu``."""
     p = os.environ.get("MMSR_PROFILE", "cpu")
     if p not in PROFILES:
-        raise ValueError(f"MMSR_PROFILE={p!r} is not one of {PROFILES}")
+        raise ConfigError(f"MMSR_PROFILE={p!r} is not one of {PROFILES}")
     return p
 
 
+# -- the profile table ---------------------------------------------------------------------------
+# Every setting a profile changes, in one place. `BASE` applies to the whole profile; `BY_KIND`
+# fills fields left None (automatic) per kind of item encoder at resolve time, so
+# `mmsr train --profile cpu --set model.item_encoder=text` is exactly a notebook's MMSR-T row.
+PROFILE_TABLE: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "BASE": {
+            "data.synth": dict(n_users=300, n_items=200, mean_seq_len=12.0, image_size=32),
+            "model.dim": 32, "train.batch_size": 64, "train.patience": 2,
+        },
+        "BY_KIND": {"*": {"train.epochs": 3}},
+        # random-init encoders train their top blocks at the downstream rate: the paper's smaller
+        # rate protects pretrained weights, and there are none to protect
+        "encoder_lr": {"pretrained": 1e-4, "random": "lr"},
+    },
+    "cpu": {
+        "BASE": {"model.dim": 64, "train.batch_size": 128},
+        "BY_KIND": {"id": {"train.epochs": 30}, "*": {"train.epochs": 3}},
+        "encoder_lr": {"pretrained": 1e-4, "random": "lr"},
+    },
+    "paper": {
+        "BASE": {
+            "data.source": "path", "model.dim": 768, "model.text_encoder": "roberta-base",
+            "model.vision_encoder": "mae-base", "model.vlp": "flava-full", "model.dropout": 0.1,
+            "train.batch_size": 64, "train.lr": 1e-4, "train.patience": 10,
+        },
+        "BY_KIND": {"*": {"train.epochs": 150}},
+        "encoder_lr": {"pretrained": 1e-4, "random": 1e-4},
+    },
+}
+
+
 def profile_config(profile: str | None = None, **kw: Any) -> RunConfig:
-    """The base configuration of a profile; keyword overrides use ``section__key=value``."""
+    """The base configuration of a profile (see `PROFILE_TABLE`); keyword overrides use
+    ``section__key=value``. Automatic fields stay None until `RunConfig.resolved`."""
     profile = profile or default_profile()
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     cfg = RunConfig(profile=profile)
-    if profile == "smoke":
-        cfg.data.synth = SynthConfig(n_users=300, n_items=200, mean_seq_len=12.0, image_size=32)
-        cfg.model.dim = 32
-        cfg.train.epochs = 3
-        cfg.train.batch_size = 64
-        cfg.train.patience = 2
-    elif profile == "cpu":
-        cfg.data.synth = SynthConfig()
-        cfg.model.dim = 64
-        cfg.train.epochs = 30
-        cfg.train.batch_size = 128
-    else:  # paper: the paper's sizes and hyperparameters; data must be prepared on disk
-        cfg.data.source = "path"
-        cfg.model.dim = 768
-        cfg.model.text_encoder = "roberta-base"
-        cfg.model.vision_encoder = "mae-base"
-        cfg.model.vlp = "flava-full"
-        cfg.model.dropout = 0.1
-        cfg.train.epochs = 150
-        cfg.train.batch_size = 64
-        cfg.train.lr = 1e-4
-        cfg.train.encoder_lr = 1e-4
-        cfg.train.patience = 10
+    for key, value in PROFILE_TABLE[profile]["BASE"].items():
+        if key == "data.synth":
+            cfg.data.synth = SynthConfig(**value)
+        else:
+            _set_dotted(cfg, key, value, parse=False)
     return cfg.override(**kw) if kw else cfg
+
+
+# -- resolve: canonical names, automatic fields, unused fields, validation -------------------------
+# model fields each item-encoder kind reads (the registry entry's `uses` says which groups)
+_GROUP_FIELDS = {
+    "text": ("text_encoder", "text_max_tokens", "text_pooling"),
+    "vision": ("vision_encoder", "mask_ratio"),
+    "fusion": ("fusion", "fusion_layers", "fusion_heads"),
+    "vlp": ("vlp",),
+    "encoders": ("finetune", "top_blocks", "item_encoding"),
+}
+_SEQUENCE_FIELDS = ("sequence", "n_layers", "n_heads")
+
+
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """See `RunConfig.resolved`. Components are looked up in `mmsr_lib.util.registry`."""
+    from mmsr_lib.util import registry
+
+    out = copy.deepcopy(cfg)
+    if out.profile not in PROFILES:
+        raise ConfigError(f"profile={out.profile!r}; choose one of {PROFILES}")
+    m, t = out.model, out.train
+    _check_types(out)
+    def lookup(kind: str, key: str, value: Any) -> Any:
+        try:
+            return registry.lookup(kind, value)
+        except registry.UnknownComponentError as err:
+            raise ConfigError(f"{key}={value!r}: {err}") from None
+
+    out.data.source = lookup("data_source", "data.source", out.data.source).name
+    rec = lookup("recommender", "model.recommender", m.recommender)
+    m.recommender = rec.name
+    uses = set(rec.meta.get("uses", ()))
+    if "item_encoder" in uses:
+        enc = lookup("item_encoder", "model.item_encoder", m.item_encoder)
+        m.item_encoder = enc.name
+        uses |= set(enc.meta.get("uses", ()))
+    else:
+        m.item_encoder = None
+    if "sequence" in uses:
+        m.sequence = lookup("sequence", "model.sequence", m.sequence).name
+    if "text" in uses:
+        m.text_encoder = lookup("text_encoder", "model.text_encoder", m.text_encoder).name
+    if "vision" in uses:
+        m.vision_encoder = lookup("vision_encoder", "model.vision_encoder", m.vision_encoder).name
+    if "vlp" in uses:
+        m.vlp = lookup("vlp", "model.vlp", m.vlp).name
+    if "fusion" in uses:
+        fusion = lookup("fusion", "model.fusion", m.fusion)
+        m.fusion = fusion.name
+        depth = fusion.meta.get("depth")
+        if depth is not None:
+            m.fusion_layers = depth
+        if not fusion.meta.get("attention", False):  # coarse fusions have no layers/heads
+            m.fusion_layers = m.fusion_heads = None
+    # fields this run does not read are None, so they can neither differ between equal runs
+    # nor look as if they mattered
+    for group, names in _GROUP_FIELDS.items():
+        if group not in uses:
+            for name in names:
+                setattr(m, name, None)
+    if "sequence" not in uses:
+        for name in _SEQUENCE_FIELDS:
+            setattr(m, name, None)
+    kind = m.item_encoder or m.recommender
+    table = PROFILE_TABLE[out.profile]
+    for key, value in {**table["BY_KIND"].get("*", {}),
+                       **table["BY_KIND"].get(kind, {})}.items():
+        section, leaf = key.split(".")
+        if getattr(getattr(out, section), leaf) is None:
+            setattr(getattr(out, section), leaf, value)
+    if "encoders" in uses:
+        if t.encoder_lr is None:
+            pretrained = _any_pretrained(m, uses, registry)
+            rule = table["encoder_lr"]["pretrained" if pretrained else "random"]
+            t.encoder_lr = t.lr if rule == "lr" else rule
+    else:
+        t.encoder_lr = None
+        t.encoder_weight_decay = None
+    validate(out)
+    return out
+
+
+def _any_pretrained(m: ModelConfig, uses: set[str], registry: Any) -> bool:
+    names = [("text_encoder", m.text_encoder), ("vision_encoder", m.vision_encoder),
+             ("vlp", m.vlp)]
+    group = {"text_encoder": "text", "vision_encoder": "vision", "vlp": "vlp"}
+    for kind, name in names:
+        if group[kind] in uses and name is not None \
+                and registry.lookup(kind, name).weights != "random":
+            return True
+    return False
+
+
+def _check_types(cfg: RunConfig) -> None:
+    """Every field holds its declared type: an int is not a float or a bool, a float is finite."""
+    for section_name, section in (("", cfg), *((s, getattr(cfg, s)) for s in _SECTIONS),
+                                  ("data.synth", cfg.data.synth)):
+        types = field_types(type(section))
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if dataclasses.is_dataclass(value):
+                continue
+            key = f"{section_name}.{f.name}" if section_name else f.name
+            _check_type(key, value, types[f.name])
+
+
+def _base_type(declared: Any) -> Any:
+    """`int` for ``int | None``, `tuple` for ``tuple[int, ...]``: the type a value must have."""
+    if typing.get_origin(declared) is tuple:
+        return tuple
+    args = typing.get_args(declared)
+    base = next((a for a in args if a is not type(None)), declared) if args else declared
+    return typing.get_origin(base) or base
+
+
+def _check_type(key: str, value: Any, declared: Any) -> None:
+    if value is None:
+        if type(None) in typing.get_args(declared):
+            return
+        raise ConfigError(f"{key} is None; it needs a value")
+    origin = _base_type(declared)
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+        and math.isfinite(v),
+        str: lambda v: isinstance(v, str),
+        tuple: lambda v: isinstance(v, (tuple, list)) and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in v),
+    }.get(origin)
+    if ok is not None and not ok(value):
+        what = {int: "an integer", float: "a finite number", bool: "true or false",
+                str: "a string", tuple: "a list of integers"}[origin]
+        raise ConfigError(f"{key}={value!r} must be {what}")
+
+
+def _in(key: str, value: Any, allowed: tuple) -> None:
+    if value is not None and value not in allowed:
+        raise ConfigError(f"{key}={value!r}; choose one of {list(allowed)}")
+
+
+def _range(key: str, value: Any, lo: float | None = None, hi: float | None = None,
+           lo_open: bool = False, hi_open: bool = False, why: str = "") -> None:
+    if value is None:
+        return
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or \
+          (hi is not None and (value >= hi if hi_open else value > hi))
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+        raise ConfigError(f"{key}={value!r} is out of range; allowed {span}" +
+                          (f" ({why})" if why else ""))
+
+
+def validate(cfg: RunConfig) -> None:
+    """Ranges and choices of every field; raises `ConfigError` naming key, value and rule."""
+    _check_types(cfg)
+    d, m, t, e = cfg.data, cfg.model, cfg.train, cfg.eval
+    _range("data.max_len", d.max_len, 1)
+    _range("data.min_user_interactions", d.min_user_interactions, 3,
+           why="leave-one-out needs a training item plus a validation and a test item")
+    _range("data.min_item_interactions", d.min_item_interactions, 0)
+    _range("data.cold_threshold", d.cold_threshold, 1)
+    _in("data.cold_mode", d.cold_mode, ("target", "paper"))
+    _range("model.dim", m.dim, 1)
+    _range("model.n_layers", m.n_layers, 1)
+    _range("model.n_heads", m.n_heads, 1)
+    _range("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
+    _range("model.fusion_layers", m.fusion_layers, 1)
+    _range("model.fusion_heads", m.fusion_heads, 1)
+    _in("model.finetune", m.finetune, ("top", "full"))
+    _range("model.top_blocks", m.top_blocks, 0)
+    _range("model.text_max_tokens", m.text_max_tokens, 3, why="it counts the special tokens")
+    _in("model.text_pooling", m.text_pooling, ("cls", "mean"))
+    _range("model.mask_ratio", m.mask_ratio, 0.0, 1.0, hi_open=True)
+    _in("model.item_encoding", m.item_encoding, ("fast", "plain"))
+    _range("train.epochs", t.epochs, 1)
+    _range("train.batch_size", t.batch_size, 1)
+    _range("train.lr", t.lr, 0.0, lo_open=True)
+    _range("train.encoder_lr", t.encoder_lr, 0.0, lo_open=True)
+    _range("train.weight_decay", t.weight_decay, 0.0)
+    _range("train.encoder_weight_decay", t.encoder_weight_decay, 0.0)
+    _range("train.decay_to", t.decay_to, 0.0, 1.0, lo_open=True)
+    _range("train.decay_frac", t.decay_frac, 0.0, 1.0, lo_open=True)
+    _range("train.grad_clip", t.grad_clip, 0.0, why="0 turns clipping off")
+    _range("train.eval_every", t.eval_every, 1)
+    _range("train.patience", t.patience, 1)
+    _range("train.num_workers", t.num_workers, 0)
+    if not (t.device in ("auto", "cpu", "cuda") or (t.device.startswith("cuda:")
+                                                    and t.device[5:].isdigit())):
+        raise ConfigError(f"train.device={t.device!r}; choose auto, cpu, cuda or cuda:N")
+    if not e.ks or any(k < 1 for k in e.ks):
+        raise ConfigError(f"eval.ks={e.ks!r} must be positive cut-offs such as 10,20,50")
+    _range("eval.batch_size", e.batch_size, 1)
+    s = d.synth
+    _range("data.synth.n_users", s.n_users, 1)
+    _range("data.synth.n_items", s.n_items, 1)
+    _range("data.synth.mean_seq_len", s.mean_seq_len, 0.0, lo_open=True)
+    _range("data.synth.image_size", s.image_size, 8)

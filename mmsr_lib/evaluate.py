@@ -22,12 +22,16 @@ slow float64 arithmetic.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from mmsr_lib.data.history import History
+from mmsr_lib.util import distributed
 
 TIE_RULE = (
     "pessimistic: an item whose score equals the target's score counts as ranked above the "
@@ -36,79 +40,6 @@ TIE_RULE = (
 )
 
 DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
-
-
-# -- histories ---------------------------------------------------------------------------------
-@dataclass
-class History:
-    """Items each user saw before the target, in CSR form (one row per evaluated user).
-
-    CSR keeps millions of histories in two flat arrays, so masking is one vectorised
-    ``index_put_`` instead of a Python loop over users.
-    """
-
-    indptr: np.ndarray  # int64 [U + 1], indptr[0] == 0, non-decreasing
-    indices: np.ndarray  # int64 [indptr[-1]], item ids (any order, repeats allowed)
-
-    def __post_init__(self) -> None:
-        self.indptr = np.ascontiguousarray(self.indptr, dtype=np.int64)
-        self.indices = np.ascontiguousarray(self.indices, dtype=np.int64)
-        if self.indptr.ndim != 1 or len(self.indptr) < 1:
-            raise ValueError("History.indptr must be a 1-D array of length n_users + 1")
-        if self.indices.ndim != 1:
-            raise ValueError("History.indices must be a 1-D array of item ids")
-        if self.indptr[0] != 0 or self.indptr[-1] != len(self.indices):
-            raise ValueError(
-                f"History.indptr must start at 0 and end at len(indices)={len(self.indices)}; "
-                f"got {self.indptr[0]}..{self.indptr[-1]}"
-            )
-        if np.any(np.diff(self.indptr) < 0):
-            raise ValueError("History.indptr must be non-decreasing (row lengths are >= 0)")
-        if len(self.indices) and self.indices.min() < 0:
-            raise ValueError(f"History.indices holds a negative item id ({self.indices.min()})")
-
-    @property
-    def n_users(self) -> int:
-        return len(self.indptr) - 1
-
-    def __len__(self) -> int:
-        return self.n_users
-
-    @classmethod
-    def from_lists(cls, seqs: Sequence[np.ndarray | Sequence[int]]) -> History:
-        """Build from one array (or list) of item ids per user."""
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        indptr = np.zeros(len(seqs) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        if indptr[-1] == 0:
-            indices = np.zeros(0, dtype=np.int64)
-        else:
-            indices = np.concatenate([np.asarray(s, dtype=np.int64).reshape(-1) for s in seqs])
-        return cls(indptr, indices)
-
-    def row(self, i: int) -> np.ndarray:
-        """The history of user ``i`` (a view)."""
-        return self.indices[self.indptr[i] : self.indptr[i + 1]]
-
-    def rows(self, start: int, stop: int) -> History:
-        """Users ``start..stop-1`` (a contiguous slice; cheap, shares ``indices``)."""
-        if not 0 <= start <= stop <= self.n_users:
-            raise IndexError(f"rows({start}, {stop}) is outside 0..{self.n_users}")
-        lo, hi = self.indptr[start], self.indptr[stop]
-        return History(self.indptr[start : stop + 1] - lo, self.indices[lo:hi])
-
-    def take(self, users: np.ndarray | Sequence[int]) -> History:
-        """Users in the given order (arbitrary indices; used for subsets such as cold targets)."""
-        users = np.asarray(users, dtype=np.int64).reshape(-1)
-        if len(users) and (users.min() < 0 or users.max() >= self.n_users):
-            raise IndexError(f"user indices must be in 0..{self.n_users - 1}")
-        starts = self.indptr[users]
-        counts = self.indptr[users + 1] - starts
-        indptr = np.zeros(len(users) + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        # position k of the output comes from starts[row(k)] + (k - indptr[row(k)])
-        offsets = np.repeat(starts - indptr[:-1], counts)
-        return History(indptr, self.indices[offsets + np.arange(indptr[-1], dtype=np.int64)])
 
 
 # -- scoring, masking, ranking -----------------------------------------------------------------
@@ -305,19 +236,82 @@ def evaluate_ranking(
     items_t = item_table.detach().to(device=device, dtype=score_dtype).T.contiguous()
     buf = torch.empty(min(batch_size, max(n_eval, 1)), n_items + 1, dtype=score_dtype,
                       device=device)
-    out = np.empty(n_eval, dtype=np.int64)
-    with torch.no_grad():
-        for b0 in range(0, n_eval, batch_size):
-            b1 = min(b0 + batch_size, n_eval)
-            if rows is None:
-                users, hist = user_vecs[b0:b1], history.rows(b0, b1)
-            else:
-                sel = rows[b0:b1]
-                users, hist = user_vecs[torch.from_numpy(sel).to(device)], history.take(sel)
-            bt = eval_tgt[b0:b1]
-            scores = _mask(_scores(users.detach(), items_t, score_dtype, buf), hist, bt)
-            out[b0:b1] = target_ranks(scores, torch.from_numpy(bt).to(device)).cpu().numpy()
+
+    def scores(b0: int, b1: int) -> Tensor:
+        users = user_vecs[b0:b1] if rows is None else \
+            user_vecs[torch.from_numpy(rows[b0:b1]).to(device)]
+        return _scores(users.detach(), items_t, score_dtype, buf)
+
+    hist = history if rows is None else history.take(rows)
+    out = rank_batches(scores, eval_tgt, hist, batch_size)
     return RankingResult(metrics_from_ranks(out, ks), out, n_eval)
+
+
+def rank_batches(
+    scores: Callable[[int, int], Tensor],
+    targets: np.ndarray,
+    history: History,
+    batch_size: int,
+) -> np.ndarray:
+    """0-based ranks of `targets` (one per row) under ``TIE_RULE``, batch by batch.
+
+    ``scores(b0, b1)`` returns the [b1 - b0, N+1] scores of rows b0..b1-1 (column 0 = padding);
+    they are masked in place (padding, history except the target) and ranked. The one ranking
+    loop behind `evaluate_ranking` and `evaluate_model`.
+    """
+    n = len(targets)
+    if history.n_users != n:
+        raise ValueError(f"history has {history.n_users} rows but there are {n} targets")
+    out = np.empty(n, dtype=np.int64)
+    with torch.no_grad():
+        for b0 in range(0, n, batch_size):
+            b1 = min(b0 + batch_size, n)
+            s = scores(b0, b1)
+            if s.shape[0] != b1 - b0:
+                raise ValueError(f"the scorer returned {s.shape[0]} rows for {b1 - b0} users")
+            bt = targets[b0:b1]
+            _check_targets(bt, s.shape[1] - 1)
+            masked = _mask(s, history.rows(b0, b1), bt)
+            out[b0:b1] = target_ranks(masked, torch.from_numpy(bt).to(s.device)).cpu().numpy()
+    return out
+
+
+def evaluate_model(
+    model: Any,
+    eval_set: Any,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 256,
+    scorer: Any = None,
+) -> RankingResult:
+    """Full ranking of every catalog item for each row of `eval_set` by any `Recommender`.
+
+    `scorer` (from ``model.scorer()``) may be passed in to reuse one encoded catalog across
+    several evaluation sets. The model is put in eval mode and restored afterwards. Under DDP
+    the rows are sharded in `batch_size` blocks and the ranks all-gathered, so every rank gets
+    the same metrics (what early stopping needs); every rank must call it.
+    """
+    ks = _check_ks(ks)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if scorer is None:
+                scorer = model.scorer()
+            start, stop = 0, len(eval_set)
+            if distributed.is_distributed():
+                start, stop = distributed.shard_range(len(eval_set), batch_size)
+            device = next(iter(model.parameters()), torch.zeros(0)).device
+            inputs = torch.from_numpy(np.ascontiguousarray(eval_set.inputs[start:stop]))
+            ranks = rank_batches(
+                lambda b0, b1: scorer(inputs[b0:b1].to(device)),
+                np.asarray(eval_set.targets[start:stop], dtype=np.int64),
+                eval_set.history.rows(start, stop), batch_size,
+            )
+            if distributed.is_distributed():
+                ranks = distributed.all_gather_cat(torch.from_numpy(ranks)).numpy()
+    finally:
+        model.train(was_training)
+    return RankingResult(metrics_from_ranks(ranks, ks), ranks, len(ranks))
 
 
 def topk_items(

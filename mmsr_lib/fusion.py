@@ -15,6 +15,7 @@ pooled; the two widths may differ) and returns one item vector [B, dim]:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import torch
@@ -22,27 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmsr_lib.encoders.base import ModalityOutput
+from mmsr_lib.util import registry
 
 COARSE = ("gate", "film", "sum", "concat")
-FUSIONS: tuple[str, ...] = (
-    *COARSE,
-    *(f"{name}+dnn" for name in COARSE),
-    "co_attn",
-    "merge_attn",
-)
 TOKEN_FUSIONS = ("co_attn", "merge_attn")
 
-# Spellings seen in the paper, its code and common usage -> canonical base name. Keys are
-# lower-case with spaces, "_" and "-" removed (see `_normalise`).
-_ALIASES: dict[str, str] = {
-    "gate": "gate", "gating": "gate", "gateselection": "gate", "gmu": "gate",
-    "film": "film",
-    "sum": "sum", "summation": "sum", "add": "sum",
-    "concat": "concat", "concatenation": "concat", "cat": "concat",
-    "coattn": "co_attn", "coatten": "co_attn", "coattention": "co_attn",
-    "mergeattn": "merge_attn", "mergeatten": "merge_attn", "mergeattention": "merge_attn",
-    "mergedattention": "merge_attn", "merge": "merge_attn",
-}
+
+def fusion_names() -> list[str]:
+    """Every registered fusion, in Table III's order (coarse, coarse + DNN, attention)."""
+    return registry.names("fusion")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -251,11 +240,6 @@ class ConcatFusion(CoarseFusion):
         return self.mix(torch.cat([t, v], dim=-1))
 
 
-_COARSE_CLASSES: dict[str, type[CoarseFusion]] = {
-    "gate": GateFusion, "film": FiLMFusion, "sum": SumFusion, "concat": ConcatFusion,
-}
-
-
 class DNNFusion(Fusion):
     """Coarse+ : a coarse fusion followed by the three-layer DNN (Table III, "Coarse+")."""
 
@@ -353,11 +337,89 @@ class CoAttentionFusion(TokenFusion):
         return self.norm(masked_mean(x, mask))  # real tokens only, as in MergeAttentionFusion
 
 
-# --------------------------------------------------------------------------- factory
+# --------------------------------------------------------------------------- registry
+# One factory signature for every fusion: (text_dim, vision_dim, dim, n_layers, n_heads, dropout).
+# Aliases are the spellings seen in the paper, its code and common usage.
+_COARSE_ALIASES = {
+    "gate": ("gating", "gate selection", "gmu"),
+    "film": (),
+    "sum": ("summation", "add"),
+    "concat": ("concatenation", "cat"),
+}
+_COARSE_DOCS = {
+    "gate": "gated multimodal unit: a sigmoid gate chooses per feature between text and image",
+    "film": "FiLM: the image modulates the text, (1 + gamma(v)) * t + beta(v)",
+    "sum": "sum of the projected pooled vectors",
+    "concat": "linear layer over the concatenated projected vectors",
+}
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[\s_\-]", "", name.strip().lower())
+def _register_coarse(name: str, cls: type[CoarseFusion], dnn: bool) -> None:
+    def plain(text_dim: int, vision_dim: int, dim: int, n_layers: int | None = None,
+              n_heads: int | None = None, dropout: float = 0.1) -> Fusion:
+        return cls(text_dim, vision_dim, dim)
+
+    def with_dnn(text_dim: int, vision_dim: int, dim: int, n_layers: int | None = None,
+                 n_heads: int | None = None, dropout: float = 0.1) -> Fusion:
+        return DNNFusion(cls(text_dim, vision_dim, dim), dropout)
+
+    plain.__qualname__, with_dnn.__qualname__ = f"coarse_{name}", f"coarse_{name}_dnn"
+    aliases = _COARSE_ALIASES[name]
+    if not dnn:
+        registry.add(registry.Entry("fusion", name, plain, aliases,
+                                    "Coarse: " + _COARSE_DOCS[name],
+                                    meta={"group": "Coarse", "attention": False}))
+        return
+    registry.add(registry.Entry(
+        "fusion", f"{name}+dnn", with_dnn,
+        tuple(f"{a}{sep}dnn" for a in (name, *aliases) for sep in ("+", " ")
+              if f"{a}{sep}" != f"{name}+"),
+        "Coarse+: " + _COARSE_DOCS[name] + ", then the three-layer DNN",
+        meta={"group": "Coarse+", "attention": False}))
+
+
+for _dnn in (False, True):  # Table III's order: the coarse rows, then the same with the DNN
+    for _name, _cls in (("gate", GateFusion), ("film", FiLMFusion), ("sum", SumFusion),
+                        ("concat", ConcatFusion)):
+        _register_coarse(_name, _cls, _dnn)
+
+
+@registry.register("fusion", "co_attn", aliases=("coattn", "coatten", "coattention"),
+                   description="Attention: co-attention (two streams attend to each other, "
+                               "then one merging block)", group="Attention", attention=True)
+def co_attention(text_dim: int, vision_dim: int, dim: int, n_layers: int = 1,
+                 n_heads: int = 4, dropout: float = 0.1) -> Fusion:
+    return CoAttentionFusion(text_dim, vision_dim, dim, n_layers, n_heads, dropout)
+
+
+@registry.register("fusion", "merge_attn",
+                   aliases=("mergeattn", "mergeatten", "merge attention", "merged attention",
+                            "merge"),
+                   description="Attention: merge-attention (one stream over text and image "
+                               "tokens with modality-type embeddings, n blocks)",
+                   group="Attention", attention=True)
+def merge_attention(text_dim: int, vision_dim: int, dim: int, n_layers: int = 1,
+                    n_heads: int = 4, dropout: float = 0.1) -> Fusion:
+    return MergeAttentionFusion(text_dim, vision_dim, dim, n_layers, n_heads, dropout)
+
+
+def _depth_suffix(name: str) -> registry.Entry | None:
+    """"MergeAttn-2" / "coattn1": an attention fusion with its depth written in the name."""
+    match = re.fullmatch(r"(.*?[a-z])(\d+)", registry.normalise(name))
+    if not match:
+        return None
+    try:
+        entry = registry.lookup("fusion", match.group(1))
+    except registry.UnknownComponentError:
+        return None
+    if not entry.meta.get("attention"):
+        raise registry.UnknownComponentError(
+            f"fusion {name!r} has a depth suffix, but only {', '.join(TOKEN_FUSIONS)} have layers"
+        )
+    return dataclasses.replace(entry, meta={**entry.meta, "depth": int(match.group(2))})
+
+
+registry.add_resolver("fusion", _depth_suffix)
 
 
 def parse_fusion_name(name: str) -> tuple[str, int | None]:
@@ -365,29 +427,8 @@ def parse_fusion_name(name: str) -> tuple[str, int | None]:
 
     The depth is None when the name carries none. Raises ValueError for unknown names.
     """
-    key = _normalise(name)
-    depth: int | None = None
-    match = re.fullmatch(r"(.*?[a-z])(\d+)", key)
-    if match:
-        key, depth = match.group(1), int(match.group(2))
-    dnn = False
-    for suffix in ("+dnn", "dnn"):
-        if key.endswith(suffix) and key != suffix:
-            key, dnn = key[: -len(suffix)], True
-            break
-    base = _ALIASES.get(key)
-    valid = ", ".join(FUSIONS)
-    if base is None or (dnn and base not in COARSE):
-        raise ValueError(
-            f"unknown fusion {name!r}; choose one of {valid} (aliases such as 'summation', "
-            "'concatenation', 'merge-attention', 'coattn' and a depth suffix like "
-            "'mergeattn-2' are accepted)"
-        )
-    if depth is not None and base not in TOKEN_FUSIONS:
-        raise ValueError(
-            f"fusion {name!r} has a depth suffix, but only {', '.join(TOKEN_FUSIONS)} have layers"
-        )
-    return (f"{base}+dnn" if dnn else base), depth
+    entry = registry.lookup("fusion", name)
+    return entry.name, entry.meta.get("depth")
 
 
 def create_fusion(
@@ -395,24 +436,20 @@ def create_fusion(
     text_dim: int,
     vision_dim: int,
     dim: int,
-    n_layers: int = 1,
-    n_heads: int = 4,
+    n_layers: int | None = 1,
+    n_heads: int | None = 4,
     dropout: float = 0.1,
 ) -> Fusion:
-    """Build fusion `name` (see FUSIONS; aliases accepted). A depth in the name ("mergeattn-2")
+    """Build fusion `name` (registered names and aliases). A depth in the name ("mergeattn-2")
     overrides `n_layers`; `n_layers`/`n_heads` only matter for the attention fusions.
     """
-    canonical, depth = parse_fusion_name(name)
-    n_layers = depth if depth is not None else n_layers
-    if n_layers < 1:
-        raise ValueError(f"fusion n_layers (model.fusion_layers) must be >= 1, got {n_layers}")
-    if n_heads < 1:
-        raise ValueError(f"fusion n_heads must be >= 1, got {n_heads}")
+    entry = registry.lookup("fusion", name)
+    n_layers = entry.meta.get("depth", n_layers)
+    if entry.meta.get("attention"):
+        if n_layers is None or n_layers < 1:
+            raise ValueError(f"fusion n_layers (model.fusion_layers) must be >= 1, got {n_layers}")
+        if n_heads is None or n_heads < 1:
+            raise ValueError(f"fusion n_heads (model.fusion_heads) must be >= 1, got {n_heads}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"fusion dropout must be in [0, 1), got {dropout}")
-    if canonical == "merge_attn":
-        return MergeAttentionFusion(text_dim, vision_dim, dim, n_layers, n_heads, dropout)
-    if canonical == "co_attn":
-        return CoAttentionFusion(text_dim, vision_dim, dim, n_layers, n_heads, dropout)
-    base = _COARSE_CLASSES[canonical.removesuffix("+dnn")](text_dim, vision_dim, dim)
-    return DNNFusion(base, dropout) if canonical.endswith("+dnn") else base
+    return entry.factory(text_dim, vision_dim, dim, n_layers, n_heads, dropout)

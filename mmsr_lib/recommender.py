@@ -1,20 +1,118 @@
-"""Item encoder + sequence model + dot-product scoring: one recommender for IDSR and MMSR alike."""
+"""What every recommender is to the trainer and the evaluator, and the sequential one of the paper.
+
+`Recommender` is the interface: a training loss over a batch and a `scorer()` that ranks the
+whole catalog for a batch of input sequences. The trainer and the evaluator (`mmsr_lib.evaluate`)
+know nothing else, so an ID model, an MMSR model, most-popular and the baselines of Table V
+(FDSA, CARCA++, VQRec, MoRec++) all run through the same loop and the same metrics.
+
+`SequentialRecommender` is the paper's framework: an item encoder (an ID row, a text, an image,
+both) feeds a sequence model, and the next item is scored by a dot product.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsr_lib import distributed
-from mmsr_lib.data.preprocess import EvalSet
 from mmsr_lib.encoders.item import ItemEncoder
-from mmsr_lib.evaluate import RankingResult, evaluate_ranking, metrics_from_ranks
+from mmsr_lib.sequence import create_sequence_model
 from mmsr_lib.sequence.base import SequenceModel
+from mmsr_lib.util import distributed, registry
+
+
+class Scorer:
+    """Scores of every catalog item for a batch of left-padded input sequences.
+
+    Made once per evaluation (`Recommender.scorer`), so work shared by all users (encoding the
+    catalog) is done once. `__call__(inputs [B, L]) -> [B, n_items + 1]`; column 0 (padding) is
+    ignored by the evaluator.
+    """
+
+    n_items: int
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class DotScorer(Scorer):
+    """<user vector, item vector> for every item, computed in float64.
+
+    BLAS picks different kernels for different batch shapes, so a float32 product can differ in
+    its last bit between batch sizes and swap a near-tie with the target; products of float32
+    numbers are exact in float64, so the ranking no longer depends on the batch size.
+    """
+
+    def __init__(self, user_vectors: Callable[[torch.Tensor], torch.Tensor],
+                 item_table: torch.Tensor, dtype: torch.dtype = torch.float64) -> None:
+        self.user_vectors = user_vectors
+        self.item_table = item_table
+        self.items_t = item_table.detach().to(dtype).T.contiguous()
+        self.dtype = dtype
+        self.n_items = item_table.shape[0] - 1
+        self._buf: torch.Tensor | None = None
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        users = self.user_vectors(inputs).to(self.dtype)
+        # one buffer reused across batches: a fresh [256, 20K] float64 matrix per batch is 40 MB
+        # that the allocator returns to the OS and page-faults in again every time
+        if self._buf is None or self._buf.shape[0] < len(users):
+            self._buf = torch.empty(len(users), self.items_t.shape[1], dtype=self.dtype,
+                                    device=self.items_t.device)
+        return torch.matmul(users, self.items_t, out=self._buf[: len(users)])
 
 
 class Recommender(nn.Module):
+    """The interface every model implements (see the module docstring).
+
+    `trainable = False` marks a model with nothing to learn (most-popular): the trainer skips it.
+    """
+
+    trainable: bool = True
+    n_items: int
+
+    def loss(self, batch: dict[str, torch.Tensor], denominator: float | None = None
+             ) -> torch.Tensor:  # pragma: no cover - interface
+        """Mean training loss of a batch (``inputs``, ``targets``, ``negatives`` [B, L], and
+        ``users`` [B]); with `denominator`, the sum over real positions divided by it (DDP)."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor], denominator: float | None = None
+                ) -> torch.Tensor:
+        """The training loss: DistributedDataParallel syncs gradients only for work that goes
+        through `forward`."""
+        return self.loss(batch, denominator)
+
+    def scorer(self, batch_size: int = 512) -> Scorer:  # pragma: no cover - interface
+        """A `Scorer` for the current weights (call in eval mode, under no_grad)."""
+        raise NotImplementedError
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters of pretrained encoders (their own learning rate, no weight decay)."""
+        return []
+
+
+def bce_loss(pos_logit: torch.Tensor, neg_logit: torch.Tensor,
+             denominator: float | None = None) -> torch.Tensor:
+    """BCE of positives against 1 and negatives against 0, averaged over the positions (or
+    summed and divided by `denominator`, the global count / world size under DDP)."""
+    pos_logit, neg_logit = pos_logit.float(), neg_logit.float()
+    if denominator is not None:
+        total = F.binary_cross_entropy_with_logits(
+            pos_logit, torch.ones_like(pos_logit), reduction="sum"
+        ) + F.binary_cross_entropy_with_logits(
+            neg_logit, torch.zeros_like(neg_logit), reduction="sum"
+        )
+        return total / denominator
+    return F.binary_cross_entropy_with_logits(
+        pos_logit, torch.ones_like(pos_logit)
+    ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+
+
+class SequentialRecommender(Recommender):
     """Scores the next item by <user state at position t, item vector>.
 
     The item encoder decides what an item is (an ID row, a text, an image, both); the sequence
@@ -26,6 +124,10 @@ class Recommender(nn.Module):
         super().__init__()
         self.item_encoder = item_encoder
         self.sequence_model = sequence_model
+        self.n_items = item_encoder.n_items
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return self.item_encoder.encoder_parameters()
 
     def embed(self, *ids: torch.Tensor) -> list[torch.Tensor]:
         """Vectors for several index tensors, encoding each distinct item once.
@@ -50,22 +152,10 @@ class Recommender(nn.Module):
             (x,) = self.embed(inputs)
         return self.sequence_model(x, inputs > 0)
 
-    def forward(
-        self, batch: dict[str, torch.Tensor], denominator: float | None = None
-    ) -> torch.Tensor:
-        """The training loss (`loss`): DistributedDataParallel syncs gradients only for work
-        that goes through `forward`."""
-        return self.loss(batch, denominator)
-
     def loss(
         self, batch: dict[str, torch.Tensor], denominator: float | None = None
     ) -> torch.Tensor:
-        """BCE on the next item against one random negative, averaged over real positions.
-
-        With `denominator`, the summed BCE over this batch's real positions is divided by it
-        instead: a DDP rank holding a shard passes the global count / world size, so the
-        average of the ranks' gradients is the gradient of the global batch's mean.
-        """
+        """BCE on the next item against one random negative, averaged over real positions."""
         inputs, targets, negatives = batch["inputs"], batch["targets"], batch["negatives"]
         if getattr(self.item_encoder, "plain", False):
             # The paper's code path: the L+1 window and its negatives, 2(L+1) slots with padding,
@@ -80,24 +170,14 @@ class Recommender(nn.Module):
         h = self.sequence_model(x, inputs > 0)
         valid = targets > 0
         h, pos, neg = h[valid], pos[valid], neg[valid]
-        pos_logit = (h * pos).sum(-1).float()
-        neg_logit = (h * neg).sum(-1).float()
-        if denominator is not None:
-            total = F.binary_cross_entropy_with_logits(
-                pos_logit, torch.ones_like(pos_logit), reduction="sum"
-            ) + F.binary_cross_entropy_with_logits(
-                neg_logit, torch.zeros_like(neg_logit), reduction="sum"
-            )
-            return total / denominator
-        return F.binary_cross_entropy_with_logits(
-            pos_logit, torch.ones_like(pos_logit)
-        ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+        return bce_loss((h * pos).sum(-1), (h * neg).sum(-1), denominator)
 
     @torch.no_grad()
     def user_vectors(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """The state at the last position (the most recent item) of each left-padded sequence."""
         out = [self.states(chunk)[:, -1] for chunk in inputs.split(batch_size)]
-        return torch.cat(out) if out else inputs.new_zeros((0, self.item_encoder.dim), dtype=torch.float)
+        return torch.cat(out) if out else inputs.new_zeros((0, self.item_encoder.dim),
+                                                           dtype=torch.float)
 
     @torch.no_grad()
     def item_table(self, batch_size: int = 512) -> torch.Tensor:
@@ -117,47 +197,19 @@ class Recommender(nn.Module):
         return distributed.all_gather_cat(local)
 
     @torch.no_grad()
-    def evaluate(
-        self,
-        eval_set: EvalSet,
-        ks: tuple[int, ...] = (10, 20, 50),
-        batch_size: int = 256,
-        item_table: torch.Tensor | None = None,
-    ) -> RankingResult:
-        """Full ranking of every item for every row of `eval_set` (model put in eval mode).
+    def scorer(self, batch_size: int = 512) -> DotScorer:
+        return DotScorer(lambda inputs: self.user_vectors(inputs, batch_size).float(),
+                         self.item_table(batch_size).float())
 
-        Under DDP the users are sharded in `batch_size` blocks and the ranks all-gathered, so
-        every rank returns the same metrics (what early stopping needs); every rank must call it.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            if item_table is None:
-                item_table = self.item_table()
-            if distributed.is_distributed():
-                return self._evaluate_sharded(eval_set, ks, batch_size, item_table)
-            device = next(self.parameters()).device
-            inputs = torch.from_numpy(np.ascontiguousarray(eval_set.inputs)).to(device)
-            users = self.user_vectors(inputs, batch_size)
-            return evaluate_ranking(
-                users.float(), item_table.float(), eval_set.targets, eval_set.history, ks, batch_size
-            )
-        finally:
-            self.train(was_training)
 
-    def _evaluate_sharded(
-        self, eval_set: EvalSet, ks: tuple[int, ...], batch_size: int, item_table: torch.Tensor
-    ) -> RankingResult:
-        """This rank's block of users ranked locally, the ranks gathered, metrics from all."""
-        start, stop = distributed.shard_range(len(eval_set), batch_size)
-        ranks = np.zeros(0, dtype=np.int64)
-        if stop > start:
-            device = next(self.parameters()).device
-            inputs = torch.from_numpy(np.ascontiguousarray(eval_set.inputs[start:stop])).to(device)
-            users = self.user_vectors(inputs, batch_size)
-            ranks = evaluate_ranking(
-                users.float(), item_table.float(), eval_set.targets[start:stop],
-                eval_set.history.rows(start, stop), ks, batch_size,
-            ).ranks
-        everyone = distributed.all_gather_cat(torch.from_numpy(ranks)).numpy()
-        return RankingResult(metrics_from_ranks(everyone, ks), everyone, len(everyone))
+@registry.register("recommender", "sequential", aliases=("default", "item+sequence"),
+                   description="the paper's framework: an item encoder (ID, text, image, both) "
+                               "feeding a sequence model, next item by dot product",
+                   uses=("item_encoder", "sequence"))
+def build_sequential(cfg: Any, data: Any) -> SequentialRecommender:
+    """`cfg.model.item_encoder` and `cfg.model.sequence` from the registry (cfg resolved)."""
+    m = cfg.model
+    item_encoder = registry.create("item_encoder", m.item_encoder, cfg, data)
+    seq = create_sequence_model(m.sequence, m.dim, data.max_len, n_layers=m.n_layers,
+                                n_heads=m.n_heads, dropout=m.dropout)
+    return SequentialRecommender(item_encoder, seq)

@@ -16,23 +16,30 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
-from mmsr_lib import distributed
 from mmsr_lib.config import RunConfig
 from mmsr_lib.data.loaders import TrainBatches, train_loader
 from mmsr_lib.data.preprocess import SequenceData
+from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.recommender import Recommender
+from mmsr_lib.util import distributed
 
 log = logging.getLogger("mmsr.train")
 
 SELECTION_METRIC = "NDCG@10"
+CONVERGED_SHARE = 0.9  # converged: best epoch within the first 90% of the budget
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (corrupt, unsafe, another run's); says what to do."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -54,8 +61,8 @@ def build_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.AdamW:
     """AdamW with three groups: pretrained-encoder ("top") parameters at `encoder_lr` without
     weight decay; downstream matrices at `lr` with `weight_decay`; downstream biases, norms and
     other 1-D parameters at `lr` without decay (decaying a LayerNorm gain towards 0 only hurts)."""
-    t = cfg.train
-    enc = [p for p in model.item_encoder.encoder_parameters() if p.requires_grad]
+    t = cfg.resolved().train
+    enc = [p for p in model.encoder_parameters() if p.requires_grad]
     enc_ids = {id(p) for p in enc}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
     groups = [
@@ -99,13 +106,20 @@ def atomic_save(obj: object, path: Path) -> None:
 @dataclass
 class FitResult:
     history: list[dict] = field(default_factory=list)
-    best_epoch: int = -1
+    best_epoch: int = 0  # counted from 1; 0 = no validation yet
     best_valid: dict[str, float] = field(default_factory=dict)
     epochs_run: int = 0
     stopped_early: bool = False
     resumed_from: int | None = None
     train_seconds: float = 0.0
     world_size: int = 1
+    budget: int = 0
+
+    @property
+    def converged(self) -> bool:
+        """The best epoch is not in the last 10% of the epoch budget: training had reached its
+        best before the budget ran out (a run still improving at the end is not converged)."""
+        return 1 <= self.best_epoch <= CONVERGED_SHARE * self.budget
 
 
 def _load_checkpoint(path: Path | None, cfg: RunConfig, device: torch.device) -> dict | None:
@@ -116,7 +130,7 @@ def _load_checkpoint(path: Path | None, cfg: RunConfig, device: torch.device) ->
     payload: dict | str | None = None
     if distributed.is_main_process() and path.exists():
         where = "cpu" if distributed.is_distributed() else device
-        ck = torch.load(path, map_location=where, weights_only=False)
+        ck = read_checkpoint(path, where)
         if ck.get("config_hash") != cfg.hash():
             payload = (
                 f"{path} belongs to another configuration ({ck.get('config_hash')} != "
@@ -126,8 +140,30 @@ def _load_checkpoint(path: Path | None, cfg: RunConfig, device: torch.device) ->
             payload = ck
     payload = distributed.broadcast_object(payload)
     if isinstance(payload, str):
-        raise RuntimeError(payload)
+        raise CheckpointError(payload)
     return payload
+
+
+CHECKPOINT_KEYS = ("config_hash", "epoch", "done", "model", "optimizer", "scheduler",
+                   "best_state", "best_score", "best_epoch", "best_valid", "bad_checks", "history")
+
+
+def read_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict:
+    """A checkpoint loaded with ``weights_only=True``: tensors and plain values only, so a
+    crafted file can never run code; corrupt, truncated or foreign files are a `CheckpointError`
+    that names the file and says what to do."""
+    what = (f"delete {path} to start this run from scratch, or run it with --force (which "
+            "trains in a fresh folder)")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle/zip/EOF/unsafe-type errors all mean: not usable
+        unsafe = "weights_only" in str(err) or "Unsupported global" in str(err)
+        why = ("it holds objects other than tensors and plain values, which are never "
+               "unpickled (it may be crafted)" if unsafe else f"it is corrupt or truncated ({err})")
+        raise CheckpointError(f"cannot load checkpoint {path}: {why}; {what}") from None
+    if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
+        raise CheckpointError(f"{path} is not a checkpoint of this library (missing keys); {what}")
+    return ck
 
 
 def _shard_loss(ddp_model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -153,6 +189,47 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def train_step(
+    model: Recommender,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    cfg: RunConfig,
+    ddp_model: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """One optimiser step on a batch already on the model's device: loss (bf16 autocast on
+    CUDA; this rank's shard under DDP), NaN check, backward, gradient clipping, step, schedule.
+
+    The only training step there is: `fit` runs it, and so does `mmsr bench train`, so the
+    benchmark measures the loop users train with. Returns the global batch's mean loss
+    (detached); a non-finite loss raises `FloatingPointError` before any weight changes.
+    """
+    t = cfg.train
+    device = batch["inputs"].device
+    with _autocast(device, t.amp):
+        loss = model.loss(batch) if ddp_model is None else _shard_loss(ddp_model, batch)
+    # the global batch's mean loss on every rank, so all ranks stop together on NaN
+    global_loss = loss.detach() if ddp_model is None else distributed.all_reduce_mean(loss)
+    if not torch.isfinite(global_loss):
+        raise FloatingPointError(f"loss is {global_loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if t.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return global_loss
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The paper's schedule over the run's epoch budget (`linear_decay`)."""
+    t = cfg.train
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, linear_decay(t.epochs * steps_per_epoch, t.decay_to, t.decay_frac)
+    )
+
+
 def fit(
     model: Recommender,
     data: SequenceData,
@@ -172,6 +249,7 @@ def fit(
     `train.batch_size` stays the global batch, and with dropout 0 the losses, metrics and
     weights equal a single-process run's up to float rounding.
     """
+    cfg = cfg.resolved()
     t = cfg.train
     device = next(model.parameters()).device
     distributed.init_from_env(device)  # no-op outside torchrun or when already joined
@@ -185,15 +263,12 @@ def fit(
         )
     batches = TrainBatches(data, t.batch_size, t.seed)
     loader = train_loader(batches, t.num_workers, pin_memory=device.type == "cuda")
-    total_steps = t.epochs * len(batches)
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_decay(total_steps, t.decay_to, t.decay_frac)
-    )
+    scheduler = build_schedule(optimizer, cfg, len(batches))
     valid_set = data.eval_set("valid")
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
 
-    result = FitResult(world_size=world)
+    result = FitResult(world_size=world, budget=t.epochs)
     best_state: dict[str, torch.Tensor] | None = None
     best_score, bad_checks, start_epoch, done = -math.inf, 0, 0, False
     ck = _load_checkpoint(ckpt_path, cfg, device)
@@ -207,9 +282,11 @@ def fit(
         result.best_valid, result.resumed_from = ck["best_valid"], ck["epoch"]
         log.info("resumed %s after epoch %d", ckpt_path, ck["epoch"])
 
-    bar = tqdm(range(start_epoch, t.epochs), desc=cfg.name,
+    # a text bar (not a widget): a notebook saved by papermill keeps its last state, and an
+    # early stop ends it at 100% of the epochs actually run, not as an unfinished bar
+    bar = tqdm(range(start_epoch, t.epochs), desc=cfg.name, file=sys.stdout,
                disable=not progress or done or not main,  # one bar per job, on rank 0
-               initial=start_epoch, total=t.epochs, leave=False)
+               initial=start_epoch, total=t.epochs, leave=True, dynamic_ncols=True)
     t0 = time.perf_counter()
     for epoch in bar:
         if done:
@@ -221,29 +298,22 @@ def fit(
         e0, loss_sum, n = time.perf_counter(), 0.0, 0
         for step, batch in enumerate(loader):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with _autocast(device, t.amp):
-                loss = model.loss(batch) if ddp_model is None else _shard_loss(ddp_model, batch)
-            # the global batch's mean loss on every rank, so all ranks stop together on NaN
-            global_loss = loss.detach() if ddp_model is None else distributed.all_reduce_mean(loss)
-            if not torch.isfinite(global_loss):
+            try:
+                global_loss = train_step(model, batch, optimizer, scheduler, cfg, ddp_model)
+            except FloatingPointError as err:
+                saved = ckpt_path is not None and (epoch > start_epoch or ck is not None)
                 raise FloatingPointError(
-                    f"loss is {global_loss.item()} at epoch {epoch} step {step} of run "
-                    f"{cfg.name!r}; "
-                    "lower train.lr / train.encoder_lr or check the data. "
-                    + (f"The last good checkpoint is intact at {ckpt_path}." if ckpt_path else "")
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            scheduler.step()
+                    f"{err} at epoch {epoch + 1} step {step} of run {cfg.name!r}; lower "
+                    "train.lr / train.encoder_lr or check the data. "
+                    + (f"The checkpoint of the last finished epoch is intact at {ckpt_path}."
+                       if saved else "No epoch had finished, so no checkpoint was written.")
+                ) from None
             loss_sum += global_loss.item()
             n += 1
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{loss_sum / n:.4f}")
         record: dict = {
-            "epoch": epoch,
+            "epoch": epoch + 1,  # counted from 1, as everywhere a user sees epochs
             "loss": loss_sum / max(n, 1),
             "lr": scheduler.get_last_lr()[0],
             "train_seconds": time.perf_counter() - e0,
@@ -251,14 +321,14 @@ def fit(
         last = epoch == t.epochs - 1
         if (epoch + 1) % t.eval_every == 0 or last:
             v0 = time.perf_counter()
-            valid = model.evaluate(valid_set, cfg.eval.ks, cfg.eval.batch_size).metrics
+            valid = evaluate_model(model, valid_set, cfg.eval.ks, cfg.eval.batch_size).metrics
             record["valid"] = valid
             record["eval_seconds"] = time.perf_counter() - v0
             score = valid[SELECTION_METRIC]
             if score > best_score:
                 best_score, bad_checks = score, 0
                 best_state = trainable_state(model)
-                result.best_epoch, result.best_valid = epoch, valid
+                result.best_epoch, result.best_valid = epoch + 1, valid
             else:
                 bad_checks += 1
             if progress:
@@ -288,6 +358,9 @@ def fit(
             on_epoch_end(epoch, record)
         if done:
             break
+    bar.n = len(result.history)  # a `break` skips tqdm's last increment
+    if result.stopped_early:
+        bar.total = bar.n  # stopped early on purpose: the bar is complete
     bar.close()
     result.train_seconds = time.perf_counter() - t0
     result.epochs_run = len(result.history)

@@ -25,14 +25,14 @@ import numpy as np
 import pytest
 import torch
 
-from mmsr_lib import distributed
 from mmsr_lib.config import RunConfig, profile_config
 from mmsr_lib.data.format import load_dataset
 from mmsr_lib.data.preprocess import SequenceData, build_sequences
 from mmsr_lib.encoders.frozen_cache import FrozenCache
-from mmsr_lib.experiment import build_model, run_experiment
-from mmsr_lib.results import ResultsStore
+from mmsr_lib.runs.runner import build_model, run_experiment
+from mmsr_lib.runs.store import ResultsStore
 from mmsr_lib.train import fit
+from mmsr_lib.util import distributed
 
 WORLD = 2
 LOSS_TOL = 1e-5
@@ -108,7 +108,7 @@ def job(tmp_path_factory):
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     return {"root": root, "base": base, "ranks": ranks}
 
 
@@ -170,10 +170,10 @@ def test_only_rank_zero_writes_checkpoint_and_results(job, single, monkeypatch):
     assert all(got["rank1_saves_refused"] for got in job["ranks"])
     ck_files = list((job["base"] / "fit_runs").glob("*"))
     assert [p.name for p in ck_files] == ["checkpoint.pt"]  # no stray temporary files
-    ck = torch.load(ck_files[0], weights_only=False)
+    ck = torch.load(ck_files[0], weights_only=True)
     assert ck["epoch"] == 2 and ck["done"]
 
-    # run_experiment via run_or_load_distributed: rank 0 stored the record in the results store
+    # run_experiment via run_or_load: rank 0 stored the record in the results store
     cfg = ddp_cfg(job["root"])
     store = ResultsStore(job["base"] / "home" / "results.sqlite")
     rec = store.get(cfg.hash())
@@ -218,7 +218,7 @@ def test_uneven_all_gather_across_two_ranks(job):
 # -- the worker: this file run by torchrun ------------------------------------------------------
 def _worker(root: Path, out: Path, fit_dir: Path) -> None:
     import mmsr_lib.train as train_mod
-    from mmsr_lib.experiment import run_or_load_distributed
+    from mmsr_lib.runs.runner import run_or_load
 
     torch.set_num_threads(1)
     assert distributed.init_from_env("cpu", timeout=timedelta(seconds=120))
@@ -270,9 +270,9 @@ def _worker(root: Path, out: Path, fit_dir: Path) -> None:
     branch = text_branch(root, data)
     report["cache_mem"] = FrozenCache.build(branch, data.n_items, batch_size=8).table
     disk = FrozenCache.build(branch, data.n_items, batch_size=8, path=fit_dir.parent / "frozen")
-    report["cache_disk"] = np.asarray(disk.table)
+    report["cache_disk"] = torch.from_numpy(np.array(disk.table))  # loads with weights_only
     # run_experiment through the results store, as `mmsr train` under torchrun does
-    record = run_or_load_distributed(cfg, lambda c: run_experiment(c, progress=False))
+    record = run_or_load(cfg, progress=False)
     report["record_metrics"] = record.metrics
     report["rank1_saves_refused"] = distributed.broadcast_object(saves_refused, src=1)
     torch.save(report, out / f"rank{me}.pt")  # the test harness's own output

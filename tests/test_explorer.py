@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mmsr_lib import grids
-from mmsr_lib.explorer import Choice, Explorer, explorer_config, paper_value
-from mmsr_lib.results import ResultsStore
+from mmsr_lib.runs.store import ResultsStore
+from mmsr_lib.workbook import grids
+from mmsr_lib.workbook.explorer import Choice, Explorer, explorer_config, paper_value
 
 
 @pytest.mark.parametrize(

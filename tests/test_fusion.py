@@ -7,19 +7,20 @@ import torch
 
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.fusion import (
-    FUSIONS,
     TOKEN_FUSIONS,
     CoAttentionFusion,
     DNNFusion,
     Fusion,
     MergeAttentionFusion,
     create_fusion,
+    fusion_names,
     parse_fusion_name,
 )
 
 B, T_TEXT, T_VISION, TEXT_DIM, VISION_DIM, DIM = 3, 6, 5, 12, 20, 16
 
 # (name, n_layers): all ten fusions plus the deeper merge-attention of Table III.
+FUSIONS = fusion_names()
 CASES = [(name, 1) for name in FUSIONS] + [("merge_attn", 2), ("merge_attn", 4)]
 IDS = [f"{n}-{k}" for n, k in CASES]
 

@@ -7,12 +7,12 @@ import math
 import pandas as pd
 import pytest
 
-from mmsr_lib import grids
-from mmsr_lib.config import PROFILES, RunConfig
+from mmsr_lib.config import PROFILES, RunConfig, profile_config
 from mmsr_lib.fusion import parse_fusion_name
-from mmsr_lib.paper_numbers import paper_wide
-from mmsr_lib.results import ResultsStore, RunRecord
-from mmsr_lib.study import run_grid
+from mmsr_lib.runs.runner import run_grid
+from mmsr_lib.runs.store import ResultsStore, RunRecord
+from mmsr_lib.workbook import grids
+from mmsr_lib.workbook.paper_numbers import paper_wide
 
 BUILDERS = {
     "II": grids.table2_configs,
@@ -91,7 +91,7 @@ def test_table4_rows_columns_and_movielens_variant() -> None:
         assert cfg.data.source == "synthetic"
     assert grid["GRU4Rec", "MMSR-V"].model.vision_encoder == "tiny-swin"
     # an IDSR row is the quickstart's configuration, so the results store shares the run
-    from mmsr_lib.quickstart import quickstart_configs
+    from mmsr_lib.workbook.quickstart import quickstart_configs
 
     assert grid["NextItNet", "IDSR"].hash() == quickstart_configs("cpu")["NextItNet"].hash()
     ml = grids.table4_configs("cpu", dataset="movielens-100k")
@@ -102,7 +102,8 @@ def test_table4_rows_columns_and_movielens_variant() -> None:
     text = ml["NextItNet", "MMSR-T"].model
     assert (text.text_encoder, text.text_pooling) == ("minilm", "mean")
     assert text.text_max_tokens == 50  # MovieLens titles + genres reach ~33 tokens
-    assert text.top_blocks == 0 and ml["SASRec", "MMSR-T"].train.epochs == grids.CPU_EPOCHS["id"]
+    id_epochs = profile_config("cpu").resolved().train.epochs
+    assert text.top_blocks == 0 and ml["SASRec", "MMSR-T"].train.epochs == id_epochs
     paper_ml = grids.table4_configs("paper", dataset="movielens-100k")["SASRec", "MMSR-T"]
     assert paper_ml.model.top_blocks is None and paper_ml.data.source == "movielens-100k"
     with pytest.raises(ValueError, match="movielens-100k"):
@@ -121,8 +122,7 @@ def test_table4_synthetic_minilm_variant_shares_the_id_runs() -> None:
         assert cfg.data.source == "synthetic" and cfg.hash() != plain[arch, "MMSR-T"].hash()
         m = cfg.model
         assert (m.text_encoder, m.text_pooling, m.top_blocks) == ("minilm", "mean", 0)
-        assert m.text_max_tokens == grids.CPU_TEXT_TOKENS
-        assert cfg.train.epochs == grids.CPU_EPOCHS["id"]
+        assert cfg.train.epochs == profile_config("cpu").resolved().train.epochs
 
 
 def test_every_grid_has_distinct_hashes_and_valid_round_tripping_configs() -> None:
@@ -148,32 +148,26 @@ def test_the_same_run_in_two_tables_has_one_hash(profile) -> None:
 
 
 def test_profile_sizes_and_overrides() -> None:
-    cpu = grids.table2_configs("cpu")
-    assert cpu["MMSR-T", "BERT"].train.epochs == grids.CPU_EPOCHS["text"]
-    assert cpu["MMSR-V", "MAE"].train.epochs == grids.CPU_EPOCHS["vision"]
-    assert cpu["MMSR", "Ro.+Swin"].train.epochs == grids.CPU_EPOCHS["mm"]
-    assert grids.table4_configs("cpu")["SASRec", "IDSR"].train.epochs == grids.CPU_EPOCHS["id"]
-    assert all(c.model.text_max_tokens == grids.CPU_TEXT_TOKENS for c in cpu.values())
+    from mmsr_lib.config import PROFILE_TABLE
+
+    by_kind = PROFILE_TABLE["cpu"]["BY_KIND"]
+    cpu = {k: c.resolved() for k, c in grids.table2_configs("cpu").items()}
+    assert cpu["MMSR-T", "BERT"].train.epochs == by_kind["*"]["train.epochs"]
+    assert cpu["MMSR", "Ro.+Swin"].train.epochs == by_kind["*"]["train.epochs"]
+    idsr = grids.table4_configs("cpu")["SASRec", "IDSR"].resolved()
+    assert idsr.train.epochs == by_kind["id"]["train.epochs"]
+    # random-init encoders: the top blocks train at the downstream rate; none for ID models
     assert all(c.train.encoder_lr == c.train.lr for c in cpu.values())
-    paper = grids.table2_configs("paper")
-    assert all(c.train.epochs == 150 and c.model.text_max_tokens == 50 for c in paper.values())
-    assert all(c.train.encoder_lr == 1e-4 for c in paper.values())
+    assert idsr.train.encoder_lr is None and idsr.model.text_encoder is None
+    paper = [c.resolved() for c in grids.table2_configs("paper").values()]
+    assert all(c.train.epochs == 150 for c in paper)
+    assert {c.model.text_max_tokens for c in paper} == {50, None}  # None: no text in the row
+    assert all(c.train.encoder_lr == 1e-4 for c in paper)
     # caller overrides come last: they win over the per-kind epochs
     over = grids.table3_configs("cpu", "train.epochs=2", "model.dim=32")
     assert all(c.train.epochs == 2 and c.model.dim == 32 for c in over.values())
     with pytest.raises(ValueError, match="profile"):
         grids.table2_configs("laptop")
-
-
-def test_synthetic_texts_fit_the_cpu_token_width(tmp_path) -> None:
-    """`text_max_tokens=24` on smoke/cpu is only an optimisation if no text is truncated."""
-    from mmsr_lib.encoders.text import create_text_encoder
-    from mmsr_lib.experiment import load_data
-
-    cfg = grids.table2_configs("smoke", f"data.cache_dir={tmp_path}")["MMSR-T", "RoBERTa"]
-    enc = create_text_encoder("tiny-roberta", max_tokens=grids.CPU_TEXT_TOKENS)
-    enc.tokenize(load_data(cfg.data).item_text)
-    assert enc.stats["texts"] > 100 and enc.stats["truncated"] == 0
 
 
 def _record(cfg: RunConfig, hr: float, ndcg: float) -> RunRecord:
@@ -257,7 +251,7 @@ def test_every_smoke_config_builds_and_takes_a_finite_step(tmp_path) -> None:
     import torch
 
     from mmsr_lib.data.loaders import TrainBatches
-    from mmsr_lib.experiment import build_model, load_data
+    from mmsr_lib.runs.runner import build_model, load_data
 
     seen = set()
     for build in BUILDERS.values():

@@ -19,11 +19,12 @@ from torch import nn
 from mmsr_lib.config import RunConfig, profile_config
 from mmsr_lib.data.loaders import TrainBatches
 from mmsr_lib.data.preprocess import SequenceData
-from mmsr_lib.encoders.multimodal import ITEM_ENCODERS, MultiModalItemEncoder
-from mmsr_lib.experiment import build_model, load_data
-from mmsr_lib.fusion import FUSIONS
+from mmsr_lib.encoders.multimodal import MultiModalItemEncoder
+from mmsr_lib.fusion import fusion_names
 from mmsr_lib.recommender import Recommender
+from mmsr_lib.runs.runner import build_model, load_data
 from mmsr_lib.train import build_optimizer
+from mmsr_lib.util import registry
 
 # fast vs plain: the same float32 computation, only grouped differently (distinct items, cached
 # frozen states), so the loss must agree to float rounding
@@ -78,7 +79,7 @@ def encoder_params(model: Recommender) -> list[tuple[str, nn.Parameter]]:
 # -- every item encoder and fusion trains end to end ------------------------------------------
 SINGLE = {"text": TEXT, "vision-vit": VISION_VIT, "vision-resnet": VISION_RESNET}
 CASES = [pytest.param(o, id=k) for k, o in SINGLE.items()]
-CASES += [pytest.param((*MM, f"model.fusion={f}"), id=f"mm-{f}") for f in FUSIONS]
+CASES += [pytest.param((*MM, f"model.fusion={f}"), id=f"mm-{f}") for f in fusion_names()]
 CASES += [pytest.param((*MM, "model.vision_encoder=tiny-resnet", "model.mask_ratio=none",
                         "model.fusion=merge_attn"), id="mm-resnet-merge_attn")]
 
@@ -331,13 +332,13 @@ def test_encoder_parameters_get_the_encoder_group(smoke, finetune) -> None:
 def test_unknown_item_encoder_lists_the_valid_ones(smoke) -> None:
     with pytest.raises(ValueError, match="item_encoder") as err:
         make(smoke, "model.item_encoder=audio")
-    assert all(name in str(err.value) for name in ITEM_ENCODERS)
+    assert all(name in str(err.value) for name in registry.names("item_encoder"))
 
 
 def test_unknown_fusion_lists_the_valid_ones(smoke) -> None:
     with pytest.raises(ValueError, match="unknown fusion") as err:
         make(smoke, *MM, "model.fusion=blend")
-    assert all(name in str(err.value) for name in FUSIONS)
+    assert all(name in str(err.value) for name in fusion_names())
 
 
 def test_unknown_encoder_names_list_the_valid_ones(smoke) -> None:

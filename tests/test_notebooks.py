@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mmsr_lib.notebooks import notebook_paths, run_notebook, strip_outputs
+from mmsr_lib.workbook.notebooks import notebook_paths, run_notebook, strip_outputs
 
 NOTEBOOKS = notebook_paths()
 
@@ -62,7 +62,7 @@ def test_notebook_committed_clean(path, tmp_path):
 
     copy = tmp_path / path.name
     copy.write_bytes(path.read_bytes())
-    assert not strip_outputs(copy), f"{path.name} has outputs; run python -m mmsr_lib.notebooks strip"
+    assert not strip_outputs(copy), f"{path.name} has outputs; run python -m mmsr_lib.workbook.notebooks strip"
     nb = nbformat.read(path, as_version=4)
     first = nb.cells[0]
     assert "parameters" in first.metadata.get("tags", []) and "profile" in first.source

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmsr_lib.paper_numbers import (
+from mmsr_lib.workbook.paper_numbers import (
     COLUMNS,
     PAPER_TABLES,
     consistency_checks,
@@ -17,7 +17,7 @@ from mmsr_lib.paper_numbers import (
     paper_table_frame,
     paper_wide,
 )
-from mmsr_lib.report import (
+from mmsr_lib.workbook.report import (
     agreement_sentence,
     best_marks,
     paper_table,

@@ -1,4 +1,5 @@
-"""The SQLite results store: round trips, run-or-load, failures, concurrent writers, export."""
+"""The SQLite results store and run-or-load: round trips, failures that never destroy a result,
+--force, stale results, per-run locks, concurrent writers, read-only listing, export."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ import pandas as pd
 import pytest
 
 from mmsr_lib.config import RunConfig, profile_config
-from mmsr_lib.results import ResultsStore, git_commit, run_or_load
+from mmsr_lib.runs import runner as runner_mod
+from mmsr_lib.runs.fingerprint import code_fingerprint
+from mmsr_lib.runs.runner import run_or_load
+from mmsr_lib.runs.store import ResultsStore, git_commit
+
+
+@pytest.fixture(autouse=True)
+def _fake_data_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake runners below report data fingerprint "abc123"; let the stale check agree."""
+    monkeypatch.setattr(runner_mod, "current_data_fingerprint", lambda cfg: "abc123")
 
 
 def fake_result(seed: int) -> dict:
@@ -47,20 +57,23 @@ def test_round_trip(tmp_path: Path) -> None:
     assert [r.config_hash for r in store.records()] == [cfg.hash()]
 
 
-def test_start_resets_a_previous_result(tmp_path: Path) -> None:
+def test_start_keeps_a_finished_result_readable(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.sqlite")
     cfg = RunConfig(name="again")
     store.finish(cfg, fake_result(1))
-    store.start(cfg)
+    store.start(cfg)  # a re-run starts: the finished result stays until it is replaced
     rec = store.get(cfg.hash())
-    assert rec.status == "running" and rec.metrics == {} and rec.history == []
+    assert rec.status == "done" and rec.metrics["test"]["HR@10"] == 3.0
+    store.fail(cfg, "RuntimeError: the re-run broke")  # never turns done into failed
+    rec = store.get(cfg.hash())
+    assert rec.status == "done" and rec.error is None and rec.metrics["test"]["HR@10"] == 3.0
 
 
 def test_run_or_load_runs_once(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.sqlite")
     calls: list[str] = []
 
-    def runner(cfg: RunConfig) -> dict:
+    def runner(cfg: RunConfig, **_) -> dict:
         calls.append(cfg.name)
         return fake_result(len(calls))
 
@@ -69,17 +82,94 @@ def test_run_or_load_runs_once(tmp_path: Path) -> None:
     second = run_or_load(cfg.override("name=renamed"), runner=runner, store=store)  # same hash
     assert calls == ["once"]
     assert second == first and first.metrics["test"]["HR@10"] == 3.0
-    forced = run_or_load(cfg, runner=runner, store=store, force=True)
-    assert calls == ["once", "once"] and forced.metrics["test"]["HR@10"] == 4.0
+    assert first.code_fingerprint == code_fingerprint()
     other = run_or_load(cfg.override("train.seed=7"), runner=runner, store=store)
-    assert len(calls) == 3 and other.config_hash != first.config_hash
+    assert len(calls) == 2 and other.config_hash != first.config_hash
+
+
+def test_force_trains_from_scratch_and_replaces_only_when_done(tmp_path: Path) -> None:
+    """--force used to reset the stored row first, then resume the finished checkpoint."""
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = profile_config("smoke", name="forced")
+    seen: list[tuple] = []
+
+    def runner(c: RunConfig, run_dir=None, **_) -> dict:
+        old = store.get(c.hash())
+        seen.append((old.status if old else None, old.metrics.get("test") if old else None,
+                     Path(run_dir)))
+        return fake_result(len(seen))
+
+    run_or_load(cfg, runner=runner, store=store)
+    forced = run_or_load(cfg, runner=runner, store=store, force=True)
+    # during the forced run the old result was still stored and done
+    assert seen[1][0] == "done" and seen[1][1]["HR@10"] == 3.0
+    # it trained in a fresh folder, not on the finished run's checkpoint
+    assert seen[1][2] != seen[0][2] and seen[1][2].parent == seen[0][2]
+    assert forced.metrics["test"]["HR@10"] == 4.0
+
+    def broken(c: RunConfig, **_) -> dict:
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_or_load(cfg, runner=broken, store=store, force=True)
+    rec = store.get(cfg.hash())
+    assert rec.status == "done" and rec.metrics["test"]["HR@10"] == 4.0  # the result survived
+
+
+def test_stale_results_are_not_reused_silently(tmp_path: Path, monkeypatch) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = profile_config("smoke", name="stale")
+    calls: list[int] = []
+
+    def runner(c: RunConfig, **_) -> dict:
+        calls.append(1)
+        return fake_result(len(calls))
+
+    run_or_load(cfg, runner=runner, store=store)
+    monkeypatch.setattr(runner_mod, "code_fingerprint", lambda: "other-code")
+    kept = run_or_load(cfg, runner=runner, store=store, allow_stale=True)
+    assert len(calls) == 1 and kept.metrics["test"]["HR@10"] == 3.0  # reused only when asked
+    rerun = run_or_load(cfg, runner=runner, store=store)
+    assert len(calls) == 2 and rerun.code_fingerprint == "other-code"
+    monkeypatch.setattr(runner_mod, "current_data_fingerprint", lambda c: "new-data")
+    run_or_load(cfg, runner=runner, store=store)  # the data changed: run again
+    assert len(calls) == 3
+
+
+def _locked_runner(path: str, counter: str) -> None:
+    import time as _time
+
+    from mmsr_lib.runs.runner import run_or_load as rol
+
+    def runner(c: RunConfig, **_) -> dict:
+        with open(counter, "a") as fh:
+            fh.write("x")
+        _time.sleep(1.5)
+        return fake_result(0)
+
+    runner_mod.current_data_fingerprint = lambda cfg: "abc123"
+    rec = rol(profile_config("smoke", name="same"), runner=runner, store=ResultsStore(path))
+    assert rec.status == "done"
+
+
+def test_same_configuration_in_two_processes_runs_once(tmp_path: Path) -> None:
+    path, counter = str(tmp_path / "r.sqlite"), str(tmp_path / "calls.txt")
+    ResultsStore(path)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_locked_runner, args=(path, counter)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert Path(counter).read_text() == "x"  # the second waited for the first, then loaded
 
 
 def test_failure_is_recorded_and_reraised(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.sqlite")
     cfg = RunConfig(name="boom")
 
-    def runner(_: RunConfig) -> dict:
+    def runner(_: RunConfig, **__) -> dict:
         raise RuntimeError("CUDA out of memory; lower train.batch_size")
 
     with pytest.raises(RuntimeError, match="out of memory"):
@@ -89,7 +179,7 @@ def test_failure_is_recorded_and_reraised(tmp_path: Path) -> None:
     assert rec.error == "RuntimeError: CUDA out of memory; lower train.batch_size"
     assert store.records() == [] and len(store.records("failed")) == 1
     # a failed run is retried, not loaded
-    ok = run_or_load(cfg, runner=lambda c: fake_result(0), store=store)
+    ok = run_or_load(cfg, runner=lambda c, **_: fake_result(0), store=store)
     assert ok.status == "done" and ok.error is None
 
 
@@ -158,6 +248,7 @@ def test_frame_and_export_csv(tmp_path: Path) -> None:
     assert list(frame["status"]) == ["done", "done", "failed"]
     assert {"hash", "profile", "git_commit", "NDCG@10"} <= set(frame.columns)
     assert ResultsStore(tmp_path / "empty.sqlite").to_frame().empty
+    assert ResultsStore(tmp_path / "r.sqlite", readonly=True).to_frame("test").shape == frame.shape
 
     out = store.export_csv(tmp_path / "exports" / "runs.csv")
     assert out == tmp_path / "exports" / "runs.csv"
@@ -165,3 +256,41 @@ def test_frame_and_export_csv(tmp_path: Path) -> None:
     assert len(csv) == 3 and csv.loc[1, "valid/HR@10"] == 2.0 and csv.loc[1, "test/HR@10"] == 3.0
     assert csv.loc[2, "error"] == "ValueError: bad"
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_read_only_listing_never_creates_or_writes(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "mmsr.sqlite"
+    with pytest.raises(FileNotFoundError, match=f"{missing} does not exist"):
+        ResultsStore(missing, readonly=True)
+    assert not missing.parent.exists()
+    store = ResultsStore(tmp_path / "r.sqlite")
+    store.finish(profile_config("smoke", name="ro"), fake_result(0))
+    (tmp_path / "r.sqlite").chmod(0o444)
+    try:
+        ro = ResultsStore(tmp_path / "r.sqlite", readonly=True)
+        assert [r.name for r in ro.records()] == ["ro"]
+        with pytest.raises(RuntimeError, match="read-only"):
+            ro.start(profile_config("smoke"))
+    finally:
+        (tmp_path / "r.sqlite").chmod(0o644)
+
+
+def test_corrupt_store_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RuntimeError, match=f"results store {bad}.*not a valid SQLite database"):
+        ResultsStore(bad)
+    with pytest.raises(RuntimeError, match=f"{bad}"):
+        ResultsStore(bad, readonly=True).records()
+
+
+def test_per_user_ranks_round_trip(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = profile_config("smoke", name="ranks")
+    ranks = {"test": np.array([0, 5, 17, 1_000_000]), "cold_test": np.array([3])}
+    store.finish(cfg, {**fake_result(0), "ranks": ranks})
+    got = store.ranks(cfg.hash())
+    assert set(got) == {"test", "cold_test"}
+    assert got["test"].tolist() == [0, 5, 17, 1_000_000] and got["cold_test"].tolist() == [3]
+    with pytest.raises(ValueError, match="0-based ranks"):
+        store.finish(cfg, {**fake_result(0), "ranks": {"test": np.array([-1])}})

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmsr_lib.sequence import SEQUENCE_MODELS, create_sequence_model
+from mmsr_lib.sequence import SASRec, create_sequence_model
 from mmsr_lib.sequence.base import SequenceModel
+from mmsr_lib.util import registry
 
-NAMES = sorted(SEQUENCE_MODELS)
+NAMES = sorted(registry.names("sequence"))
 D, L = 16, 8
 LENGTHS = [8, 5, 1, 3, 0]  # a full row, partial rows, a single item, an empty row
 ATOL = 1e-5
@@ -123,7 +124,7 @@ def test_unknown_name_lists_valid_ones() -> None:
         create_sequence_model("bert4rex", D, L)
     for name in NAMES:
         assert name in str(err.value)
-    assert isinstance(create_sequence_model(" SASRec ", D, L), SEQUENCE_MODELS["sasrec"])
+    assert isinstance(create_sequence_model(" SASRec ", D, L), SASRec)
 
 
 def test_bad_inputs_have_clear_errors() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mmsr_lib.data.format import FORMAT_VERSION, META_FILE, write_dataset
-from mmsr_lib.paths import resolve
+from mmsr_lib.util.paths import resolve
 
 log = logging.getLogger("mmsr.data")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mmsr_lib.data.format import RawDataset
-from mmsr_lib.evaluate import History
+from mmsr_lib.data.history import History
 
 log = logging.getLogger("mmsr.data")
 

@@ -39,7 +39,7 @@ import pandas as pd
 from mmsr_lib.config import SynthConfig
 from mmsr_lib.data import fashion_mnist
 from mmsr_lib.data.format import FORMAT_VERSION, META_FILE, check_writable_target, write_dataset
-from mmsr_lib.paths import resolve
+from mmsr_lib.util.paths import resolve
 
 log = logging.getLogger("mmsr.data")
 

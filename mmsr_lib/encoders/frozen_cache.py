@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmsr_lib import distributed
+from mmsr_lib.util import distributed
 
 log = logging.getLogger("mmsr.encoders")
 

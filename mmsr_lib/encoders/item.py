@@ -4,8 +4,12 @@ encoders (text, vision, text + vision + fusion) share the same interface.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+
+from mmsr_lib.util import registry
 
 
 class ItemEncoder(nn.Module):
@@ -50,3 +54,9 @@ class IDItemEncoder(ItemEncoder):
     @torch.no_grad()
     def encode_all(self, batch_size: int = 512) -> torch.Tensor:
         return self.embedding.weight.detach().clone()
+
+
+@registry.register("item_encoder", "id", aliases=("IDSR", "ids"), label="IDSR", uses=(),
+                   description="IDSR: one learned embedding per item ID")
+def build_id_encoder(cfg: Any, data: Any) -> IDItemEncoder:
+    return IDItemEncoder(data.n_items, cfg.model.dim)

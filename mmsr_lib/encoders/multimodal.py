@@ -27,10 +27,10 @@ from mmsr_lib.encoders.item import ItemEncoder
 from mmsr_lib.encoders.text import TextEncoder, create_text_encoder
 from mmsr_lib.encoders.vision import VisionEncoder, create_vision_encoder
 from mmsr_lib.fusion import create_fusion
+from mmsr_lib.util import registry
 
 log = logging.getLogger("mmsr.encoders")
 
-ITEM_ENCODERS = ("id", "text", "vision", "mm")
 ITEM_ENCODINGS = ("fast", "plain")
 
 
@@ -130,7 +130,8 @@ class MultiModalItemEncoder(ItemEncoder):
         text: ModalityBranch | None,
         vision: ModalityBranch | None,
         fusion: str = "merge_attn",
-        fusion_layers: int = 1,
+        fusion_layers: int | None = 1,
+        fusion_heads: int | None = 4,
         dropout: float = 0.1,
         item_encoding: str = "fast",
     ) -> None:
@@ -149,7 +150,7 @@ class MultiModalItemEncoder(ItemEncoder):
         if text is not None and vision is not None:
             self.fusion = create_fusion(
                 fusion, text.encoder.out_dim, vision.encoder.out_dim, dim,
-                n_layers=fusion_layers, dropout=dropout,
+                n_layers=fusion_layers, n_heads=fusion_heads, dropout=dropout,
             )
         else:
             branch = text or vision
@@ -251,28 +252,41 @@ class MultiModalItemEncoder(ItemEncoder):
 
 
 def create_item_encoder(cfg: RunConfig, data: SequenceData) -> MultiModalItemEncoder:
-    """The item encoder named by `cfg.model.item_encoder` for the items of `data`."""
+    """The multi-modal item encoder named by `cfg.model.item_encoder` for the items of `data`."""
     m = cfg.model
-    if m.item_encoder not in ITEM_ENCODERS or m.item_encoder == "id":
-        raise ValueError(
-            f"unknown model.item_encoder {m.item_encoder!r}; choose one of {ITEM_ENCODERS} "
-            "('id' is built by mmsr_lib.experiment)"
-        )
+    kind = registry.canonical("item_encoder", m.item_encoder)
+    uses = registry.lookup("item_encoder", kind).meta.get("uses", ())
+    if "text" not in uses and "vision" not in uses:
+        raise ValueError(f"model.item_encoder={m.item_encoder!r} is not a text/vision encoder")
     text = vision = None
-    if m.item_encoder in ("text", "mm"):
+    if "text" in uses:
         enc = create_text_encoder(m.text_encoder, max_tokens=m.text_max_tokens,
                                   pooling=m.text_pooling, finetune=m.finetune,
                                   top_blocks=m.top_blocks)
         text = ModalityBranch(enc, TextInputs(enc, data.item_text), "text")
-    if m.item_encoder in ("vision", "mm"):
+    if "vision" in uses:
         image_size = _store_image_size(data)
         enc = create_vision_encoder(m.vision_encoder, image_size=image_size, finetune=m.finetune,
                                     top_blocks=m.top_blocks, mask_ratio=m.mask_ratio)
         vision = ModalityBranch(enc, ImageInputs(enc, data), "vision")
     return MultiModalItemEncoder(
-        data.n_items, m.dim, text, vision, fusion=m.fusion, fusion_layers=m.fusion_layers,
-        dropout=m.dropout, item_encoding=m.item_encoding,
+        data.n_items, m.dim, text, vision, fusion=m.fusion or "merge_attn",
+        fusion_layers=m.fusion_layers, fusion_heads=m.fusion_heads, dropout=m.dropout,
+        item_encoding=m.item_encoding,
     )
+
+
+registry.register("item_encoder", "text", aliases=("MMSR-T", "text-only"), label="MMSR-T",
+                  uses=("text", "encoders"),
+                  description="MMSR-T: the item's text through a text encoder")(create_item_encoder)
+registry.register("item_encoder", "vision", aliases=("MMSR-V", "image", "vision-only"),
+                  label="MMSR-V", uses=("vision", "encoders"),
+                  description="MMSR-V: the item's image through a vision encoder")(
+                      create_item_encoder)
+registry.register("item_encoder", "mm", aliases=("MMSR", "multimodal", "text+vision"),
+                  label="MMSR", uses=("text", "vision", "fusion", "encoders"),
+                  description="MMSR: text and vision encoders joined by a fusion module")(
+                      create_item_encoder)
 
 
 def _store_image_size(data: SequenceData) -> int:

@@ -12,6 +12,7 @@ frozen part's output cached per item. The encoder is split in two at a block bou
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -29,6 +30,7 @@ from mmsr_lib.encoders.finetune import (
     PartlyFrozen,
     resolve_top_blocks,
 )
+from mmsr_lib.util import registry
 
 log = logging.getLogger("mmsr.encoders")
 
@@ -342,3 +344,59 @@ def _is_pooler(key: str) -> bool:
 def _looks_like_repo_id(name: str) -> bool:
     parts = name.split("/")
     return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts)
+
+
+# -- registry ----------------------------------------------------------------------------------
+# Every name `create_text_encoder` understands, registered with what it is and whether its
+# weights are here; open-ended names (depth variants, folders, cached Hub ids) via a resolver.
+_PAPER_TEXT_ALIASES = {"bert-base-uncased": ("BERT", "bert"), "roberta-base": ("RoBERTa",),
+                       "google/electra-base-discriminator": ("ELECTRA", "electra-base")}
+
+
+def _hub_missing(repo: str) -> str | None:
+    return None if zoo.cached_snapshot(repo) is not None else (
+        f"{repo!r} is not in the local Hugging Face cache; {zoo.download_hint(repo)}")
+
+
+def _register_text() -> None:
+    for name in zoo.TINY_TEXT:
+        registry.add(registry.Entry(
+            "text_encoder", name, functools.partial(create_text_encoder, name),
+            description=f"{name.removeprefix('tiny-').upper()} architecture, 4 layers x 64 "
+                        "(random init; MiniLM's vocabulary)", weights="random",
+            availability=lambda: offline_weights.available_offline("minilm-l6")))
+    for repo in zoo.PAPER_TEXT:
+        registry.add(registry.Entry(
+            "text_encoder", repo, functools.partial(create_text_encoder, repo),
+            _PAPER_TEXT_ALIASES.get(repo, ()), f"{repo}: the paper's checkpoint (local HF cache)",
+            weights="pretrained", availability=functools.partial(_hub_missing, repo)))
+    for name in offline_weights.TEXT_MODELS:
+        spec = offline_weights.OFFLINE_MODELS[name]
+        aliases = tuple(a for a, target in offline_weights.ALIASES.items() if target == name)
+        registry.add(registry.Entry(
+            "text_encoder", name, functools.partial(create_text_encoder, name), aliases,
+            spec.display_name, weights="pretrained",
+            availability=functools.partial(offline_weights.available_offline, name)))
+
+
+def _resolve_text(name: str) -> registry.Entry | None:
+    """tiny-<family>-<n>l, random:<arch>, a local folder, or a Hub id in the local cache."""
+    base, depth = zoo.split_tiny_depth(name)
+    weights, description = "pretrained", "a Hugging Face encoder"
+    if base in zoo.TINY_TEXT and depth is not None:
+        weights, description = "random", f"{base} with {depth} layers (random init)"
+    elif name.startswith(zoo.RANDOM_PREFIX) and \
+            name[len(zoo.RANDOM_PREFIX):] in zoo.RANDOM_ARCH_TEXT:
+        weights, description = "random", "paper-size architecture, random init (benchmarks)"
+    elif Path(name).expanduser().is_dir():
+        weights = "pretrained" if zoo.read_meta(Path(name).expanduser()).get(
+            "pretrained", True) else "random"
+        description = f"the local folder {name}"
+    elif not (_looks_like_repo_id(name) and zoo.cached_snapshot(name) is not None):
+        return None
+    return registry.Entry("text_encoder", name, functools.partial(create_text_encoder, name),
+                          description=description, weights=weights)
+
+
+_register_text()
+registry.add_resolver("text_encoder", _resolve_text)

@@ -19,6 +19,7 @@ is kept, so it is.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from mmsr_lib.encoders.finetune import (
     PartlyFrozen,
     resolve_top_blocks,
 )
+from mmsr_lib.util import registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -609,3 +611,72 @@ def _pretrained_timm(
     return load_vision_folder(folder, name, image_size=image_size, finetune=finetune,
                               top_blocks=top_blocks, pretrained=True,
                               display_name=f"{name} (pretrained, {repo})")
+
+
+# -- registry ----------------------------------------------------------------------------------
+_PAPER_VISION_ALIASES = {"resnet50": ("ResNet", "resnet-50"), "mae-base": ("MAE", "vit-mae-base"),
+                         "swin-base": ("Swin", "swin-b")}
+_TINY_VISION_DOCS = {
+    "tiny-resnet": "ResNet-50 bottleneck stages, 16-128 channels",
+    "tiny-mae": "ViT-MAE encoder, 4 layers x 64, 8-px patches",
+    "tiny-swin": "Swin, 2 stages, 32 wide, 4-px patches",
+    "tiny-vit": "ViT, 4 layers x 64, 8-px patches",
+}
+
+
+def _vision_hub_missing(name: str) -> str | None:
+    kind, ref = zoo.VISION_ALIASES[name]
+    if kind == "hf":
+        repo = ref
+    else:
+        from timm.models import get_pretrained_cfg
+
+        repo = getattr(get_pretrained_cfg(ref), "hf_hub_id", None)
+    if repo and zoo.cached_snapshot(repo) is not None:
+        return None
+    return f"{name!r} is not in the local Hugging Face cache; {zoo.download_hint(repo or ref)}"
+
+
+def _register_vision() -> None:
+    for name in zoo.TINY_VISION:
+        registry.add(registry.Entry(
+            "vision_encoder", name, functools.partial(create_vision_encoder, name),
+            description=f"{_TINY_VISION_DOCS[name]} (random init)", weights="random"))
+    for name in zoo.VISION_ALIASES:
+        registry.add(registry.Entry(
+            "vision_encoder", name, functools.partial(create_vision_encoder, name),
+            _PAPER_VISION_ALIASES.get(name, ()), f"{name}: the paper's checkpoint (local HF "
+            "cache)", weights="pretrained",
+            availability=functools.partial(_vision_hub_missing, name)))
+    for name in offline_weights.VISION_MODELS:
+        spec = offline_weights.OFFLINE_MODELS[name]
+        registry.add(registry.Entry(
+            "vision_encoder", name, functools.partial(create_vision_encoder, name),
+            description=spec.display_name, weights="pretrained",
+            availability=functools.partial(offline_weights.available_offline, name)))
+
+
+def _resolve_vision(name: str) -> registry.Entry | None:
+    """tiny-<family>-<n>l, random:<arch>, a local folder, or any timm model name."""
+    base, depth = zoo.split_tiny_depth(name)
+    if base in zoo.TINY_VISION and depth is not None:
+        weights, description = "random", f"{base} with {depth} layers (random init)"
+    elif name.startswith(zoo.RANDOM_PREFIX) and \
+            name[len(zoo.RANDOM_PREFIX):] in zoo.RANDOM_ARCH_VISION:
+        weights, description = "random", "paper-size architecture, random init (benchmarks)"
+    elif Path(name).expanduser().is_dir():
+        weights = "pretrained" if zoo.read_meta(Path(name).expanduser()).get(
+            "pretrained", True) else "random"
+        description = f"the local folder {name}"
+    else:
+        import timm
+
+        if not timm.is_model(name.split(".")[0]):
+            return None
+        weights, description = "pretrained", f"timm model {name} (weights from the local cache)"
+    return registry.Entry("vision_encoder", name, functools.partial(create_vision_encoder, name),
+                          description=description, weights=weights)
+
+
+_register_vision()
+registry.add_resolver("vision_encoder", _resolve_vision)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmsr_lib.sequence.base import SequenceModel, left_padding_errors
+from mmsr_lib.util import registry
 
 DEFAULT_LAYERS = 4
 
@@ -64,3 +65,10 @@ class GRU4Rec(SequenceModel):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=n)
         out = roll_rows(out, lengths % n)  # back to left-padded: shift by L - pad
         return self.out(out) * mask.unsqueeze(-1).to(out.dtype)
+
+
+@registry.register("sequence", "gru4rec", aliases=("GRU4Rec", "GRURec"),
+                   description="GRU4Rec: stacked GRU over the item sequence (4 layers)")
+def build_gru4rec(dim: int, max_len: int, n_layers: int | None = None,
+                  n_heads: int | None = None, dropout: float = 0.1) -> GRU4Rec:
+    return GRU4Rec(dim, n_layers=n_layers, dropout=dropout)  # no positions, no heads

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmsr_lib.sequence.base import SequenceModel
+from mmsr_lib.util import registry
 
 DEFAULT_LAYERS = 2
 DILATIONS = (1, 4)
@@ -72,3 +73,10 @@ class NextItNet(SequenceModel):
         for block in self.blocks:
             h = block(h, keep)  # h stays 0 at padding: input and both branches are masked
         return h
+
+
+@registry.register("sequence", "nextitnet", aliases=("NextItNet",),
+                   description="NextItNet: dilated causal convolutions (2 residual blocks)")
+def build_nextitnet(dim: int, max_len: int, n_layers: int | None = None,
+                    n_heads: int | None = None, dropout: float = 0.1) -> NextItNet:
+    return NextItNet(dim, n_layers=n_layers, dropout=dropout)  # no positions, no heads

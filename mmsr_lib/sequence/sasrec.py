@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmsr_lib.sequence.base import SequenceModel
+from mmsr_lib.util import registry
 
 DEFAULT_LAYERS = 2
 
@@ -108,3 +109,11 @@ class SASRec(SequenceModel):
         for block in self.blocks:
             h = block(h, allowed)
         return self.ln_f(h) * mask.unsqueeze(-1).to(h.dtype)
+
+
+@registry.register("sequence", "sasrec", aliases=("SASRec",),
+                   description="SASRec: causal Transformer over the item sequence (2 blocks)")
+def build_sasrec(dim: int, max_len: int, n_layers: int | None = None, n_heads: int | None = 2,
+                 dropout: float = 0.1) -> SASRec:
+    return SASRec(dim, max_len, n_layers=n_layers, n_heads=2 if n_heads is None else n_heads,
+                  dropout=dropout)

@@ -16,7 +16,7 @@ def home() -> Path:
     env = os.environ.get("MMSR_HOME")
     if env:
         return Path(env).expanduser().resolve()
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # mmsr_lib/util/paths.py -> the checkout
     if (root / "pyproject.toml").exists() and (root / "mmsr_lib").is_dir():
         return root
     return Path.cwd()

@@ -8,18 +8,18 @@ from pathlib import Path
 import pandas as pd
 
 from mmsr_lib.config import RunConfig, profile_config
-from mmsr_lib.experiment import load_data
-from mmsr_lib.paths import resolve
-from mmsr_lib.plots import plot_items, plot_learning_curves, plot_metric_bars, save_figure
-from mmsr_lib.report import to_markdown
-from mmsr_lib.results import ResultsStore, RunRecord
-from mmsr_lib.study import histories, metrics_frame, run_grid
+from mmsr_lib.runs.runner import load_data, run_grid
+from mmsr_lib.runs.store import ResultsStore, RunRecord
+from mmsr_lib.util.paths import resolve
+from mmsr_lib.workbook.plots import plot_items, plot_learning_curves, plot_metric_bars, save_figure
+from mmsr_lib.workbook.report import to_markdown
+from mmsr_lib.workbook.study import histories, metrics_frame
 
 QUICKSTART_MODELS = {
-    "MostPop": "mostpop",
-    "GRU4Rec": "gru4rec",
-    "NextItNet": "nextitnet",
-    "SASRec": "sasrec",
+    "MostPop": ("model.recommender=mostpop",),
+    "GRU4Rec": ("model.sequence=gru4rec",),
+    "NextItNet": ("model.sequence=nextitnet",),
+    "SASRec": ("model.sequence=sasrec",),
 }
 
 
@@ -27,8 +27,8 @@ def quickstart_configs(profile: str | None = None, *overrides: str) -> dict[str,
     """One ID-based configuration per model; `overrides` are dotted (``train.epochs=5``)."""
     base = profile_config(profile).override(*overrides)
     return {
-        label: base.override(f"model.sequence={seq}", f"name=quickstart-{seq}")
-        for label, seq in QUICKSTART_MODELS.items()
+        label: base.override(*settings, f"name=quickstart-{label.lower()}")
+        for label, settings in QUICKSTART_MODELS.items()
     }
 
 
@@ -78,3 +78,18 @@ def quickstart_summary(table: pd.DataFrame, metric: str = "HR@10") -> str:
             verdict = "beats" if value > pop else "does not beat"
             parts.append(f"{name} {verdict} MostPop ({value:.2f}% vs {pop:.2f}%, {ratio}).")
     return " ".join(parts)
+
+
+def print_quickstart(profile: str, *overrides: str, store: ResultsStore | None = None,
+                     figures_dir: str | Path = "figures") -> int:
+    """What `mmsr demo` prints: the table, the computed summary, where the figures went."""
+    table, records = run_quickstart(profile, *overrides, store=store, figures_dir=figures_dir)
+    any_rec = next(iter(records.values()))
+    print(f"\nTest metrics (%), profile={profile}, data={any_rec.extra.get('data')}, "
+          f"{any_rec.extra.get('n_users')} users, {any_rec.extra.get('n_items')} items; "
+          "bold best, underlined second:\n")
+    print(quickstart_markdown(table))
+    print("\n" + quickstart_summary(table))
+    print(f"\nfigures: {figures_dir}/quickstart_curves.png, quickstart_results.png, "
+          "quickstart_items.png")
+    return 0

@@ -2,7 +2,7 @@
 depth, sequence model), train it or load it from the results store, and see its metrics next
 to the paper's number for the same row.
 
-Configurations are built exactly as `mmsr_lib.grids` builds the rows of Tables II-IV, so a choice
+Configurations are built exactly as `mmsr_lib.workbook.grids` builds the rows of Tables II-IV, so a choice
 that is a row of those tables has that row's hash and loads instantly once a notebook ran it;
 any other combination (say, FiLM fusion with GRU4Rec) is a new run, stored like every other.
 Everything works without a browser too: `Explorer.run()` is what the button calls.
@@ -16,11 +16,12 @@ from typing import Any
 
 import pandas as pd
 
-from mmsr_lib import grids
 from mmsr_lib.config import RunConfig, profile_config
-from mmsr_lib.fusion import FUSIONS
-from mmsr_lib.paper_numbers import paper_wide
-from mmsr_lib.results import ResultsStore, RunRecord, run_or_load
+from mmsr_lib.fusion import fusion_names
+from mmsr_lib.runs.runner import run_or_load
+from mmsr_lib.runs.store import ResultsStore, RunRecord
+from mmsr_lib.workbook import grids
+from mmsr_lib.workbook.paper_numbers import paper_wide
 
 KINDS = {"IDSR": "id", "MMSR-T": "text", "MMSR-V": "vision", "MMSR": "mm"}
 PAPER_DATASET = "HM"
@@ -33,14 +34,14 @@ class Choice:
     kind: str = "MMSR"  # IDSR | MMSR-T | MMSR-V | MMSR
     text: str = "RoBERTa"  # grids.TEXT_LABELS
     vision: str = "MAE"  # grids.VISION_LABELS
-    fusion: str = "merge_attn"  # fusion.FUSIONS
+    fusion: str = "merge_attn"  # fusion.fusion_names()
     fusion_layers: int = 1
     sequence: str = "SASRec"  # grids.ARCHITECTURES
 
     def validate(self) -> None:
         for value, valid, what in (
             (self.kind, KINDS, "kind"), (self.text, grids.TEXT_LABELS, "text encoder"),
-            (self.vision, grids.VISION_LABELS, "vision encoder"), (self.fusion, FUSIONS, "fusion"),
+            (self.vision, grids.VISION_LABELS, "vision encoder"), (self.fusion, fusion_names(), "fusion"),
             (self.sequence, grids.ARCHITECTURES, "sequence model"),
         ):
             if value not in valid:
@@ -74,7 +75,7 @@ def explorer_config(profile: str, choice: Choice, overrides: Sequence[str] = ())
         enc["text"] = names[choice.text]
     if kind in ("vision", "mm"):
         enc["vision"] = names[choice.vision]
-    return grids.row_config(base, profile, kind, choice.name(), seq, overrides=overrides, **enc)
+    return grids.row_config(base, kind, choice.name(), seq, overrides=overrides, **enc)
 
 
 def paper_rows(profile: str, overrides: Sequence[str] = ()) -> dict[str, tuple[str, str, str]]:
@@ -106,7 +107,7 @@ def summary(record: RunRecord, cfg: RunConfig, paper: tuple[str, str, str] | Non
     row: dict[str, Any] = {
         "encoders": grids.describe_encoders(cfg),
         "sequence": cfg.model.sequence,
-        "epochs": f"{record.extra.get('epochs_run', '-')}/{cfg.train.epochs}",
+        "epochs": f"{record.extra.get('epochs_run', '-')}/{cfg.resolved().train.epochs}",
         "HR@10": test.get("HR@10"), "NDCG@10": test.get("NDCG@10"),
         "cold HR@50": cold.get("HR@50"),
         "paper row": "-", "paper HR@10 (HM)": None,
@@ -163,7 +164,7 @@ class Explorer:
             "text": w.Dropdown(options=grids.TEXT_LABELS, value=c.text, description="text"),
             "vision": w.Dropdown(options=grids.VISION_LABELS, value=c.vision,
                                  description="vision"),
-            "fusion": w.Dropdown(options=FUSIONS, value=c.fusion, description="fusion"),
+            "fusion": w.Dropdown(options=fusion_names(), value=c.fusion, description="fusion"),
             "fusion_layers": w.IntSlider(value=c.fusion_layers, min=1, max=4,
                                          description="layers"),
             "sequence": w.Dropdown(options=list(grids.ARCHITECTURES), value=c.sequence,

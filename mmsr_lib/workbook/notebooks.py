@@ -2,7 +2,7 @@
 
 `record(name, value)` is how a notebook tells its test what it computed (the microsoft/recommenders
 pattern, without scrapbook): values go to the JSON file named by `MMSR_RECORD_FILE` when set.
-`python -m mmsr_lib.notebooks run --profile smoke` executes every notebook with papermill.
+`python -m mmsr_lib.workbook.notebooks run --profile smoke` executes every notebook with papermill.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmsr_lib.paths import home
+from mmsr_lib.util.paths import home
 
 RECORD_ENV = "MMSR_RECORD_FILE"
 
@@ -98,7 +98,7 @@ def strip_outputs(path: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmsr_lib.notebooks")
+    parser = argparse.ArgumentParser(prog="python -m mmsr_lib.workbook.notebooks")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="execute notebooks headlessly with papermill")
     run.add_argument("names", nargs="*", help="only notebooks whose name contains one of these")

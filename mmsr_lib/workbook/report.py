@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -231,3 +231,51 @@ def agreement_sentence(
     if n <= 3:
         parts.append(f" With only {n} rows this is weak evidence.")
     return "".join(parts)
+
+
+# -- the command line's views of stored runs ---------------------------------------------------------
+SUMMARY_SPLITS = ("valid", "test", "cold_test")
+
+
+def run_summary(record: Any, splits: Sequence[str] = SUMMARY_SPLITS, decimals: int = 2) -> str:
+    """What `mmsr train` prints: the run's identity, its epochs, then a metrics table."""
+    cfg = record.config
+    m = cfg.get("model", {})
+    what = m.get("recommender") if m.get("recommender") != "sequential" else \
+        f"{m.get('item_encoder')}/{m.get('sequence')}"
+    ex = record.extra
+    epochs = "" if ex.get("epochs_run") is None else (
+        f", {ex['epochs_run']} epochs (best {ex.get('best_epoch')}, "
+        f"{'converged' if ex.get('converged') else 'NOT converged: best epoch near the budget'})")
+    rows = [{"split": s, **(record.metrics.get(s) or {})} for s in splits
+            if record.metrics.get(s)]
+    frame = pd.DataFrame(rows).set_index("split") if rows else pd.DataFrame()
+    head = f"run {record.name} [{record.config_hash}] {what}{epochs}, status {record.status}"
+    if frame.empty:
+        return head + "\n(no metrics)"
+    return head + "\n" + to_markdown(frame, list(frame.columns), best="none", decimals=decimals)
+
+
+def results_listing(store: Any, split: str = "test", status: str = "done", wide: bool = False,
+                    width: int = 120) -> str:
+    """`mmsr results list`: one line per run, fitting `width` columns unless `wide`; runs
+    computed by other code than the current library are marked stale."""
+    from mmsr_lib.runs.fingerprint import code_fingerprint
+
+    frame = store.to_frame(split)
+    if status != "all":
+        frame = frame[frame["status"] == status]
+    if frame.empty:
+        return "no stored runs" + (f" with status {status}" if status != "all" else "")
+    current = code_fingerprint()
+    frame = frame.assign(stale=["" if fp == current else "stale" for fp in frame["code_fp"]])
+    if not wide:
+        keep = ["name", "hash", "model.item_encoder", "model.sequence", "HR@10", "NDCG@10",
+                "status", "stale"]
+        frame = frame[[c for c in keep if c in frame.columns]].rename(
+            columns={"model.item_encoder": "items", "model.sequence": "sequence"})
+        frame["name"] = frame["name"].astype(str).str.slice(0, 34)
+    with pd.option_context("display.width", 10_000 if wide else width,
+                           "display.max_columns", None, "display.float_format", "{:.2f}".format):
+        text = frame.fillna("-").to_string(index=False)
+    return text

@@ -5,6 +5,12 @@ training again. Every write is one short ``BEGIN IMMEDIATE`` transaction on its 
 connection, in WAL mode with a 60 s busy timeout, so two notebooks (or a notebook and the
 CLI) writing at once wait for each other instead of corrupting the file. WAL needs a local
 file system; put the store on local disk, not on NFS.
+
+A finished result is never destroyed by a later attempt: `start` leaves a ``done`` row as it is
+(the re-run's result replaces it in `finish`), and `fail` never turns ``done`` into ``failed``.
+Per-user ranks of every evaluated split are kept in a side table (zlib-compressed int32), so a
+paired significance test between two stored runs needs no retraining. Listing and exporting
+open the file read-only (``readonly=True``) and never create one.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import os
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,15 +32,16 @@ import numpy as np
 import pandas as pd
 
 from mmsr_lib.config import RunConfig
-from mmsr_lib.paths import resolve
+from mmsr_lib.util.paths import resolve
 
 DEFAULT_RESULTS = "results/mmsr.sqlite"
 STATUSES = ("running", "done", "failed")
-RESULT_KEYS = ("metrics", "history", "timings", "dataset_fingerprint", "extra")
+RESULT_KEYS = ("metrics", "history", "timings", "dataset_fingerprint", "ranks", "extra")
 # configuration fields shown as columns of `to_frame` (the rest stays in the JSON column)
 KEY_CONFIG = (
     "data.source",
     "model.item_encoder",
+    "model.recommender",
     "model.sequence",
     "model.text_encoder",
     "model.vision_encoder",
@@ -61,12 +69,20 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     extra TEXT NOT NULL DEFAULT '{}',
     created TEXT NOT NULL,
-    updated TEXT NOT NULL
-)
+    updated TEXT NOT NULL,
+    code_fingerprint TEXT
+);
+CREATE TABLE IF NOT EXISTS ranks (
+    config_hash TEXT NOT NULL,
+    split TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (config_hash, split)
+);
 """
 _COLUMNS = (
     "config_hash, name, profile, status, config, metrics, history, timings, "
-    "dataset_fingerprint, git_commit, error, extra, created, updated"
+    "dataset_fingerprint, git_commit, error, extra, created, updated, code_fingerprint"
 )
 
 
@@ -88,6 +104,7 @@ class RunRecord:
     name: str = ""
     profile: str = ""
     extra: dict = field(default_factory=dict)
+    code_fingerprint: str | None = None
 
     def run_config(self) -> RunConfig:
         """The configuration as a ``RunConfig`` again (e.g. to re-run or vary it)."""
@@ -134,6 +151,7 @@ def _row_to_record(row: sqlite3.Row) -> RunRecord:
         name=row["name"],
         profile=row["profile"],
         extra=json.loads(row["extra"]),
+        code_fingerprint=row["code_fingerprint"],
     )
 
 
@@ -146,36 +164,79 @@ def _dotted(d: dict, key: str) -> Any:
 
 
 class ResultsStore:
-    """The runs table of one SQLite file (default ``$MMSR_RESULTS`` or ``results/mmsr.sqlite``)."""
+    """The runs table of one SQLite file (default ``$MMSR_RESULTS`` or ``results/mmsr.sqlite``).
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    ``readonly=True`` opens an existing store for reading only (listing, export, notebooks that
+    only show results): a missing file is an error that names it instead of a new empty store,
+    and a read-only file or folder is fine.
+    """
+
+    def __init__(self, path: str | Path | None = None, readonly: bool = False) -> None:
         raw = path if path is not None else os.environ.get("MMSR_RESULTS", DEFAULT_RESULTS)
         self.path = resolve(raw)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(
+                    f"results store {self.path} does not exist; check --results / "
+                    "$MMSR_RESULTS (a store is created by the first `mmsr train` or notebook run)"
+                )
+            with self._connect() as con:
+                self._check_schema(con)
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RuntimeError(f"cannot create the folder of the results store {self.path}: "
+                               f"{err}") from err
         with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute(_SCHEMA)
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+                cols = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
+                if "code_fingerprint" not in cols:  # a store written before fingerprints
+                    con.execute("ALTER TABLE runs ADD COLUMN code_fingerprint TEXT")
+            except sqlite3.Error as err:
+                raise RuntimeError(_store_error(self.path, err)) from err
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"
 
+    def _check_schema(self, con: sqlite3.Connection) -> None:
+        try:
+            cols = {r["name"] for r in con.execute("PRAGMA table_info(runs)")}
+        except sqlite3.Error as err:
+            raise RuntimeError(_store_error(self.path, err)) from err
+        if not cols:
+            raise RuntimeError(f"{self.path} is an SQLite file without a runs table; it is not "
+                               "an mmsr results store")
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A fresh connection in autocommit mode; closed on exit."""
+        """A fresh connection in autocommit mode; closed on exit. SQLite errors name the file."""
         try:
-            con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            if self.readonly:
+                con = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=60.0,
+                                      isolation_level=None)
+            else:
+                con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         except sqlite3.Error as err:
-            raise RuntimeError(f"cannot open the results store {self.path}: {err}") from err
+            raise RuntimeError(_store_error(self.path, err)) from err
         try:
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA busy_timeout = 60000")
             yield con
+        except sqlite3.Error as err:
+            raise RuntimeError(_store_error(self.path, err)) from err
         finally:
             con.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction; the write lock is taken up front (no upgrade deadlock)."""
+        if self.readonly:
+            raise RuntimeError(f"{self.path} was opened read-only; open it with readonly=False "
+                               "to write")
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -208,18 +269,26 @@ class ResultsStore:
 
     # -- writes --------------------------------------------------------------------------------
     def start(self, config: RunConfig) -> None:
-        """Mark a run as running; a previous row with the same hash is reset entirely."""
+        """Mark a run as running, unless a finished result is stored: that stays readable
+        (and ``done``) until `finish` replaces it."""
         now = _now()
         with self._write() as con:
             con.execute(
-                f"INSERT OR REPLACE INTO runs ({_COLUMNS}) "
-                "VALUES (?, ?, ?, 'running', ?, '{}', '[]', '{}', NULL, ?, NULL, '{}', ?, ?)",
+                f"INSERT INTO runs ({_COLUMNS}) "
+                "VALUES (?, ?, ?, 'running', ?, '{}', '[]', '{}', NULL, ?, NULL, '{}', ?, ?, NULL) "
+                "ON CONFLICT(config_hash) DO UPDATE SET status = 'running', error = NULL, "
+                "updated = excluded.updated WHERE runs.status != 'done'",
                 (config.hash(), config.name, config.profile, config.to_json(), git_commit(),
                  now, now),
             )
 
-    def finish(self, config: RunConfig, result: dict) -> RunRecord:
-        """Store a finished run's result (see ``RESULT_KEYS``) and return the stored record."""
+    def finish(self, config: RunConfig, result: dict, code_fingerprint: str | None = None
+               ) -> RunRecord:
+        """Store a finished run's result (see ``RESULT_KEYS``) and return the stored record.
+
+        `code_fingerprint` (`mmsr_lib.runs.fingerprint`) says which code computed it; a
+        record whose fingerprint differs from the current code's counts as stale.
+        """
         if not isinstance(result, dict):
             raise ValueError(f"a run result must be a dict, got {type(result).__name__}")
         unknown = set(result) - set(RESULT_KEYS)
@@ -231,12 +300,15 @@ class ResultsStore:
         metrics = result.get("metrics")
         if not isinstance(metrics, dict):
             raise ValueError("result['metrics'] must be a dict such as {'test': {'HR@10': ...}}")
-        for key, kind in (("history", list), ("timings", dict), ("extra", dict)):
+        for key, kind in (("history", list), ("timings", dict), ("extra", dict),
+                          ("ranks", dict)):
             if key in result and not isinstance(result[key], kind):
                 raise ValueError(f"result[{key!r}] must be a {kind.__name__}")
+        ranks = {split: _pack_ranks(r, split) for split, r in result.get("ranks", {}).items()}
         fingerprint = result.get("dataset_fingerprint")
+        key = config.hash()
         values = (
-            config.hash(), config.name, config.profile, config.to_json(),
+            key, config.name, config.profile, config.to_json(),
             _dumps(metrics, "metrics"), _dumps(result.get("history", []), "history"),
             _dumps(result.get("timings", {}), "timings"),
             None if fingerprint is None else str(fingerprint), git_commit(),
@@ -246,32 +318,53 @@ class ResultsStore:
         with self._write() as con:
             con.execute(
                 f"INSERT INTO runs ({_COLUMNS}) "
-                "VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) "
+                "VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?) "
                 "ON CONFLICT(config_hash) DO UPDATE SET name = excluded.name, "
                 "profile = excluded.profile, status = 'done', config = excluded.config, "
                 "metrics = excluded.metrics, history = excluded.history, "
                 "timings = excluded.timings, dataset_fingerprint = excluded.dataset_fingerprint, "
                 "git_commit = excluded.git_commit, error = NULL, extra = excluded.extra, "
-                "updated = excluded.updated",
-                (*values, now, now),
+                "updated = excluded.updated, code_fingerprint = excluded.code_fingerprint",
+                (*values, now, now, code_fingerprint),
             )
-        record = self.get(config.hash())
+            con.execute("DELETE FROM ranks WHERE config_hash = ?", (key,))
+            con.executemany("INSERT INTO ranks (config_hash, split, n, data) VALUES (?, ?, ?, ?)",
+                            [(key, split, n, blob) for split, (n, blob) in ranks.items()])
+        record = self.get(key)
         assert record is not None  # just written
         return record
 
     def fail(self, config: RunConfig, error: str) -> None:
-        """Record that a run failed, with the error message (what the user needs to fix)."""
+        """Record that a run failed, with the error message (what the user needs to fix).
+
+        A stored finished result is kept as it is (the error is only logged by the caller): a
+        failed duplicate or re-run must never turn ``done`` into ``failed``.
+        """
         now = _now()
         with self._write() as con:
             con.execute(
                 f"INSERT INTO runs ({_COLUMNS}) "
-                "VALUES (?, ?, ?, 'failed', ?, '{}', '[]', '{}', NULL, ?, ?, '{}', ?, ?) "
+                "VALUES (?, ?, ?, 'failed', ?, '{}', '[]', '{}', NULL, ?, ?, '{}', ?, ?, NULL) "
                 "ON CONFLICT(config_hash) DO UPDATE SET status = 'failed', "
                 "error = excluded.error, git_commit = excluded.git_commit, "
-                "updated = excluded.updated",
+                "updated = excluded.updated WHERE runs.status != 'done'",
                 (config.hash(), config.name, config.profile, config.to_json(), git_commit(),
                  str(error), now, now),
             )
+
+    def ranks(self, config_hash: str) -> dict[str, np.ndarray]:
+        """Per-user 0-based ranks of every stored split of a run (rows in evaluation order)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT split, n, data FROM ranks WHERE config_hash = ?",
+                               (config_hash,)).fetchall()
+        out = {}
+        for row in rows:
+            arr = np.frombuffer(zlib.decompress(row["data"]), dtype="<i4").astype(np.int64)
+            if len(arr) != row["n"]:
+                raise RuntimeError(f"{self.path}: stored ranks of {config_hash}/{row['split']} "
+                                   f"hold {len(arr)} values, expected {row['n']}; re-run it")
+            out[row["split"]] = arr
+        return out
 
     def delete(self, config_hash: str) -> bool:
         """Remove one run; True when a row was deleted."""
@@ -291,11 +384,12 @@ class ResultsStore:
                 **{k: _dotted(rec.config, k) for k in KEY_CONFIG},
                 **m,
                 "status": rec.status, "git_commit": rec.git_commit, "updated": rec.updated,
+                "code_fp": rec.code_fingerprint,
             })
         known = [k for k in METRIC_ORDER if k in metric_names]
         metrics = known + sorted(k for k in metric_names if k not in known)
         columns = ["name", "profile", "hash", *KEY_CONFIG, *metrics, "status", "git_commit",
-                   "updated"]
+                   "updated", "code_fp"]
         return pd.DataFrame(rows, columns=columns)
 
     def export_csv(self, path: str | Path) -> Path:
@@ -331,33 +425,28 @@ class ResultsStore:
         return out
 
 
-def run_or_load(
-    config: RunConfig,
-    runner: Callable[[RunConfig], dict] | None = None,
-    store: ResultsStore | None = None,
-    force: bool = False,
-) -> RunRecord:
-    """The stored record when this configuration is already done, else run and store it.
+def _pack_ranks(ranks: Any, split: str) -> tuple[int, bytes]:
+    arr = np.asarray(ranks)
+    if arr.ndim != 1 or (len(arr) and (arr.min() < 0 or arr.max() > np.iinfo(np.int32).max)):
+        raise ValueError(f"result['ranks'][{split!r}] must be a 1-D array of 0-based ranks")
+    return len(arr), zlib.compress(arr.astype("<i4").tobytes(), 6)
 
-    A runner exception (or an interrupt) marks the run failed with its message and re-raises,
-    so a half-finished run never looks done and never lingers as "running".
-    """
-    store = store if store is not None else ResultsStore()
-    if not force:
-        existing = store.get(config.hash())
-        if existing is not None and existing.status == "done":
-            return existing
-    if runner is None:
-        from mmsr_lib.experiment import run_experiment
 
-        runner = run_experiment
-    store.start(config)
-    try:
-        result = runner(config)
-    except BaseException as err:
-        store.fail(config, f"{type(err).__name__}: {err}")
-        raise
-    return store.finish(config, result)
+def _store_error(path: Path, err: Exception) -> str:
+    """One sentence naming the store file and what to do for an SQLite error."""
+    text = str(err)
+    if "readonly" in text or "read-only" in text:
+        hint = "the file or its folder is read-only; make it writable or use another --results"
+    elif "not a database" in text or "malformed" in text or "file is encrypted" in text:
+        hint = ("the file is not a valid SQLite database (corrupt or another file); move it "
+                "away and let a new store be created, or point --results at the right file")
+    elif "unable to open" in text:
+        hint = "the file cannot be opened; check the path and its permissions"
+    elif "locked" in text or "busy" in text:
+        hint = "another process holds a write lock for too long; retry when it is done"
+    else:
+        hint = "see the SQLite message"
+    return f"results store {path}: {text} ({hint})"
 
 
 def git_commit() -> str | None:

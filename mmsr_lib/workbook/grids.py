@@ -22,27 +22,13 @@ development machine, per epoch (training + validation): ID SASRec ~1.5 s, text ~
 12-24 s, RoBERTa+ResNet ~31 s, RoBERTa+MAE ~43 s (coarse fusions ~22 s, co-attention ~47 s,
 merge-attention x4 ~69 s), RoBERTa+Swin ~90 s (Swin hands 64 patch tokens to the fusion, masked
 MAE 16); the final evaluation (valid, test and their cold subsets) adds ~25 s per content run.
-Every content run (MMSR-T, MMSR-V, MMSR) gets the same 3 epochs, so rows of a table compare at an
-equal budget; ID runs are cheap and keep the profile's 30. That puts each notebook's grid at
-roughly 21-25 single-core minutes, about 15 minutes on two cores (time grows linearly with the
-epochs). The budget is the honest limit of these tables: from random init, content models are
-still improving after 3 epochs (MMSR-T reaches its plateau, valid NDCG@10 ~3.1, after ~10
-epochs; RoBERTa+MAE is at ~1.1 after 3 and ~2.4 after 8) while ID SASRec reaches ~7 in 30, so
-on cpu IDSR leads, unlike in the paper. Pass ``train.epochs=N`` to give every row more.
-
-Two further choices keep the cpu runs affordable without changing what is computed:
-
-* ``text_max_tokens=24`` instead of the paper's 50: the catalog's longest text is ~21 tokens, so
-  nothing is truncated, and padding is masked everywhere (CLS pooling, attention, fusion), so the
-  model is the same function; it only stops paying for 26 padding positions per item.
-* MAE keeps the paper's mask ratio 0.75. It disables the frozen-prefix cache for the vision
-  branch (a fresh mask every step), yet it is the cheaper setting here: the encoder sees 16 of 64
-  patches, and so does the fusion (RoBERTa+MAE ~43 s per epoch at 0.75, ~83 s cached at 0).
-
-Random-init encoders train their top blocks with the downstream learning rate (``encoder_lr =
-lr``) on the cpu and smoke profiles: the paper's 10x smaller rate protects pretrained weights, and
-there are none to protect here (measured on cpu, MMSR-T valid NDCG@10 after 6 epochs: ~1.0 with
-1e-4, ~2.5 with 1e-3).
+Every content run (MMSR-T, MMSR-V, MMSR) gets the same epoch budget and ID runs theirs, from
+the profile table (`mmsr_lib.config.PROFILE_TABLE`): a grid sets nothing the command line does
+not, so ``mmsr train --profile cpu --set ...`` reproduces any row with the same hash
+(``mmsr grid 02 --list`` prints each row's command). On random-init encoders the resolved
+``train.encoder_lr`` is the downstream rate: the paper's 10x smaller rate protects pretrained
+weights, and there are none to protect (measured on cpu, MMSR-T valid NDCG@10 after 6 epochs:
+~1.0 with 1e-4, ~2.5 with 1e-3).
 """
 
 from __future__ import annotations
@@ -53,9 +39,9 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from mmsr_lib.config import PROFILES, RunConfig, profile_config
-from mmsr_lib.paper_numbers import paper_wide
-from mmsr_lib.report import relative_improvement
-from mmsr_lib.results import RunRecord
+from mmsr_lib.runs.store import RunRecord
+from mmsr_lib.workbook.paper_numbers import paper_wide
+from mmsr_lib.workbook.report import relative_improvement
 
 TEXT_LABELS = ("RoBERTa", "ELECTRA", "BERT")  # Table II order; RoBERTa is the default TE
 VISION_LABELS = ("ResNet", "MAE", "Swin")  # MAE is the default VE
@@ -92,9 +78,6 @@ TABLE4_COLUMNS = ("IDSR", "MMSR-T", "MMSR-V", "MMSR")
 PAPER_LABELS = {"GRU4Rec": "GRURec"}
 TABLE4_DATASETS = ("synthetic", "synthetic-minilm", "movielens-100k")
 
-# epochs per kind of run on the cpu profile (see the module docstring for the measurements)
-CPU_EPOCHS = {"id": 30, "text": 3, "vision": 3, "mm": 3}
-CPU_TEXT_TOKENS = 24
 
 
 class Grid(dict):
@@ -118,34 +101,23 @@ def _check_profile(profile: str) -> None:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
 
 
-def grid_base(
-    profile: str, overrides: Sequence[str], text_tokens: int = CPU_TEXT_TOKENS
-) -> RunConfig:
-    """The profile's base config with the grid-wide settings of this module, then `overrides`."""
-    cfg = profile_config(profile)
-    if profile != "paper":
-        cfg = cfg.override(f"model.text_max_tokens={text_tokens}",
-                           f"train.encoder_lr={cfg.train.lr}")
-    return cfg.override(*overrides)
-
-
-def _kind_epochs(profile: str, kind: str) -> tuple[str, ...]:
-    return (f"train.epochs={CPU_EPOCHS[kind]}",) if profile == "cpu" else ()
+def grid_base(profile: str, overrides: Sequence[str]) -> RunConfig:
+    """The profile's base config with `overrides` (dotted): nothing hidden beyond the profile."""
+    return profile_config(profile).override(*overrides)
 
 
 def row_config(
-    base: RunConfig, profile: str, kind: str, name: str, *settings: str,
+    base: RunConfig, kind: str, name: str, *settings: str,
     text: str | None = None, vision: str | None = None, overrides: Sequence[str] = (),
 ) -> RunConfig:
-    """One row: the kind's epochs, then its own settings, then the caller's overrides (last, so
-    a notebook's ``train.epochs=...`` wins over `CPU_EPOCHS`)."""
+    """One row: its item-encoder kind and encoders, its own settings, then the caller's
+    overrides (last, so a notebook's ``train.epochs=...`` wins over the profile's budget)."""
     model = [f"model.item_encoder={kind}"]
     if text is not None:
         model.append(f"model.text_encoder={text}")
     if vision is not None:
         model.append(f"model.vision_encoder={vision}")
-    return base.override(*_kind_epochs(profile, kind), *model, *settings, f"name={name}",
-                         *overrides)
+    return base.override(*model, *settings, f"name={name}", *overrides)
 
 
 # -- Table II: text and vision encoders --------------------------------------------------------------
@@ -154,7 +126,6 @@ def table2_configs(profile: str, *overrides: str) -> Grid:
     vision encoder and MAE + each text encoder; one merge-attention block, SASRec.
 
     Keys are the paper's (group, row): ("MMSR-T", "RoBERTa") ... ("MMSR", "BERT+MAE"). On cpu,
-    text runs train `CPU_EPOCHS["text"]` epochs, vision ones `["vision"]`, MMSR ones `["mm"]`.
     `overrides` (dotted) apply to every row, after those.
     """
     names = encoder_names(profile)
@@ -162,14 +133,14 @@ def table2_configs(profile: str, *overrides: str) -> Grid:
                                "model.fusion_layers=1"))
     grid = Grid("II", ("group", "row"))
     for t in TEXT_LABELS:
-        grid["MMSR-T", t] = row_config(base, profile, "text", f"t2-text-{t}", text=names[t],
+        grid["MMSR-T", t] = row_config(base, "text", f"t2-text-{t}", text=names[t],
                                        overrides=overrides)
     for v in VISION_LABELS:
-        grid["MMSR-V", v] = row_config(base, profile, "vision", f"t2-vision-{v}",
+        grid["MMSR-V", v] = row_config(base, "vision", f"t2-vision-{v}",
                                        vision=names[v], overrides=overrides)
     for t, v in MM_PAIRS:
         grid["MMSR", f"{SHORT[t]}+{v}"] = row_config(
-            base, profile, "mm", f"t2-mm-{t}+{v}", text=names[t], vision=names[v],
+            base, "mm", f"t2-mm-{t}+{v}", text=names[t], vision=names[v],
             overrides=overrides,
         )
     return grid
@@ -178,14 +149,13 @@ def table2_configs(profile: str, *overrides: str) -> Grid:
 # -- Table III: fusion methods --------------------------------------------------------------------
 def table3_configs(profile: str, *overrides: str) -> Grid:
     """Table III: the ten fusions (Coarse, Coarse+ = coarse + three-layer DNN, co-attention) and
-    merge-attention with 1, 2 and 4 blocks; RoBERTa + MAE, SASRec. Every row is an MMSR run
-    (`CPU_EPOCHS["mm"]` epochs on cpu)."""
+    merge-attention with 1, 2 and 4 blocks; RoBERTa + MAE, SASRec. Every row is an MMSR run."""
     names = encoder_names(profile)
     base = grid_base(profile, ("model.sequence=sasrec",))
     grid = Grid("III", ("group", "row"))
     for (group, row), (fusion, layers) in FUSION_ROWS.items():
         grid[group, row] = row_config(
-            base, profile, "mm", f"t3-{fusion}-{layers}", f"model.fusion={fusion}",
+            base, "mm", f"t3-{fusion}-{layers}", f"model.fusion={fusion}",
             f"model.fusion_layers={layers}", text=names["RoBERTa"], vision=names["MAE"],
             overrides=overrides,
         )
@@ -223,15 +193,13 @@ def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic") ->
         base = grid_base(profile, settings)
     else:
         text, columns = "minilm", ("IDSR", "MMSR-T")
-        # MiniLM is pretrained: the paper's top-block rate; on MovieLens the paper's 50 tokens
-        # (titles + genres reach ~33), on the synthetic catalog 24 (its texts reach ~21)
+        # MiniLM is pretrained, so the resolved encoder_lr is the paper's top-block rate
         movielens = dataset == "movielens-100k"
         data = ("data.source=movielens-100k",) if movielens else ()
-        base = grid_base(profile, [*settings, *data, "model.text_pooling=mean"],
-                         text_tokens=50 if movielens else CPU_TEXT_TOKENS)
-        base = base.override(f"train.encoder_lr={profile_config(profile).train.encoder_lr}")
-        if profile != "paper":
-            text_settings = ("model.top_blocks=0", *_kind_epochs(profile, "id"))
+        base = grid_base(profile, [*settings, *data, "model.text_pooling=mean"])
+        if profile != "paper":  # frozen, as many epochs as the ID runs
+            id_epochs = profile_config(profile).resolved().train.epochs
+            text_settings = ("model.top_blocks=0", f"train.epochs={id_epochs}")
     # IDSR rows are the plain profile config (as in the quickstart), so the results store
     # reuses an ID run that another notebook already trained
     id_base = profile_config(profile).override(*data)
@@ -250,7 +218,7 @@ def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic") ->
                 continue
             kind, enc = runs[col]
             extra = text_settings if kind == "text" else ()
-            grid[arch, col] = row_config(base, profile, kind, name, f"model.sequence={seq}",
+            grid[arch, col] = row_config(base, kind, name, f"model.sequence={seq}",
                                          *extra, overrides=overrides, **enc)
     return grid
 
@@ -297,7 +265,7 @@ def grid_table(
         rows.append({
             levels[0]: key[0], levels[1]: key[1],
             "encoders": describe_encoders(cfg),
-            "epochs": f"{run if run is not None else '-'}/{cfg.train.epochs}",
+            "epochs": f"{run if run is not None else '-'}/{cfg.resolved().train.epochs}",
             **{k: m.get(k, math.nan) for k in metrics},
         })
     return pd.DataFrame(rows).set_index(list(levels))
@@ -391,3 +359,16 @@ def improvement_column(
     values = [relative_improvement(float(o), float(b), relative_to)
               for o, b in zip(df[ours], base, strict=True)]
     return pd.Series(values, index=df.index, name="Improv.", dtype=object)
+
+
+def notebook_grid(notebook: str, profile: str, *overrides: str) -> Grid:
+    """The grid a notebook runs, by its number or name ("02", "02_fusion")."""
+    key = notebook.split("_")[0].zfill(2)
+    grids = {
+        "01": lambda: table2_configs(profile, *overrides),
+        "02": lambda: table3_configs(profile, *overrides),
+        "03": lambda: table4_configs(profile, *overrides),
+    }
+    if key not in grids:
+        raise ValueError(f"no grid for notebook {notebook!r}; choose one of {sorted(grids)}")
+    return grids[key]()

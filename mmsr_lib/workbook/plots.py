@@ -10,16 +10,17 @@ from pathlib import Path
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from mmsr_lib.data.images import ImageStore
 from mmsr_lib.data.preprocess import SequenceData
-from mmsr_lib.paths import resolve
+from mmsr_lib.util.paths import resolve
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 130) -> Path:
     """PNG written to a temporary name and renamed, so a figure on disk is never half-written.
 
-    A relative `path` is anchored at the project home (`mmsr_lib.paths`), so a notebook, whose
+    A relative `path` is anchored at the project home (`mmsr_lib.util.paths`), so a notebook, whose
     working directory is `notebooks/`, writes to the top-level `figures/` like the CLI does."""
     path = resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,13 +41,15 @@ def plot_learning_curves(
     for label, hist in histories.items():
         if not hist:
             continue
-        ep = [h["epoch"] + 1 for h in hist]
+        ep = [h["epoch"] for h in hist]  # counted from 1
         ax_loss.plot(ep, [h["loss"] for h in hist], label=label)
-        val = [(h["epoch"] + 1, h["valid"][metric]) for h in hist if h.get("valid")]
+        val = [(h["epoch"], h["valid"][metric]) for h in hist if h.get("valid")]
         if val:
             ax_val.plot(*zip(*val, strict=True), marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="training loss (BCE)", title="training loss")
     ax_val.set(xlabel="epoch", ylabel=f"valid {metric} (%)", title=f"validation {metric}")
+    for a in (ax_loss, ax_val):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax_val.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,0 +1,294 @@
+"""One run end to end, and the one run-or-load path every notebook and the CLI use.
+
+`run_experiment`: data -> model -> training -> test at the best checkpoint -> a result dict.
+`run_or_load`: the stored record when this configuration is already done with the same code and
+data, else train (under a per-run lock) and store; `run_grid` does that for a grid of rows.
+
+Under torchrun every rank runs `run_experiment` (data, model, training and test are collective)
+while rank 0 alone opens and writes the results store, takes the lock and decides what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmsr_lib.config import DataConfig, RunConfig
+from mmsr_lib.data.format import load_dataset
+from mmsr_lib.data.preprocess import SequenceData, build_sequences
+from mmsr_lib.data.sources import dataset_root
+from mmsr_lib.evaluate import evaluate_model
+from mmsr_lib.recommender import Recommender
+from mmsr_lib.runs.fingerprint import code_fingerprint
+from mmsr_lib.runs.store import ResultsStore, RunRecord
+from mmsr_lib.train import fit, resolve_device
+from mmsr_lib.util import distributed, registry
+from mmsr_lib.util.paths import resolve
+
+log = logging.getLogger("mmsr.runs")
+
+_DATA_CACHE: dict[str, SequenceData] = {}
+SPLITS = ("valid", "test")
+
+
+def load_data(cfg: DataConfig) -> SequenceData:
+    """Preprocessed sequences for a data config, memoised per process (notebooks call it often)."""
+    key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    if key not in _DATA_CACHE:
+        raw = load_dataset(dataset_root(cfg))
+        _DATA_CACHE[key] = build_sequences(
+            raw,
+            max_len=cfg.max_len,
+            min_user_interactions=cfg.min_user_interactions,
+            min_item_interactions=cfg.min_item_interactions,
+            cold_threshold=cfg.cold_threshold,
+        )
+    return _DATA_CACHE[key]
+
+
+def build_model(
+    cfg: RunConfig, data: SequenceData, device: torch.device | str = "cpu", cache: bool = True
+) -> Recommender:
+    """A fresh recommender for `cfg` (the registered `model.recommender`) on `device`,
+    initialised from `train.seed`. In fast item encoding the frozen-prefix caches are built here
+    (where valid), once per model, from the shared on-disk cache when `train.feature_cache` is set.
+    """
+    cfg = cfg.resolved()
+    torch.manual_seed(cfg.train.seed)
+    model = registry.create("recommender", cfg.model.recommender, cfg, data).to(device)
+    encoder = getattr(model, "item_encoder", None)
+    if cache and cfg.model.item_encoding == "fast" and hasattr(encoder, "enable_cache"):
+        encoder.enable_cache("auto")
+    return model
+
+
+def evaluate_splits(
+    model: Recommender, data: SequenceData, cfg: RunConfig
+) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """Metrics of valid, test and their cold subsets with one encoded catalog; also the
+    per-user ranks (for paired tests) and the cold-set sizes."""
+    metrics, extra, ranks = {}, {}, {}
+    model.eval()
+    with torch.no_grad():
+        scorer = model.scorer()
+        for split in SPLITS:
+            res = evaluate_model(model, data.eval_set(split), cfg.eval.ks, cfg.eval.batch_size,
+                                 scorer=scorer)
+            metrics[split], ranks[split] = res.metrics, res.ranks
+            cold = data.cold_eval_set(split, cfg.data.cold_mode)
+            extra[f"n_cold_{split}"] = len(cold)
+            if len(cold):
+                res = evaluate_model(model, cold, cfg.eval.ks, cfg.eval.batch_size, scorer=scorer)
+                metrics[f"cold_{split}"], ranks[f"cold_{split}"] = res.metrics, res.ranks
+            else:
+                metrics[f"cold_{split}"] = {}
+    return metrics, extra, ranks
+
+
+def run_experiment(
+    cfg: RunConfig,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    run_dir: str | Path | None = None,
+) -> dict:
+    """Train and evaluate one configuration; returns what the results store keeps.
+
+    `run_dir` holds the resumable checkpoint (default ``<train.checkpoint_dir>/<hash>``). Under
+    torchrun it joins the process group first (gloo on CPU, NCCL on ``cuda:LOCAL_RANK``); rank 0
+    prepares the data set on disk before the others read it.
+    """
+    cfg = cfg.resolved()
+    t0 = time.perf_counter()
+    if distributed.launched():
+        distributed.init_from_env(resolve_device(cfg.train.device))
+    with distributed.main_process_first():  # generating/converting a data set writes files
+        data = load_data(cfg.data)
+    t_data = time.perf_counter() - t0
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg, data, device)
+    extra: dict = {"n_users": data.n_users, "n_items": data.n_items, "data": data.name,
+                   "device": str(device)}
+    history: list = []
+    t_train = 0.0
+    if model.trainable:
+        run_dir = Path(run_dir) if run_dir is not None else resolve(cfg.train.checkpoint_dir) / \
+            cfg.hash()
+        fr = fit(model, data, cfg, run_dir=run_dir, progress=progress, on_epoch_end=on_epoch_end)
+        history, t_train = fr.history, fr.train_seconds
+        extra.update(
+            best_epoch=fr.best_epoch, epochs_run=fr.epochs_run, stopped_early=fr.stopped_early,
+            converged=fr.converged, resumed_from=fr.resumed_from, world_size=fr.world_size,
+            run_dir=str(run_dir),
+        )
+    e0 = time.perf_counter()
+    metrics, more, ranks = evaluate_splits(model, data, cfg)
+    extra.update(more)
+    extra.update(
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )
+    return {
+        "metrics": metrics,
+        "history": history,
+        "timings": {
+            "data_seconds": t_data,
+            "train_seconds": t_train,
+            "test_seconds": time.perf_counter() - e0,
+            "total_seconds": time.perf_counter() - t0,
+        },
+        "dataset_fingerprint": data.fingerprint(),
+        "ranks": ranks,
+        "extra": extra,
+    }
+
+
+# -- run or load ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock per configuration: a second process running the same configuration
+    waits here until the first is done (and then loads its result) instead of resuming the first
+    one's checkpoint while it is still being written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another process is running this configuration (lock %s); waiting for it",
+                        path)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def stale_reason(record: RunRecord, data_fingerprint: str | None) -> str | None:
+    """Why a stored run may not describe what this code on this data would compute, or None."""
+    code = code_fingerprint()
+    if record.code_fingerprint != code:
+        return (f"it was computed by other code (fingerprint {record.code_fingerprint} vs "
+                f"{code} now: the library's sources or torch/transformers/timm changed)")
+    if data_fingerprint is not None and record.dataset_fingerprint != data_fingerprint:
+        return (f"it was computed on other data (fingerprint {record.dataset_fingerprint} vs "
+                f"{data_fingerprint} now)")
+    return None
+
+
+def current_data_fingerprint(cfg: RunConfig) -> str:
+    """The fingerprint a run of `cfg` would store for its data (loads the data, memoised)."""
+    return load_data(cfg.resolved().data).fingerprint()
+
+
+def run_or_load(
+    config: RunConfig,
+    *,
+    store: ResultsStore | None = None,
+    force: bool = False,
+    allow_stale: bool = False,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    runner: Callable[..., dict] | None = None,
+) -> RunRecord:
+    """The stored record when this configuration is done, else run it and store the result.
+
+    - A stored run is reused only while its code and data fingerprints match the current ones;
+      a stale one is re-run (its old row stays readable until the new result replaces it), or
+      reused with `allow_stale`.
+    - `force` trains again from scratch in a fresh checkpoint folder; the stored result is
+      replaced only when the new run completes.
+    - A failure marks the run failed with its message, unless a finished result is stored: that
+      stays, so a failed duplicate or re-run never destroys a result.
+    - Two processes with the same configuration: the second waits for the first (a file lock
+      per run) and then loads its result.
+
+    Under torchrun every rank must call this; rank 0 alone uses the store and the lock.
+    """
+    cfg = config.resolved()
+    runner = runner if runner is not None else run_experiment
+    if distributed.launched():
+        distributed.init_from_env(resolve_device(cfg.train.device))
+    main = distributed.is_main_process()
+    store = (store if store is not None else ResultsStore()) if main else None
+    key = cfg.hash()
+    lock = resolve(cfg.train.checkpoint_dir) / f"{key}.lock"
+    with run_lock(lock) if main else contextlib.nullcontext():
+        decision = _decide(cfg, store, force, allow_stale) if main else None
+        decision = distributed.broadcast_object(decision)
+        if decision["reuse"]:
+            return distributed.broadcast_object(store.get(key) if main else None)
+        run_dir = resolve(cfg.train.checkpoint_dir) / key
+        fresh = run_dir / f"retrain-{decision['tag']}" if decision["fresh"] else None
+        if store is not None:
+            store.start(cfg)
+        try:
+            result = runner(cfg, progress=progress, on_epoch_end=on_epoch_end,
+                            run_dir=fresh or run_dir)
+        except BaseException as err:
+            if store is not None:
+                store.fail(cfg, f"{type(err).__name__}: {err}")
+            if fresh is not None and main:
+                shutil.rmtree(fresh, ignore_errors=True)  # ours; the old checkpoint is intact
+            raise
+        if store is None:
+            return distributed.broadcast_object(None)
+        record = store.finish(cfg, result, code_fingerprint=code_fingerprint())
+        if fresh is not None:
+            _promote_checkpoint(fresh, run_dir)
+        distributed.broadcast_object(record)
+        return record
+
+
+def _decide(cfg: RunConfig, store: ResultsStore, force: bool, allow_stale: bool) -> dict:
+    """Rank 0's choice: reuse the stored record, resume/start in the run folder, or (force,
+    stale) start from scratch in a fresh folder."""
+    tag = uuid.uuid4().hex[:8]
+    existing = store.get(cfg.hash())
+    if force:
+        return {"reuse": False, "fresh": True, "tag": tag}
+    if existing is None or existing.status != "done":
+        return {"reuse": False, "fresh": False, "tag": tag}
+    if allow_stale:
+        return {"reuse": True}
+    reason = stale_reason(existing, current_data_fingerprint(cfg))
+    if reason is None:
+        return {"reuse": True}
+    log.warning("the stored result of %s [%s] is stale: %s; training again (pass allow_stale to "
+                "reuse it)", cfg.name, cfg.hash(), reason)
+    return {"reuse": False, "fresh": True, "tag": tag}
+
+
+def _promote_checkpoint(fresh: Path, run_dir: Path) -> None:
+    """The finished re-run's checkpoint becomes the run's checkpoint (atomic rename)."""
+    src = fresh / "checkpoint.pt"
+    if src.exists():
+        os.replace(src, run_dir / "checkpoint.pt")
+    shutil.rmtree(fresh, ignore_errors=True)
+
+
+def run_grid(
+    configs: Mapping[Hashable, RunConfig],
+    store: ResultsStore | None = None,
+    force: bool = False,
+    progress: bool = True,
+    allow_stale: bool = False,
+) -> dict[Hashable, RunRecord]:
+    """`run_or_load` for every configuration of a grid, in order; label -> record."""
+    store = store or ResultsStore()
+    out = {}
+    for label, cfg in configs.items():
+        log.info("%s: %s", label, cfg.hash())
+        out[label] = run_or_load(cfg, store=store, force=force, allow_stale=allow_stale,
+                                 progress=progress)
+    return out
