@@ -79,18 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
                             "replaced)")
     imp = dsub.add_parser(
         "import", help="convert a real data set into the mmsr format",
-        description="Reads CSV/TSV tables and an image folder (--format csv: interactions with "
-                    "columns user,item,timestamp; items with item,text,image where image is a "
-                    "file name relative to --images) and writes interactions.tsv, items.tsv, "
-                    "images.npy, meta.json into --out. Broken images, unknown items and "
-                    "duplicates are counted and reported, never fatal. Example: mmsr data import "
-                    "--interactions inter.csv --items items.csv --images imgs/ --out data/mine")
-    imp.add_argument("--interactions", help="CSV/TSV with columns user,item,timestamp")
-    imp.add_argument("--items", help="CSV/TSV with columns item,text,image")
-    imp.add_argument("--images", default=None, help="folder the image column is relative to")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Reads a data set as its provider publishes it and writes interactions.tsv, "
+                    "items.tsv, images.npy and meta.json into --out (docs/adapters.md). Broken "
+                    "or missing images, unknown items and duplicates are counted and reported, "
+                    "never fatal.\n\nformats: hm (H&M Kaggle folder), amazon2018, amazon2023, "
+                    "pixelrec (Bili/Kwai/MicroLens), csv (generic tables)\n\nexamples:\n"
+                    "  mmsr data import --format hm --src /data/hm --out data/hm --users 200000\n"
+                    "  mmsr data import --interactions inter.csv --items items.csv --images imgs/ "
+                    "--out data/mine")
+    imp.add_argument("--format", default=None,
+                     help="the provider's layout (default: csv with --interactions/--items)")
+    imp.add_argument("--src", default=None, help="the provider's folder (with --format)")
+    imp.add_argument("--interactions", help="csv: table with columns user,item,timestamp")
+    imp.add_argument("--items", help="csv: table with columns item,text,image")
+    imp.add_argument("--images", default=None,
+                     help="image folder (csv: what the image column is relative to)")
     imp.add_argument("--out", required=True, help="output folder (new or empty, or an earlier "
                                                   "data set with --overwrite)")
     imp.add_argument("--overwrite", action="store_true", help="replace an earlier data set")
+    imp.add_argument("--users", type=int, default=None,
+                     help="sample this many users (among those with enough interactions)")
+    imp.add_argument("--seed", type=int, default=0, help="seed of the user sample")
+    imp.add_argument("--duplicates", choices=("keep", "drop"), default="keep",
+                     help="repeated (user, item, timestamp) rows: keep (counted) or drop")
+    imp.add_argument("--min-user-interactions", type=int, default=5,
+                     help="users eligible for sampling have at least this many interactions")
     imp.add_argument("--image-size", type=int, default=224)
     imp.add_argument("--name", default=None)
     ml = dsub.add_parser("movielens", help="convert MovieLens-100K shipped in the recbole wheel",
@@ -177,13 +191,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         path = generate_catalog(cfg.data.synth, Path(args.out), overwrite=args.overwrite) \
             if args.out else ensure_catalog(cfg.data.synth, cfg.data.cache_dir)
     elif args.data_command == "import":
-        from mmsr_lib.data.importer import import_dataset
-
-        if not args.interactions or not args.items:
-            raise ValueError("mmsr data import needs --interactions and --items (see --help)")
-        path = import_dataset(args.interactions, args.items, args.images, args.out,
-                              image_size=args.image_size, name=args.name,
-                              overwrite=args.overwrite)
+        report = _import(args)
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+        return 0
     elif args.data_command == "movielens":
         from mmsr_lib.data.movielens import ensure_movielens_100k
 
@@ -196,6 +206,28 @@ def cmd_data(args: argparse.Namespace) -> int:
                "skipped": {**raw.meta.get("skipped", {}), **raw.skipped}}
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _import(args: argparse.Namespace):
+    """`mmsr data import`: a registered data format, or the generic CSV tables."""
+    from mmsr_lib.util import registry
+
+    options = dict(users=args.users, seed=args.seed, image_size=args.image_size,
+                   overwrite=args.overwrite, duplicates=args.duplicates, name=args.name,
+                   min_user_interactions=args.min_user_interactions)
+    if args.format is None or (registry.canonical("data_format", args.format) == "csv"
+                               and args.src is None):
+        from mmsr_lib.data.importer import import_tables
+
+        if not args.interactions or not args.items:
+            raise ValueError("mmsr data import needs --format NAME --src FOLDER, or "
+                             "--interactions and --items (see mmsr data import --help)")
+        return import_tables(args.interactions, args.items, args.images, args.out, **options)
+    if args.src is None:
+        raise ValueError(f"--format {args.format} needs --src: the folder with the provider's "
+                         "files (docs/adapters.md)")
+    return registry.create("data_format", args.format, args.src, args.out,
+                           images=args.images, **options)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

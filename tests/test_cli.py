@@ -37,3 +37,59 @@ def test_bad_override_is_a_clear_error(capsys):
 def test_missing_data_path_is_a_clear_error(capsys, tmp_path):
     assert main(["data", "info", str(tmp_path / "absent")]) == 2
     assert "absent" in capsys.readouterr().err
+
+
+def test_import_with_a_format_prints_the_real_skip_counts(capsys, tmp_path):
+    import json
+
+    inter = tmp_path / "inter.csv"
+    inter.write_text("user,item,timestamp\n" + "".join(
+        f"u{u},i{(u + k) % 6},{k}\n" for u in range(3) for k in range(6)) + "u0,i0,0\n")
+    items = tmp_path / "items.csv"
+    items.write_text("item,text,image\n" + "".join(f"i{k},item {k},\n" for k in range(6)))
+    out = tmp_path / "ds"
+    args = ["data", "import", "--interactions", str(inter), "--items", str(items),
+            "--out", str(out), "--duplicates", "drop"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["duplicates"]["found"] == 1 or report["skipped"], report
+    assert main(args) == 2  # the data set exists: --overwrite is needed
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert main(["data", "import", "--format", "hm", "--out", str(tmp_path / "x")]) == 2
+    assert "--src" in capsys.readouterr().err
+
+
+def test_components_lists_every_kind_with_weights(capsys):
+    assert main(["components"]) == 0
+    out = capsys.readouterr().out
+    for kind in ("text_encoder", "vision_encoder", "fusion", "sequence", "item_encoder",
+                 "recommender", "data_source", "data_format"):
+        assert f"{kind} (" in out
+    assert "tiny-roberta" in out and "[random init]" in out and "merge_attn" in out
+    assert main(["components", "nonsense"]) == 2
+
+
+def test_show_config_prints_the_resolved_config_and_one_hash_for_aliases(capsys):
+    hashes = []
+    for fusion in ("sum", "summation", "Sum"):
+        assert main(["train", "--profile", "smoke", "--set", "model.item_encoder=MMSR",
+                     "--set", f"model.fusion={fusion}", "--show-config"]) == 0
+        out = capsys.readouterr().out
+        assert '"fusion": "sum"' in out and '"item_encoder": "mm"' in out
+        hashes.append(out.split("run hash: ")[1].strip())
+    assert len(set(hashes)) == 1
+
+
+def test_grid_list_rows_reproduce_with_mmsr_train(capsys):
+    """Each listed command resolves to the row's own hash: a notebook row is reproducible."""
+    import re
+    import shlex
+
+    assert main(["grid", "02", "--list", "--profile", "smoke"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 12
+    for line in (lines[0], lines[-1]):
+        row_hash, cmd = re.search(r" ([0-9a-f]{16})  (mmsr train .*)$", line).groups()
+        assert main([*shlex.split(cmd)[1:], "--show-config"]) == 0
+        assert capsys.readouterr().out.split("run hash: ")[1].strip() == row_hash
