@@ -322,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         from mmsr_lib.util import registry
+        from mmsr_lib.util.threads import configure_threads
 
+        configure_threads()  # this process's usable cores (or $MMSR_THREADS / $OMP_NUM_THREADS)
         registry.load_plugins(args.plugin)
         if args.command == "bench":
             from mmsr_lib.bench import cmd_bench

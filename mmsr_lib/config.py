@@ -94,6 +94,8 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N (not hashed: same numbers intended)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    # deterministic kernels: the same seed gives the same numbers (not hashed; see util.threads)
+    deterministic: bool = True
     num_workers: int = 0  # not hashed
     checkpoint_dir: str = "runs"  # not hashed
     feature_cache: str | None = "data/feature_cache"  # frozen-prefix cache folder; not hashed
@@ -107,7 +109,7 @@ class EvalConfig:
 
 # where things are written or how fast they run, never what is computed: left out of the hash
 UNHASHED = ("name", "train.checkpoint_dir", "train.num_workers", "train.feature_cache",
-            "train.device", "data.cache_dir", "eval.batch_size")
+            "train.device", "train.deterministic", "data.cache_dir", "eval.batch_size")
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 

@@ -31,6 +31,7 @@ from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.recommender import Recommender
 from mmsr_lib.util import distributed
+from mmsr_lib.util.threads import deterministic_training
 
 log = logging.getLogger("mmsr.train")
 
@@ -252,6 +253,7 @@ def fit(
     cfg = cfg.resolved()
     t = cfg.train
     device = next(model.parameters()).device
+    deterministic_training(t.deterministic)
     distributed.init_from_env(device)  # no-op outside torchrun or when already joined
     world, main = distributed.world_size(), distributed.is_main_process()
     ddp_model = None
@@ -284,11 +286,11 @@ def fit(
 
     # a text bar (not a widget): a notebook saved by papermill keeps its last state, and an
     # early stop ends it at 100% of the epochs actually run, not as an unfinished bar
-    bar = tqdm(range(start_epoch, t.epochs), desc=cfg.name, file=sys.stdout,
+    bar = tqdm(desc=cfg.name, file=sys.stdout,
                disable=not progress or done or not main,  # one bar per job, on rank 0
                initial=start_epoch, total=t.epochs, leave=True, dynamic_ncols=True)
     t0 = time.perf_counter()
-    for epoch in bar:
+    for epoch in range(start_epoch, t.epochs):
         if done:
             break
         # dropout stream: a function of the epoch (and of the rank, so shards draw fresh masks)
@@ -354,13 +356,14 @@ def fit(
                 },
                 ckpt_path,
             )
+        bar.update(1)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
         if done:
             break
-    bar.n = len(result.history)  # a `break` skips tqdm's last increment
     if result.stopped_early:
         bar.total = bar.n  # stopped early on purpose: the bar is complete
+        bar.refresh()
     bar.close()
     result.train_seconds = time.perf_counter() - t0
     result.epochs_run = len(result.history)

@@ -32,11 +32,29 @@ def record(name: str, value: Any) -> Any:
     return value
 
 
+def notebooks_dir() -> Path:
+    """The checkout's notebooks/ folder: next to the package, wherever `MMSR_HOME` (where
+    outputs go) points."""
+    here = Path(__file__).resolve().parents[2] / "notebooks"
+    if here.is_dir():
+        return here
+    return home() / "notebooks"
+
+
 def notebook_paths(names: list[str] | None = None) -> list[Path]:
-    """The workbook's notebooks in order (optionally only those whose name contains a filter)."""
-    paths = sorted((home() / "notebooks").glob("*.ipynb"))
-    if names:
-        paths = [p for p in paths if any(n in p.stem for n in names)]
+    """The workbook's notebooks in order (optionally only those whose name contains a filter).
+
+    Finding none is an error, never a silent run of zero notebooks: a misspelled name or a
+    missing folder says which notebooks exist.
+    """
+    folder = notebooks_dir()
+    every = sorted(folder.glob("*.ipynb"))
+    if not every:
+        raise FileNotFoundError(f"no notebooks in {folder}; run from a checkout of the project")
+    paths = [p for p in every if any(n in p.stem for n in names)] if names else every
+    if not paths:
+        raise ValueError(f"no notebook matches {names}; the notebooks are "
+                         f"{[p.stem for p in every]}")
     return paths
 
 
@@ -107,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     strip = sub.add_parser("strip", help="strip outputs before committing")
     strip.add_argument("names", nargs="*")
     args = parser.parse_args(argv)
-    for nb in notebook_paths(args.names):
+    try:
+        paths = notebook_paths(args.names)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for nb in paths:
         if args.cmd == "run":
             rec = run_notebook(nb, args.profile, args.out)
             print(f"{nb.name}: ok, recorded {json.dumps(rec, default=str)[:300]}")

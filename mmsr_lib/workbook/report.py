@@ -268,7 +268,9 @@ def results_listing(store: Any, split: str = "test", status: str = "done", wide:
     if frame.empty:
         return "no stored runs" + (f" with status {status}" if status != "all" else "")
     current = code_fingerprint()
-    frame = frame.assign(stale=["" if fp == current else "stale" for fp in frame["code_fp"]])
+    stale = ["" if fp == current else "stale" for fp in frame["code_fp"]]
+    if any(stale):  # computed by other code: `mmsr train` would run these again
+        frame = frame.assign(stale=stale)
     if not wide:
         keep = ["name", "hash", "model.item_encoder", "model.sequence", "HR@10", "NDCG@10",
                 "status", "stale"]
