@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -162,6 +163,18 @@ def test_atomic_folder_first_finisher_wins(tmp_path: Path) -> None:
     assert len(built) == 2 and out[0] == out[1] == tmp_path / "m"
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # the loser's copy is gone
     assert (tmp_path / "m" / "weights").read_text()
+
+
+def test_minilm_l3_without_onnx_says_what_to_install(monkeypatch, tmp_path: Path) -> None:
+    need("minilm-l3")
+    real = OW.importlib.util.find_spec
+    monkeypatch.setattr(OW.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnx" else real(name, *a))
+    assert "pip install onnx==1.23.2" in OW.available_offline("minilm-l3", cache_dir=tmp_path)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    with pytest.raises(CheckpointNotFoundError, match=r"pip install onnx==1\.23\.2"):
+        OW.minilm_l3_dir(tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- MiniLM-L3 rebuilt from ONNX ---------------------------------------------------------------------------

@@ -223,9 +223,13 @@ class FrozenCache:
 
     @staticmethod
     def key_for(branch: torch.nn.Module, n_items: int) -> str:
-        """Encoder identity + a digest of the exact item inputs the cache was computed from."""
+        """Encoder identity + a digest of the exact item inputs the cache was computed from.
+
+        The device type is part of it: CPU and CUDA kernels round differently, and a mapped
+        table must equal what this process would compute, bit for bit."""
         h = hashlib.sha256(branch.encoder.cache_key().encode())
         h.update(str(n_items).encode())
+        h.update(next(branch.encoder.parameters()).device.type.encode())
         inputs = branch.inputs
         if hasattr(inputs, "input_ids"):
             h.update(inputs.input_ids.numpy().tobytes())

