@@ -137,6 +137,18 @@ def test_shapes_finite_loss_and_gradients(smoke, name) -> None:
     assert torch.isfinite(scores[:, 1:]).all()
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_under_bf16_autocast(smoke, models, name) -> None:
+    """The trainer runs the loss under bf16 autocast on CUDA; mixed dtypes (float32 ID rows next
+    to bf16 features, attention masks) must work. CPU autocast exercises the same casts."""
+    model = models[name].train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss(batch_of(smoke[1]))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
 @pytest.mark.parametrize("name", CONTENT)
 def test_content_models_take_the_fast_path_with_the_frozen_prefix_cache(smoke, name) -> None:
     _, model = make(smoke, name)

@@ -18,7 +18,8 @@ of the table, with the same top-k fine-tuning (`model.finetune`, `model.top_bloc
 transformer blocks of each encoder train by default), so Table V compares how the models *use*
 text and images, not how much encoder each may tune. `model.top_blocks=0` gives FDSA's own
 setting, frozen pre-extracted features: the frozen-prefix cache then holds the whole encoder
-and a step costs no encoder work at all.
+(where the frozen part is deterministic: MAE needs `model.mask_ratio=0`) and a step costs no
+encoder work at all.
 
 Each stream is the configured sequence model (`model.sequence`, SASRec by default: FDSA's
 streams are SASRec-style causal transformer blocks), with `model.n_layers` / `model.n_heads`.
