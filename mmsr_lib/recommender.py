@@ -23,6 +23,8 @@ from mmsr_lib.sequence import create_sequence_model
 from mmsr_lib.sequence.base import SequenceModel
 from mmsr_lib.util import distributed, registry
 
+OBJECTIVES = ("bce", "ce")
+
 
 class Scorer:
     """Scores of every catalog item for a batch of left-padded input sequences.
@@ -120,10 +122,14 @@ class SequentialRecommender(Recommender):
     and MMSR, which is the point of the paper's framework.
     """
 
-    def __init__(self, item_encoder: ItemEncoder, sequence_model: SequenceModel) -> None:
+    def __init__(self, item_encoder: ItemEncoder, sequence_model: SequenceModel,
+                 objective: str = "bce") -> None:
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"train.loss={objective!r}; choose one of {OBJECTIVES}")
         self.item_encoder = item_encoder
         self.sequence_model = sequence_model
+        self.objective = objective
         self.n_items = item_encoder.n_items
 
     def encoder_parameters(self) -> list[nn.Parameter]:
@@ -155,7 +161,11 @@ class SequentialRecommender(Recommender):
     def loss(
         self, batch: dict[str, torch.Tensor], denominator: float | None = None
     ) -> torch.Tensor:
-        """BCE on the next item against one random negative, averaged over real positions."""
+        """The next-item loss averaged over real positions: BCE against one random negative
+        (``objective="bce"``, the paper's) or softmax cross-entropy over the whole catalog
+        (``"ce"``, the common strong ID baseline)."""
+        if self.objective == "ce":
+            return self._softmax_loss(batch, denominator)
         inputs, targets, negatives = batch["inputs"], batch["targets"], batch["negatives"]
         if getattr(self.item_encoder, "plain", False):
             # The paper's code path: the L+1 window and its negatives, 2(L+1) slots with padding,
@@ -171,6 +181,27 @@ class SequentialRecommender(Recommender):
         valid = targets > 0
         h, pos, neg = h[valid], pos[valid], neg[valid]
         return bce_loss((h * pos).sum(-1), (h * neg).sum(-1), denominator)
+
+    def _softmax_loss(self, batch: dict[str, torch.Tensor], denominator: float | None
+                      ) -> torch.Tensor:
+        """Cross-entropy of the next item over every catalog item (padding excluded).
+
+        The whole catalog is encoded at every step: free for ID models (the embedding table),
+        about the cost of a BCE step for content models on the cpu profile (a batch already
+        touches most of its ~1,200 items), and too dear for catalogs of 100K items, where BCE
+        (or a sampled softmax) is the practical choice.
+        """
+        inputs, targets = batch["inputs"], batch["targets"]
+        ids = torch.arange(self.n_items + 1, device=inputs.device)
+        table = self.item_encoder(ids)
+        x = table[inputs]
+        h = self.sequence_model(x, inputs > 0)
+        valid = targets > 0
+        logits = (h[valid] @ table.T).float()
+        logits[:, 0] = float("-inf")
+        reduction = "sum" if denominator is not None else "mean"
+        loss = F.cross_entropy(logits, targets[valid], reduction=reduction)
+        return loss / denominator if denominator is not None else loss
 
     @torch.no_grad()
     def user_vectors(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -205,11 +236,11 @@ class SequentialRecommender(Recommender):
 @registry.register("recommender", "sequential", aliases=("default", "item+sequence"),
                    description="the paper's framework: an item encoder (ID, text, image, both) "
                                "feeding a sequence model, next item by dot product",
-                   uses=("item_encoder", "sequence"))
+                   uses=("item_encoder", "sequence"), objectives=OBJECTIVES)
 def build_sequential(cfg: Any, data: Any) -> SequentialRecommender:
     """`cfg.model.item_encoder` and `cfg.model.sequence` from the registry (cfg resolved)."""
     m = cfg.model
     item_encoder = registry.create("item_encoder", m.item_encoder, cfg, data)
     seq = create_sequence_model(m.sequence, m.dim, data.max_len, n_layers=m.n_layers,
                                 n_heads=m.n_heads, dropout=m.dropout)
-    return SequentialRecommender(item_encoder, seq)
+    return SequentialRecommender(item_encoder, seq, objective=cfg.train.loss)

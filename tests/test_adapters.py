@@ -183,7 +183,7 @@ def test_hm_sequences_for_training(tmp_path):
     b = seq.seqs[users.index(C["b"])]
     assert [seq.item_ids[i] for i in b] == ["0108775044", "0110065001", "0112679048",
                                             "0108775015", "0111586001"]
-    inputs, targets = seq.train_windows
+    inputs, targets, _ = seq.train_windows
     assert inputs.shape == (3, 4) and (targets[:, -1] > 0).all()
     test = seq.eval_set("test")
     assert len(test) == 3 and seq.item_image[test.targets].shape == (3,)

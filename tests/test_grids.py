@@ -172,7 +172,8 @@ def test_profile_sizes_and_overrides() -> None:
 
 def _record(cfg: RunConfig, hr: float, ndcg: float) -> RunRecord:
     return RunRecord(cfg.hash(), cfg.to_dict(), "done",
-                     metrics={"test": {"HR@10": hr, "NDCG@10": ndcg}}, extra={"epochs_run": 3})
+                     metrics={"test": {"HR@10": hr, "NDCG@10": ndcg}},
+                     extra={"epochs_run": 3, "best_epoch": 2, "converged": False})
 
 
 def test_grid_table_and_compare_with_paper() -> None:
@@ -188,8 +189,14 @@ def test_grid_table_and_compare_with_paper() -> None:
     assert math.isnan(table.loc[keys[-1], "HR@10"])
     assert table.loc[("MMSR", "Ro.+MAE"), "encoders"] == (
         "tiny-roberta (random init) + tiny-mae (random init), merge_attn-1")
-    assert table.loc[("MMSR-T", "BERT"), "epochs"] == "3/3"
-    assert table.loc[keys[-1], "epochs"] == "-/3"
+    assert table.loc[("MMSR-T", "BERT"), "epochs"] == "2 of 3"  # best epoch of the budget
+    assert table.loc[("MMSR-T", "BERT"), "converged"] == "0/1"
+    assert table.loc[keys[-1], "epochs"] == "- of 3"
+    # two seeds: the mean and the sample standard deviation
+    two = grids.grid_table({keys[0]: [_record(grid[keys[0]], 2.0, 1.0),
+                                      _record(grid[keys[0]], 4.0, 1.0)]}, {keys[0]: grid[keys[0]]})
+    assert two.loc[keys[0], "HR@10"] == 3.0 and two.loc[keys[0], "HR@10 std"] == pytest.approx(
+        2 ** 0.5) and two.loc[keys[0], "seeds"] == 2
 
     cmp = grids.compare_with_paper(table, "II", "HM")
     assert list(cmp.index) == keys
@@ -235,14 +242,22 @@ def test_run_grid_end_to_end_on_two_smoke_configs(tmp_path) -> None:
     two = {k: grid[k] for k in [("GRU4Rec", "IDSR"), ("GRU4Rec", "MMSR-T")]}
     store = ResultsStore(tmp_path / "results.sqlite")
     records = run_grid(two, store=store, progress=False)
-    assert set(records) == set(two) and all(r.status == "done" for r in records.values())
+    assert set(records) == set(two)
+    assert all(len(runs) == 1 and runs[0].status == "done" for runs in records.values())
     table = grids.grid_table(records, two)
     assert table[["HR@10", "NDCG@10"]].notna().all().all()
     assert ((table["HR@10"] >= table["NDCG@10"]) & (table["HR@10"] <= 100)).all()
-    assert table["epochs"].tolist() == ["1/1", "1/1"]
+    assert table["epochs"].tolist() == ["1 of 1", "1 of 1"]
     # a second call loads from the store instead of training again
     again = run_grid(two, store=store, progress=False)
-    assert {k: r.updated for k, r in again.items()} == {k: r.updated for k, r in records.items()}
+    assert {k: r[0].updated for k, r in again.items()} == \
+        {k: r[0].updated for k, r in records.items()}
+    # two seeds of each row, and a paired test between the rows from the stored ranks
+    seeded = run_grid(two, store=store, progress=False, seeds=(1, 2))
+    assert [len(r) for r in seeded.values()] == [2, 2]
+    verdicts = grids.significance_column(store, seeded, {"MMSR-T": (("GRU4Rec", "MMSR-T"),
+                                                                    ("GRU4Rec", "IDSR"))})
+    assert verdicts["MMSR-T"] == "not converged"  # 1 epoch of 1: best epoch at the budget
     assert isinstance(grids.compare_with_paper(table, "IV", "Bili"), pd.DataFrame)
 
 

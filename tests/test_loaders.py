@@ -45,11 +45,11 @@ def test_batches_deterministic_per_epoch_and_index(data):
     assert not torch.equal(a[0]["users"], b[0]["users"])
 
 
-def test_batches_cover_users_once_and_mask_padding(data):
+def test_batches_cover_windows_once_and_mask_padding(data):
     tb = TrainBatches(data, 7, seed=0)
     tb.set_epoch(0)
     users = torch.cat([tb[i]["users"] for i in range(len(tb))]).numpy()
-    assert sorted(users.tolist()) == sorted(tb.users.tolist())
+    assert sorted(users.tolist()) == sorted(tb.window_users.tolist())  # every window once
     for i in range(len(tb)):
         b = tb[i]
         assert torch.equal(b["negatives"] == 0, b["targets"] == 0)

@@ -48,7 +48,8 @@ def test_leave_one_out_split(hand_made):
     assert sorted(names(data, valid.history_of(0))) == ["a", "b", "c", "d"]
     assert sorted(names(data, test.history_of(0))) == ["a", "b", "c", "d", "e"]
     # training never sees the last two items: windows come from a b c d
-    inputs, targets = data.train_windows
+    inputs, targets, owners = data.train_windows
+    assert owners.tolist() == [0, 1]
     assert names(data, inputs[0]) == ["a", "b", "c"] and names(data, targets[0]) == ["b", "c", "d"]
     # u2 = b c a b d: training part b c a -> inputs (pad b c), targets (pad c a)
     assert inputs[1, 0] == 0 and targets[1, 0] == 0
@@ -98,3 +99,29 @@ def test_item_kcore_repeats_until_stable(tmp_path):
     raw = load_dataset(write_sequences(tmp_path / "k", seqs))
     data = build_sequences(raw, min_item_interactions=2)
     assert data.n_items == 5 and all(len(s) == 5 for s in data.seqs)
+
+
+@pytest.mark.parametrize("max_len", [1, 2, 3, 5, 20])
+def test_all_windows_use_every_training_position_exactly_once(tmp_path, max_len):
+    """Under data.train_windows=all every position of seq[:-2] (but the first) is the target of
+    exactly one window, after its own history (inputs are the previous items, in order)."""
+    seqs = {"u1": [f"i{k}" for k in range(23)], "u2": [f"i{k % 7}" for k in range(9)],
+            "u3": ["a", "b", "c", "d", "e"]}
+    raw = load_dataset(write_sequences(tmp_path / f"w{max_len}", seqs))
+    data = build_sequences(raw, max_len=max_len, train_windows="all")
+    inputs, targets, owners = data.train_windows
+    for u, s in enumerate(data.seqs):
+        train = s[:-2]
+        rows = np.flatnonzero(owners == u)
+        got = sorted(int(t) for r in rows for t in targets[r][targets[r] > 0])
+        assert got == sorted(int(t) for t in train[1:])  # each position once
+        assert sum((targets[r] > 0).sum() for r in rows) == len(train) - 1
+        for r in rows:  # inputs/targets are the window shifted by one, in time order
+            real = targets[r] > 0
+            assert np.array_equal(inputs[r][real][1:], targets[r][real][:-1])
+    last = build_sequences(raw, max_len=max_len, train_windows="last")
+    li, lt, lo = last.train_windows
+    assert lo.tolist() == [0, 1, 2]  # one window per user: the last L+1 training items
+    assert (lt > 0).sum() == sum(min(len(s) - 3, max_len) for s in data.seqs)
+    with pytest.raises(ValueError, match="train_windows"):
+        build_sequences(raw, train_windows="some")

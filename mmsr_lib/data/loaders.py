@@ -1,4 +1,5 @@
-"""Training batches: a user permutation per epoch and one random negative per position.
+"""Training batches: a permutation of the training windows per epoch and one random negative per
+position (see `SequenceData.train_windows`).
 
 Each batch is a pure function of (seed, epoch, batch index), so a run resumed from a checkpoint
 sees exactly the batches and negatives an uninterrupted run would, with or without DataLoader
@@ -52,28 +53,28 @@ class TrainBatches(Dataset):
     """
 
     def __init__(self, data: SequenceData, batch_size: int, seed: int) -> None:
-        self.inputs, self.targets = data.train_windows
-        keep = np.flatnonzero((self.targets > 0).any(axis=1))  # users with at least one pair
-        self.users = keep
+        self.inputs, self.targets, self.window_users = data.train_windows
+        self.windows = np.arange(len(self.targets))  # every window holds at least one pair
         self.n_items = data.n_items
         self.membership = data.train_membership
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
-        self.order = self.users
+        self.order = self.windows
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         rng = np.random.default_rng([self.seed, epoch, 0])
-        self.order = rng.permutation(self.users)
+        self.order = rng.permutation(self.windows)
 
     def __len__(self) -> int:
-        return (len(self.users) + self.batch_size - 1) // self.batch_size
+        return (len(self.windows) + self.batch_size - 1) // self.batch_size
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        users = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        inputs = self.inputs[users]
-        targets = self.targets[users]
+        windows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        users = self.window_users[windows]
+        inputs = self.inputs[windows]
+        targets = self.targets[windows]
         rng = np.random.default_rng([self.seed, self.epoch, 1, index])
         neg = sample_negatives(users[:, None], targets.shape, self.n_items, self.membership, rng)
         neg = np.where(targets > 0, neg, 0)

@@ -13,6 +13,7 @@ An item is its text and its image; the IDs only index into per-item inputs that 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -230,11 +231,15 @@ class MultiModalItemEncoder(ItemEncoder):
         return vecs[torch.argsort(torch.cat(groups))]
 
     # -- frozen-prefix cache ---------------------------------------------------------------
-    def enable_cache(self, mode: str = "auto", batch_size: int = 256) -> list[str]:
+    def enable_cache(self, mode: str = "auto", batch_size: int = 256,
+                     cache_dir: str | Path | None = None, dtype: str = "float32") -> list[str]:
         """Build a frozen-prefix cache for every branch where it is valid; returns their kinds.
 
         mode="auto" skips branches where the frozen part is not deterministic (full fine-tuning,
-        MAE random masking) with a logged reason; mode="require" raises instead.
+        MAE random masking) with a logged reason; mode="require" raises instead. With
+        `cache_dir` the tables are shared on disk across runs and notebooks (keyed by the frozen
+        weights, the item inputs and the split depth), so the rows of a grid compute each frozen
+        prefix once.
         """
         if self.plain:
             raise ValueError("model.item_encoding=plain is the uncached reference; use fast")
@@ -246,7 +251,8 @@ class MultiModalItemEncoder(ItemEncoder):
                     raise ValueError(f"cannot cache the frozen part of {b.encoder.name}: {reason}")
                 log.info("no frozen-prefix cache for %s: %s", b.encoder.name, reason)
                 continue
-            b.cache = FrozenCache.build(b, self.n_items, batch_size=batch_size)
+            b.cache = FrozenCache.build(b, self.n_items, batch_size=batch_size,
+                                        cache_dir=cache_dir, dtype=dtype)
             built.append(b.kind)
         return built
 

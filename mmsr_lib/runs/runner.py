@@ -19,13 +19,13 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mmsr_lib.config import DataConfig, RunConfig
+from mmsr_lib.config import DataConfig, RunConfig, profile_seeds
 from mmsr_lib.data.format import load_dataset
 from mmsr_lib.data.preprocess import SequenceData, build_sequences
 from mmsr_lib.data.sources import dataset_root
@@ -54,6 +54,7 @@ def load_data(cfg: DataConfig) -> SequenceData:
             min_user_interactions=cfg.min_user_interactions,
             min_item_interactions=cfg.min_item_interactions,
             cold_threshold=cfg.cold_threshold,
+            train_windows=cfg.train_windows,
         )
     return _DATA_CACHE[key]
 
@@ -70,7 +71,8 @@ def build_model(
     model = registry.create("recommender", cfg.model.recommender, cfg, data).to(device)
     encoder = getattr(model, "item_encoder", None)
     if cache and cfg.model.item_encoding == "fast" and hasattr(encoder, "enable_cache"):
-        encoder.enable_cache("auto")
+        folder = resolve(cfg.train.feature_cache) if cfg.train.feature_cache else None
+        encoder.enable_cache("auto", cache_dir=folder)
     return model
 
 
@@ -283,12 +285,21 @@ def run_grid(
     force: bool = False,
     progress: bool = True,
     allow_stale: bool = False,
-) -> dict[Hashable, RunRecord]:
-    """`run_or_load` for every configuration of a grid, in order; label -> record."""
+    seeds: Sequence[int] | None = None,
+) -> dict[Hashable, list[RunRecord]]:
+    """`run_or_load` for every configuration of a grid and every seed, in order.
+
+    Returns label -> one record per seed (`seeds`, default: the profile's, see
+    `config.profile_seeds`), so tables can show mean +- std and paired tests can compare rows.
+    """
     store = store or ResultsStore()
-    out = {}
+    out: dict[Hashable, list[RunRecord]] = {}
     for label, cfg in configs.items():
-        log.info("%s: %s", label, cfg.hash())
-        out[label] = run_or_load(cfg, store=store, force=force, allow_stale=allow_stale,
-                                 progress=progress)
+        runs = []
+        for seed in (seeds if seeds is not None else profile_seeds(cfg.profile)):
+            seeded = cfg.override(f"train.seed={seed}")
+            log.info("%s seed %d: %s", label, seed, seeded.hash())
+            runs.append(run_or_load(seeded, store=store, force=force, allow_stale=allow_stale,
+                                    progress=progress))
+        out[label] = runs
     return out

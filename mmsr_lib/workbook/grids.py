@@ -34,14 +34,15 @@ weights, and there are none to protect (measured on cpu, MMSR-T valid NDCG@10 af
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import pandas as pd
 
 from mmsr_lib.config import PROFILES, RunConfig, profile_config
-from mmsr_lib.runs.store import RunRecord
+from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.workbook.paper_numbers import paper_wide
 from mmsr_lib.workbook.report import relative_improvement
+from mmsr_lib.workbook.significance import compare, converged, summarize
 
 TEXT_LABELS = ("RoBERTa", "ELECTRA", "BERT")  # Table II order; RoBERTa is the default TE
 VISION_LABELS = ("ResNet", "MAE", "Swin")  # MAE is the default VE
@@ -246,29 +247,60 @@ def describe_encoders(cfg: RunConfig) -> str:
 
 
 def grid_table(
-    records: Mapping[tuple[str, str], RunRecord],
+    results: Mapping[tuple[str, str], Sequence[RunRecord] | RunRecord],
     configs: Mapping[tuple[str, str], RunConfig],
     split: str = "test",
     metrics: Sequence[str] = ("HR@10", "NDCG@10"),
 ) -> pd.DataFrame:
     """One row per configuration, in the grid's order, indexed by its (group, row) labels.
 
-    Columns: ``encoders`` (see `describe_encoders`), ``epochs`` (epochs run / configured) and the
-    split's `metrics` in percent; a configuration without a record (not run yet) shows NaN.
+    `results` holds each row's runs (one per seed, as `run_grid` returns them; a single record
+    is one seed). Columns: ``encoders`` (`describe_encoders`: which weights), ``epochs`` (best
+    epochs over the seeds / budget), ``converged`` (seeds whose best epoch came before the end
+    of the budget), ``seeds``, and each metric's mean over the seeds and ``<metric> std``. A
+    row without runs (not run yet) shows NaN.
     """
     levels = getattr(configs, "levels", ("group", "row"))
     rows = []
     for key, cfg in configs.items():
-        rec = records.get(key)
-        m = (rec.metrics.get(split) or {}) if rec is not None else {}
-        run = rec.extra.get("epochs_run") if rec is not None else None
+        runs = results.get(key, [])
+        runs = [runs] if isinstance(runs, RunRecord) else list(runs)
+        best = [r.extra.get("best_epoch") for r in runs if r.extra.get("best_epoch")]
+        budget = cfg.resolved().train.epochs
+        summary = summarize(runs, split, metrics) if runs else {
+            **{m: math.nan for m in metrics}, **{f"{m} std": math.nan for m in metrics},
+            "seeds": 0, "converged": "-"}
         rows.append({
             levels[0]: key[0], levels[1]: key[1],
             "encoders": describe_encoders(cfg),
-            "epochs": f"{run if run is not None else '-'}/{cfg.resolved().train.epochs}",
-            **{k: m.get(k, math.nan) for k in metrics},
+            "epochs": f"{'/'.join(map(str, best)) or '-'} of {budget}" if budget else "-",
+            "converged": summary.pop("converged"), "seeds": summary.pop("seeds"),
+            **summary,
         })
     return pd.DataFrame(rows).set_index(list(levels))
+
+
+def significance_column(
+    store: ResultsStore, results: Mapping, pairs: Mapping[Hashable, tuple], split: str = "test",
+    metric: str = "NDCG@10",
+) -> pd.Series:
+    """For each output label, the verdict of a paired test between two rows of `results`
+    (``pairs[label] = (row_a, row_b)``): "+12.3% (p=0.001)" only when significant and both
+    converged, else "n.s." or "not converged"."""
+    out = {}
+    for label, (a, b) in pairs.items():
+        if a not in results or b not in results:
+            out[label] = "-"
+            continue
+        test = compare(store, results[a], results[b], split, metric)
+        if not (converged(results[a]) and converged(results[b])):
+            out[label] = "not converged"
+        elif not test.significant:
+            out[label] = f"n.s. (p={test.p_value:.2g})"
+        else:
+            rel = relative_improvement(test.mean_a, test.mean_b)
+            out[label] = f"{rel} (p={test.p_value:.2g})"
+    return pd.Series(out, name=f"{metric} vs baseline")
 
 
 def compare_with_paper(

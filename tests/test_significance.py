@@ -1,0 +1,68 @@
+"""Per-user metrics from ranks, seed averages, paired tests and the sentences they allow."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mmsr_lib.config import profile_config
+from mmsr_lib.evaluate import metrics_from_ranks
+from mmsr_lib.runs.store import ResultsStore, RunRecord
+from mmsr_lib.workbook import significance as sig
+
+
+def test_per_user_metrics_average_to_the_evaluators_metrics():
+    ranks = np.array([0, 1, 5, 9, 10, 49, 50, 300])
+    ref = metrics_from_ranks(ranks)
+    for metric in ("HR@10", "NDCG@10", "HR@50", "NDCG@20"):
+        assert sig.per_user(ranks, metric).mean() == pytest.approx(ref[metric])
+    with pytest.raises(ValueError, match="HR@K or NDCG@K"):
+        sig.per_user(ranks, "MRR")
+
+
+def test_paired_test_detects_a_shift_and_not_noise():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 30, 2000)
+    shifted = base + 2.0 + rng.normal(0, 1, 2000)
+    t = sig.paired_test(shifted, base)
+    assert t.significant and t.diff == pytest.approx(2.0, abs=0.1) and t.ci_low > 0
+    assert "beats" in sig.verdict(t, "MMSR", "IDSR")
+    noise = base + rng.normal(0, 1, 2000)
+    n = sig.paired_test(noise, base)
+    assert not n.significant and n.ci_low < 0 < n.ci_high
+    assert sig.verdict(n, "MMSR", "IDSR").startswith("MMSR vs IDSR: no significant difference")
+    same = sig.paired_test(base, base)
+    assert same.p_value == 1.0 and not same.significant
+    # a row that did not converge never carries a claim, significant or not
+    assert "no claim" in sig.verdict(t, "MMSR", "IDSR", converged_a=False)
+    with pytest.raises(ValueError, match="equal-length"):
+        sig.paired_test(base, base[:10])
+
+
+def test_seed_average_and_compare_read_the_stored_ranks(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+
+    def stored(name, seed, ranks):
+        cfg = profile_config("smoke").override(f"name={name}", f"train.seed={seed}",
+                                               f"model.dim={16 if name == 'a' else 32}")
+        return store.finish(cfg, {"metrics": {"test": metrics_from_ranks(ranks)},
+                                  "ranks": {"test": np.asarray(ranks)},
+                                  "extra": {"epochs_run": 10, "best_epoch": 3,
+                                            "converged": True}})
+
+    a = [stored("a", s, [0, 0, 1, 30] * 50) for s in (1, 2)]
+    b = [stored("b", s, [40, 40, 40, 30] * 50) for s in (1, 2)]
+    avg = sig.seed_average(store, a)
+    assert len(avg) == 200 and avg[0] == pytest.approx(100.0)
+    t = sig.compare(store, a, b)
+    assert t.significant and t.diff > 0 and sig.converged(a)
+    summary = sig.summarize(a, metrics=("HR@10",))
+    assert summary["HR@10"] == pytest.approx(75.0) and summary["converged"] == "2/2"
+    assert summary["seeds"] == 2 and summary["HR@10 std"] == 0.0
+    bare = RunRecord("x" * 16, {}, "done", metrics={"test": {}})
+    with pytest.raises(KeyError, match="no stored ranks"):
+        sig.seed_average(store, [bare])
+    assert sig.mean_std_cell(1.234, math.nan) == "1.23"
+    assert sig.mean_std_cell(1.234, 0.5) == "1.23 ± 0.50"
