@@ -129,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--show-config", action="store_true",
                        help="print the resolved config and its run hash, then exit")
 
+    tune = sub.add_parser(
+        "tune", help="validation-only search over lr, dropout and loss (ID baselines)",
+        description="Trains every combination of the search space (stored and reused like any "
+                    "run) and prints the trials and the chosen settings, picked on validation "
+                    "NDCG@10 among converged runs; the test split is never used to choose. "
+                    "Example: mmsr tune --profile cpu --set model.sequence=gru4rec")
+    _add_common(tune)
+    tune.add_argument("--space", action="append", default=[], metavar="KEY=V1,V2",
+                      help="a searched field and its candidates (default: lr, dropout, loss)")
+
     res = sub.add_parser("results", help="list or export stored runs")
     rsub = res.add_subparsers(dest="results_command", required=True)
     lst = rsub.add_parser("list", help="one line per stored run (read-only)",
@@ -249,6 +259,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from mmsr_lib.runs.tuning import ID_SPACE, tune
+
+    space = dict(ID_SPACE)
+    if args.space:
+        space = {}
+        for item in args.space:
+            key, _, values = item.partition("=")
+            if not values:
+                raise ValueError(f"--space {item!r} is not of the form section.key=v1,v2")
+            space[key.strip()] = tuple(v.strip() for v in values.split(","))
+    search = tune(_config(args), space, store=_store(args.results), progress=True)
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_columns", None):
+        print(search.trials.drop(columns=["hash"]).to_string(index=False))
+    print("chosen on validation NDCG@10:", " ".join(f"--set {o}" for o in search.overrides()))
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from mmsr_lib.workbook.report import results_listing
 
@@ -312,8 +342,8 @@ def config_diff(base, cfg) -> list[str]:
     return out
 
 
-HANDLERS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "results": cmd_results,
-            "components": cmd_components, "grid": cmd_grid}
+HANDLERS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "tune": cmd_tune,
+            "results": cmd_results, "components": cmd_components, "grid": cmd_grid}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -204,9 +204,15 @@ class SequentialRecommender(Recommender):
         return loss / denominator if denominator is not None else loss
 
     @torch.no_grad()
-    def user_vectors(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """The state at the last position (the most recent item) of each left-padded sequence."""
-        out = [self.states(chunk)[:, -1] for chunk in inputs.split(batch_size)]
+    def user_vectors(self, inputs: torch.Tensor, batch_size: int = 512,
+                     table: torch.Tensor | None = None) -> torch.Tensor:
+        """The state at the last position (the most recent item) of each left-padded sequence.
+
+        With the catalog's `table` (the scorer has it) the inputs' vectors are looked up instead
+        of being encoded again: an item's vector does not depend on its batch.
+        """
+        out = [self.states(chunk, None if table is None else table[chunk])[:, -1]
+               for chunk in inputs.split(batch_size)]
         return torch.cat(out) if out else inputs.new_zeros((0, self.item_encoder.dim),
                                                            dtype=torch.float)
 
@@ -229,8 +235,9 @@ class SequentialRecommender(Recommender):
 
     @torch.no_grad()
     def scorer(self, batch_size: int = 512) -> DotScorer:
-        return DotScorer(lambda inputs: self.user_vectors(inputs, batch_size).float(),
-                         self.item_table(batch_size).float())
+        table = self.item_table(batch_size)
+        return DotScorer(lambda inputs: self.user_vectors(inputs, batch_size, table).float(),
+                         table.float())
 
 
 @registry.register("recommender", "sequential", aliases=("default", "item+sequence"),

@@ -93,3 +93,14 @@ def test_grid_list_rows_reproduce_with_mmsr_train(capsys):
         row_hash, cmd = re.search(r" ([0-9a-f]{16})  (mmsr train .*)$", line).groups()
         assert main([*shlex.split(cmd)[1:], "--show-config"]) == 0
         assert capsys.readouterr().out.split("run hash: ")[1].strip() == row_hash
+
+
+def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):
+    args = ["tune", "--profile", "smoke", "--results", str(tmp_path / "r.sqlite"),
+            "--set", "train.epochs=1", "--set", "model.dim=16",
+            "--space", "train.lr=0.001,0.01"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "valid NDCG@10" in out and "test NDCG@10 (not used)" in out
+    assert "chosen on validation NDCG@10: --set train.lr=" in out
+    assert main([*args[:-2], "--space", "train.lr"]) == 2

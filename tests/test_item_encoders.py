@@ -373,3 +373,22 @@ def test_text_only_data_with_a_vision_encoder_is_a_clear_error(
     # the same data with the text encoder works
     model = build_model(cfg.override("model.item_encoder=text"), data)
     assert torch.isfinite(model.loss(batch_of(data, n_users=4)))
+
+
+def test_frozen_encoders_train_nothing_and_cache_their_whole_output(smoke) -> None:
+    """finetune=frozen (the cpu profile's choice): no encoder parameter trains, the head is part
+    of the cached prefix, and the cached fast path equals the plain reference."""
+    frozen = ("model.item_encoder=mm", "model.text_encoder=tiny-roberta", "model.finetune=frozen",
+              "model.dropout=0", "model.vision_encoder=tiny-resnet", "model.fusion=sum")
+    cfg, model = make(smoke, *frozen)
+    assert [n for n, p in encoder_params(model) if p.requires_grad] == []
+    assert {b.kind for b in model.item_encoder.branches() if b.cache is not None} == \
+        {"text", "vision"}
+    vision = model.item_encoder.vision.encoder
+    assert vision.head_frozen and vision.top_blocks == 0
+    _, plain = make(smoke, *frozen, "model.item_encoding=plain", cache=False)
+    plain.load_state_dict(model.state_dict())
+    model.eval()
+    plain.eval()
+    ids = torch.arange(1, 9)
+    assert torch.allclose(model.item_encoder(ids), plain.item_encoder(ids), atol=1e-5)

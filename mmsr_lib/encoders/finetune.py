@@ -20,7 +20,9 @@ from collections.abc import Collection, Sequence
 import torch
 from torch import nn
 
-FINETUNE_MODES = ("top", "full")
+# frozen: nothing of the encoder trains (its whole output is cached; the cpu profile's choice);
+# top: the paper's top-k blocks; full: everything (Table XI)
+FINETUNE_MODES = ("frozen", "top", "full")
 
 
 def check_finetune(finetune: str) -> str:
@@ -86,7 +88,7 @@ def set_finetune(
     """Apply a fine-tuning mode to `root`; returns the modules that must stay in eval mode.
 
     top: only parameters inside `trainable` (the top blocks plus final norms/projections) train.
-    full: every parameter trains. `fixed` names parameters that never train in either mode
+    frozen: nothing trains (callers pass no trainable modules). full: every parameter trains. `fixed` names parameters that never train in either mode
     because the architecture defines them as constants (e.g. MAE's sin-cos position table).
     """
     check_finetune(finetune)
@@ -129,7 +131,7 @@ class PartlyFrozen(nn.Module):
     @property
     def frozen_is_deterministic(self) -> bool:
         """True when the frozen part's output for an item never changes (so it can be cached)."""
-        return self.finetune == "top"
+        return self.finetune in ("top", "frozen")
 
     def _cache_key(self, kind: str, version: str, parts: dict) -> str:
         """`cache_key()` of a modality: the frozen part's identity (backbone class, name, digest

@@ -84,7 +84,8 @@ class TextEncoder(PartlyFrozen):
         self.max_tokens = self._check_max_tokens(max_tokens)
         self.out_dim = int(cfg.hidden_size)
         self.n_blocks = len(layers)
-        self.top_blocks = resolve_top_blocks(top_blocks, self.n_blocks, DEFAULT_TOP_BLOCKS, name)
+        self.top_blocks = 0 if finetune == "frozen" else resolve_top_blocks(
+            top_blocks, self.n_blocks, DEFAULT_TOP_BLOCKS, name)
         self.split = self.n_blocks - self.top_blocks
         self.stats = {"texts": 0, "empty_text": 0, "truncated": 0}
         self._tokenizer_digest: str | None = None

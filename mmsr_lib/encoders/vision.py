@@ -261,9 +261,13 @@ class TimmVisionEncoder(VisionEncoder):
             layout = TimmLayout("other", [], [backbone], [""], "auto", default_top=0)
         self.layout = layout
         self.n_blocks = sum(is_block for _, _, is_block in layout.units)
-        self.top_blocks = resolve_top_blocks(top_blocks, self.n_blocks, layout.default_top, name)
+        self.top_blocks = 0 if finetune == "frozen" else resolve_top_blocks(
+            top_blocks, self.n_blocks, layout.default_top, name)
         self.split_unit = self._split_unit()
-        trainable = [mod for _, mod, _ in layout.units[self.split_unit :]] + layout.head_modules
+        # frozen: the head (EfficientNet's 1x1 conv + BN, ViT's norm) is frozen and cached too
+        self.head_frozen = finetune == "frozen"
+        trainable = [] if self.head_frozen else \
+            [mod for _, mod, _ in layout.units[self.split_unit :]] + layout.head_modules
         self._setup_finetune(backbone, trainable, finetune)
 
     def _split_unit(self) -> int:
@@ -283,13 +287,14 @@ class TimmVisionEncoder(VisionEncoder):
         x = self._stem(pixels)
         for _, unit, _ in self.layout.units[: self.split_unit]:
             x = unit(x)
-        return x
+        return self._head(x) if self.head_frozen else x
 
     def forward_top(self, hidden: torch.Tensor) -> ModalityOutput:
         x = hidden
         for _, unit, _ in self.layout.units[self.split_unit :]:
             x = unit(x)
-        x = self._head(x)
+        if not self.head_frozen:
+            x = self._head(x)
         pooled = self.backbone.forward_head(x, pre_logits=True)
         tokens = self._tokens(x)
         if pooled.shape[-1] != tokens.shape[-1]:
@@ -337,7 +342,8 @@ class TimmVisionEncoder(VisionEncoder):
         return x[:, self.layout.prefix_tokens :]
 
     def _top_prefixes(self) -> list[str]:
-        return [p for p, _, _ in self.layout.units[self.split_unit :]] + self.layout.head_prefixes
+        head = [] if self.head_frozen else self.layout.head_prefixes
+        return [p for p, _, _ in self.layout.units[self.split_unit :]] + head
 
     def save_pretrained(self, path: str | Path) -> Path:
         """timm's own folder format (config.json + model.safetensors) plus our metadata."""
@@ -372,21 +378,24 @@ class MAEVisionEncoder(VisionEncoder):
         self.mask_ratio = ratio
         self.out_dim = int(cfg.hidden_size)
         self.n_blocks = len(backbone.layers)
-        self.top_blocks = resolve_top_blocks(top_blocks, self.n_blocks, 2, name)
+        self.top_blocks = 0 if finetune == "frozen" else resolve_top_blocks(
+            top_blocks, self.n_blocks, 2, name)
         self.split = self.n_blocks - self.top_blocks
+        self.head_frozen = finetune == "frozen"
         n_patches = backbone.embeddings.patch_embeddings.num_patches
         gen = torch.Generator().manual_seed(0)
         self.register_buffer("eval_noise", torch.rand(1, n_patches, generator=gen), persistent=False)
         self.register_buffer("keep_order", torch.arange(n_patches, dtype=torch.float32)[None],
                              persistent=False)
-        trainable = list(backbone.layers[self.split :]) + [backbone.layernorm]
+        trainable = [] if self.head_frozen else \
+            list(backbone.layers[self.split :]) + [backbone.layernorm]
         self._setup_finetune(backbone, trainable, finetune)
 
     @property
     def frozen_is_deterministic(self) -> bool:
         # random masking happens in the embeddings, below every block: with mask_ratio > 0 a
         # training step sees a new mask, so a per-item cache of the frozen part would be wrong
-        return self.finetune == "top" and self.mask_ratio == 0.0
+        return self.finetune in ("top", "frozen") and self.mask_ratio == 0.0
 
     def _noise(self, batch: int) -> torch.Tensor:
         if self.mask_ratio == 0.0:
@@ -401,12 +410,13 @@ class MAEVisionEncoder(VisionEncoder):
         hidden, _, _ = self.backbone.embeddings(pixels, noise=self._noise(pixels.shape[0]))
         for layer in self.backbone.layers[: self.split]:
             hidden = layer(hidden, None)
-        return hidden
+        return self.backbone.layernorm(hidden) if self.head_frozen else hidden
 
     def forward_top(self, hidden: torch.Tensor) -> ModalityOutput:
         for layer in self.backbone.layers[self.split :]:
             hidden = layer(hidden, None)
-        hidden = self.backbone.layernorm(hidden)
+        if not self.head_frozen:
+            hidden = self.backbone.layernorm(hidden)
         tokens = hidden[:, 1:]
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return ModalityOutput(tokens=tokens, mask=mask, pooled=tokens.mean(1))
@@ -415,7 +425,8 @@ class MAEVisionEncoder(VisionEncoder):
         return {"mask_ratio": self.mask_ratio}
 
     def _top_prefixes(self) -> list[str]:
-        return [f"layers.{i}." for i in range(self.split, self.n_blocks)] + ["layernorm."]
+        head = [] if self.head_frozen else ["layernorm."]
+        return [f"layers.{i}." for i in range(self.split, self.n_blocks)] + head
 
     def save_pretrained(self, path: str | Path) -> Path:
         path = Path(path)

@@ -1,0 +1,81 @@
+"""A small validation-only search, so a baseline is as strong as its advocates would make it.
+
+`tune(base, space)` trains every combination of `space` (a grid: each key a dotted config
+field, each value the candidates) through `run_or_load` (stored, resumable, reused) and picks
+the combination with the best *validation* NDCG@10 among converged runs. The test split is
+never looked at. The chosen settings are what the profile table then fixes for that model
+(`config.PROFILE_TABLE`), with the search recorded in docs/results_cpu.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mmsr_lib.config import RunConfig
+from mmsr_lib.runs.runner import run_or_load
+from mmsr_lib.runs.store import ResultsStore, RunRecord
+
+log = logging.getLogger("mmsr.tuning")
+
+SELECTION = ("valid", "NDCG@10")
+# what an advocate of an ID model would search first (RecBole's and SASRec's usual ranges)
+ID_SPACE: dict[str, tuple] = {
+    "train.lr": (1e-3, 3e-3),
+    "model.dropout": (0.1, 0.3),
+    "train.loss": ("bce", "ce"),
+}
+
+
+@dataclass
+class Search:
+    """Every trial with its settings and validation score, and the chosen settings."""
+
+    trials: pd.DataFrame
+    best: dict[str, object]
+    best_record: RunRecord
+
+    def overrides(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.best.items()]
+
+
+def grid(space: Mapping[str, Sequence]) -> list[dict[str, object]]:
+    """Every combination of `space`, in a stable order."""
+    keys = list(space)
+    return [dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(space[k] for k in keys))]
+
+
+def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
+         store: ResultsStore | None = None, progress: bool = False) -> Search:
+    """Train every combination (one seed: `base`'s) and choose on validation NDCG@10.
+
+    Converged runs are preferred: a combination whose best epoch hit the budget only wins if
+    no combination converged (and is flagged in `trials`).
+    """
+    if not space:
+        raise ValueError("an empty search space: give at least one field and its candidates")
+    rows = []
+    records = []
+    for i, settings in enumerate(grid(space)):
+        cfg = base.override(*(f"{k}={v}" for k, v in settings.items()),
+                            f"name={base.name}-tune{i}")
+        rec = run_or_load(cfg, store=store, progress=progress)
+        split, metric = SELECTION
+        rows.append({**settings, "valid NDCG@10": rec.metrics[split][metric],
+                     "test NDCG@10 (not used)": rec.metrics["test"][metric],
+                     "best epoch": rec.extra.get("best_epoch"),
+                     "epochs run": rec.extra.get("epochs_run"),
+                     "converged": bool(rec.extra.get("converged")), "hash": rec.config_hash})
+        records.append(rec)
+    trials = pd.DataFrame(rows)
+    pool = trials[trials["converged"]] if trials["converged"].any() else trials
+    idx = int(pool["valid NDCG@10"].idxmax())
+    best = {k: trials.loc[idx, k] for k in space}
+    log.info("tuned %s: %s (valid NDCG@10 %.3f)", base.name, best,
+             trials.loc[idx, "valid NDCG@10"])
+    return Search(trials, best, records[idx])
