@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from mmsr_lib.config import PROFILES, RunConfig, profile_config
+from mmsr_lib.config import PROFILES, RunConfig
 from mmsr_lib.fusion import parse_fusion_name
 from mmsr_lib.runs.runner import run_grid
 from mmsr_lib.runs.store import ResultsStore, RunRecord
@@ -27,8 +27,8 @@ def all_grids() -> list[tuple[str, str, grids.Grid]]:
         for table, build in BUILDERS.items():
             out.append((profile, table, build(profile)))
         out.append((profile, "IV-ml", grids.table4_configs(profile, dataset="movielens-100k")))
-        out.append((profile, "IV-minilm",
-                    grids.table4_configs(profile, dataset="synthetic-minilm")))
+        for table, build in BUILDERS.items():
+            out.append((profile, f"{table}-scratch", build(profile, from_scratch=True)))
     return out
 
 
@@ -37,18 +37,25 @@ def test_table2_rows_match_the_paper_and_use_the_profile_encoders() -> None:
     paper = paper_wide("II", "HM")
     assert list(grid) == list(zip(paper["group"], paper["row"], strict=True))
     assert grid.levels == ("group", "row") and grid.table == "II"
+    # cpu: the pretrained stand-ins, frozen, labelled so on every row
     assert grid["MMSR-T", "ELECTRA"].model.item_encoder == "text"
-    assert grid["MMSR-T", "ELECTRA"].model.text_encoder == "tiny-electra"
-    assert grid["MMSR-V", "Swin"].model.vision_encoder == "tiny-swin"
+    assert grid["MMSR-T", "ELECTRA"].model.text_encoder == "mpnet-base"
+    assert grid["MMSR-V", "Swin"].model.vision_encoder == "efficientnet-lite2"
     ro_resnet = grid["MMSR", "Ro.+ResNet"].model
     assert (ro_resnet.item_encoder, ro_resnet.text_encoder, ro_resnet.vision_encoder) == (
-        "mm", "tiny-roberta", "tiny-resnet")
-    ele_mae = grid["MMSR", "ELE.+MAE"].model
-    assert (ele_mae.text_encoder, ele_mae.vision_encoder) == ("tiny-electra", "tiny-mae")
+        "mm", "minilm-l6", "efficientnet-lite0")
+    assert grids.describe_encoders(grid["MMSR", "Ro.+ResNet"]) == (
+        "minilm-l6 (pretrained, frozen) + efficientnet-lite0 (pretrained, frozen), merge_attn-1")
     for cfg in grid.values():
-        assert cfg.model.sequence == "sasrec"
+        assert cfg.model.sequence == "sasrec" and cfg.resolved().model.finetune == "frozen"
         assert (cfg.model.fusion, cfg.model.fusion_layers) == ("merge_attn", 1)
-        assert cfg.model.mask_ratio is None  # MAE keeps the paper's default mask ratio
+    # the from-scratch section: the paper's architectures at random init, top blocks tuned
+    scratch = grids.table2_configs("cpu", from_scratch=True)
+    ele_mae = scratch["MMSR", "ELE.+MAE"].resolved().model
+    assert (ele_mae.text_encoder, ele_mae.vision_encoder) == ("tiny-electra", "tiny-mae")
+    assert (ele_mae.finetune, ele_mae.text_pooling) == ("top", "cls")
+    assert "random init, top blocks tuned" in grids.describe_encoders(scratch["MMSR", "ELE.+MAE"])
+    assert scratch["MMSR", "ELE.+MAE"].hash() != grid["MMSR", "ELE.+MAE"].hash()
     paper = grids.table2_configs("paper")
     assert paper["MMSR", "BERT+MAE"].model.text_encoder == "bert-base-uncased"
     assert paper["MMSR", "BERT+MAE"].model.vision_encoder == "mae-base"
@@ -87,9 +94,12 @@ def test_table4_rows_columns_and_movielens_variant() -> None:
         assert m.item_encoder == {"IDSR": "id", "MMSR-T": "text", "MMSR-V": "vision",
                                   "MMSR": "mm"}[col]
         if col == "MMSR":
-            assert (m.text_encoder, m.vision_encoder) == ("tiny-roberta", "tiny-swin")
+            assert (m.text_encoder, m.vision_encoder) == ("minilm-l6", "efficientnet-lite2")
         assert cfg.data.source == "synthetic"
-    assert grid["GRU4Rec", "MMSR-V"].model.vision_encoder == "tiny-swin"
+    assert grid["GRU4Rec", "MMSR-V"].model.vision_encoder == "efficientnet-lite2"
+    # ID rows read no encoder setting: the from-scratch table shares them
+    scratch = grids.table4_configs("cpu", from_scratch=True)
+    assert scratch["SASRec", "IDSR"].hash() == grid["SASRec", "IDSR"].hash()
     # an IDSR row is the quickstart's configuration, so the results store shares the run
     from mmsr_lib.workbook.quickstart import quickstart_configs
 
@@ -99,30 +109,18 @@ def test_table4_rows_columns_and_movielens_variant() -> None:
                         for c in ("IDSR", "MMSR-T")]
     for cfg in ml.values():
         assert cfg.data.source == "movielens-100k"
-    text = ml["NextItNet", "MMSR-T"].model
-    assert (text.text_encoder, text.text_pooling) == ("minilm", "mean")
-    assert text.text_max_tokens == 50  # MovieLens titles + genres reach ~33 tokens
-    id_epochs = profile_config("cpu").resolved().train.epochs
-    assert text.top_blocks == 0 and ml["SASRec", "MMSR-T"].train.epochs == id_epochs
+    text = ml["NextItNet", "MMSR-T"].resolved()
+    assert (text.model.text_encoder, text.model.text_pooling, text.model.finetune) == (
+        "minilm-l6", "mean", "frozen")
+    assert text.model.text_max_tokens == 50  # MovieLens titles + genres reach ~33 tokens
+    # one stopping rule for every row of a table (ID and content alike)
+    idsr = ml["SASRec", "IDSR"].resolved().train
+    assert (text.train.epochs, text.train.patience) == (idsr.epochs, idsr.patience)
     paper_ml = grids.table4_configs("paper", dataset="movielens-100k")["SASRec", "MMSR-T"]
-    assert paper_ml.model.top_blocks is None and paper_ml.data.source == "movielens-100k"
+    assert paper_ml.resolved().model.finetune == "top"
+    assert paper_ml.data.source == "movielens-100k"
     with pytest.raises(ValueError, match="movielens-100k"):
         grids.table4_configs("cpu", dataset="hm")
-
-
-def test_table4_synthetic_minilm_variant_shares_the_id_runs() -> None:
-    """Same catalog, MMSR-T through the real pretrained MiniLM (frozen on cpu), IDSR rows the
-    synthetic grid's own (one hash, so the store trains them once)."""
-    plain, pre = grids.table4_configs("cpu"), grids.table4_configs("cpu", dataset="synthetic-minilm")
-    assert list(pre) == [(a, c) for a in ("SASRec", "GRU4Rec", "NextItNet")
-                         for c in ("IDSR", "MMSR-T")]
-    for arch in grids.ARCHITECTURES:
-        assert pre[arch, "IDSR"].hash() == plain[arch, "IDSR"].hash()
-        cfg = pre[arch, "MMSR-T"]
-        assert cfg.data.source == "synthetic" and cfg.hash() != plain[arch, "MMSR-T"].hash()
-        m = cfg.model
-        assert (m.text_encoder, m.text_pooling, m.top_blocks) == ("minilm", "mean", 0)
-        assert cfg.train.epochs == profile_config("cpu").resolved().train.epochs
 
 
 def test_every_grid_has_distinct_hashes_and_valid_round_tripping_configs() -> None:
@@ -155,10 +153,13 @@ def test_profile_sizes_and_overrides() -> None:
     assert cpu["MMSR-T", "BERT"].train.epochs == by_kind["*"]["train.epochs"]
     assert cpu["MMSR", "Ro.+Swin"].train.epochs == by_kind["*"]["train.epochs"]
     idsr = grids.table4_configs("cpu")["SASRec", "IDSR"].resolved()
-    assert idsr.train.epochs == by_kind["id"]["train.epochs"]
-    # random-init encoders: the top blocks train at the downstream rate; none for ID models
-    assert all(c.train.encoder_lr == c.train.lr for c in cpu.values())
+    assert idsr.train.epochs == by_kind["*"]["train.epochs"]  # one budget and rule for all
+    # frozen encoders and ID models have no encoder learning rate
+    assert all(c.train.encoder_lr is None for c in cpu.values())
     assert idsr.train.encoder_lr is None and idsr.model.text_encoder is None
+    # random-init encoders (from scratch) train their top blocks at the downstream rate
+    scratch = [c.resolved() for c in grids.table2_configs("cpu", from_scratch=True).values()]
+    assert all(c.train.encoder_lr == c.train.lr for c in scratch)
     paper = [c.resolved() for c in grids.table2_configs("paper").values()]
     assert all(c.train.epochs == 150 for c in paper)
     assert {c.model.text_max_tokens for c in paper} == {50, None}  # None: no text in the row
@@ -188,7 +189,8 @@ def test_grid_table_and_compare_with_paper() -> None:
     assert table.loc[("MMSR-T", "RoBERTa"), "HR@10"] == pytest.approx(8.2275 / 2)
     assert math.isnan(table.loc[keys[-1], "HR@10"])
     assert table.loc[("MMSR", "Ro.+MAE"), "encoders"] == (
-        "tiny-roberta (random init) + tiny-mae (random init), merge_attn-1")
+        "tiny-roberta (random init, top blocks tuned) + tiny-mae (random init, top blocks "
+        "tuned), merge_attn-1")
     assert table.loc[("MMSR-T", "BERT"), "epochs"] == "2 of 3"  # best epoch of the budget
     assert table.loc[("MMSR-T", "BERT"), "converged"] == "0/1"
     assert table.loc[keys[-1], "epochs"] == "- of 3"

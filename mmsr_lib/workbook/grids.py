@@ -40,6 +40,7 @@ import pandas as pd
 
 from mmsr_lib.config import PROFILES, RunConfig, profile_config
 from mmsr_lib.runs.store import ResultsStore, RunRecord
+from mmsr_lib.util import registry
 from mmsr_lib.workbook.paper_numbers import paper_wide
 from mmsr_lib.workbook.report import relative_improvement
 from mmsr_lib.workbook.significance import compare, converged, summarize
@@ -54,6 +55,16 @@ TINY_ENCODERS = {
     "RoBERTa": "tiny-roberta", "ELECTRA": "tiny-electra", "BERT": "tiny-bert",
     "ResNet": "tiny-resnet", "MAE": "tiny-mae", "Swin": "tiny-swin",
 }
+# cpu: real pretrained encoders that pip ships, standing in for the paper's (none of RoBERTa,
+# ELECTRA, BERT, ResNet, MAE or Swin ships offline). A ladder of sizes in each modality: the
+# smallest stands for the paper's weakest-scoring encoder on HM, the largest for its strongest.
+STAND_INS = {
+    "BERT": "minilm-l3", "RoBERTa": "minilm-l6", "ELECTRA": "mpnet-base",
+    "ResNet": "efficientnet-lite0", "MAE": "efficientnet-lite1", "Swin": "efficientnet-lite2",
+}
+# the paper's architectures at random init on cpu ("from scratch" sections): top-2 fine-tuning
+# of tiny encoders, CLS pooling, as the paper profile's settings would be
+FROM_SCRATCH = ("model.finetune=top", "model.text_pooling=cls")
 # Table II's MMSR rows, in its order: RoBERTa + each VE, then MAE + the other TEs
 MM_PAIRS = (("RoBERTa", "ResNet"), ("RoBERTa", "Swin"), ("RoBERTa", "MAE"), ("ELECTRA", "MAE"),
             ("BERT", "MAE"))
@@ -77,7 +88,7 @@ ARCHITECTURES = {"SASRec": "sasrec", "GRU4Rec": "gru4rec", "NextItNet": "nextitn
 TABLE4_COLUMNS = ("IDSR", "MMSR-T", "MMSR-V", "MMSR")
 # our labels -> the paper's spelling where they differ (the paper writes GRU4Rec as "GRURec")
 PAPER_LABELS = {"GRU4Rec": "GRURec"}
-TABLE4_DATASETS = ("synthetic", "synthetic-minilm", "movielens-100k")
+TABLE4_DATASETS = ("synthetic", "movielens-100k")
 
 
 
@@ -91,10 +102,20 @@ class Grid(dict):
 
 
 # -- building blocks ------------------------------------------------------------------------------
-def encoder_names(profile: str) -> dict[str, str]:
-    """Paper label -> encoder name for `profile` (real checkpoints for paper, tiny zoo else)."""
+def encoder_names(profile: str, from_scratch: bool = False) -> dict[str, str]:
+    """Paper label -> encoder name for `profile`: the paper's checkpoints (paper), the
+    pretrained stand-ins that ship offline (cpu), the tiny random-init zoo (smoke, and cpu's
+    from-scratch sections)."""
     _check_profile(profile)
-    return dict(PAPER_ENCODERS if profile == "paper" else TINY_ENCODERS)
+    if profile == "paper":
+        return dict(PAPER_ENCODERS)
+    return dict(STAND_INS if profile == "cpu" and not from_scratch else TINY_ENCODERS)
+
+
+def scratch_settings(profile: str, from_scratch: bool) -> tuple[str, ...]:
+    """Settings of a from-scratch section on `profile` (the cpu profile freezes pretrained
+    encoders; random-init ones must train their top blocks)."""
+    return FROM_SCRATCH if from_scratch and profile == "cpu" else ()
 
 
 def _check_profile(profile: str) -> None:
@@ -122,41 +143,64 @@ def row_config(
 
 
 # -- Table II: text and vision encoders --------------------------------------------------------------
-def table2_configs(profile: str, *overrides: str) -> Grid:
+def table2_configs(profile: str, *overrides: str, from_scratch: bool = False) -> Grid:
     """Table II: MMSR-T per text encoder, MMSR-V per vision encoder, MMSR with RoBERTa + each
     vision encoder and MAE + each text encoder; one merge-attention block, SASRec.
 
-    Keys are the paper's (group, row): ("MMSR-T", "RoBERTa") ... ("MMSR", "BERT+MAE"). On cpu,
-    `overrides` (dotted) apply to every row, after those.
+    Keys are the paper's (group, row): ("MMSR-T", "RoBERTa") ... ("MMSR", "BERT+MAE"); on cpu
+    the encoders are the pretrained stand-ins (`STAND_INS`), with `from_scratch` the paper's
+    architectures at random init. `overrides` (dotted) apply to every row, last.
     """
-    names = encoder_names(profile)
+    names = encoder_names(profile, from_scratch)
+    tag = "t2s" if from_scratch else "t2"
     base = grid_base(profile, ("model.sequence=sasrec", "model.fusion=merge_attn",
-                               "model.fusion_layers=1"))
+                               "model.fusion_layers=1", *scratch_settings(profile, from_scratch)))
     grid = Grid("II", ("group", "row"))
     for t in TEXT_LABELS:
-        grid["MMSR-T", t] = row_config(base, "text", f"t2-text-{t}", text=names[t],
+        grid["MMSR-T", t] = row_config(base, "text", f"{tag}-text-{t}", text=names[t],
                                        overrides=overrides)
     for v in VISION_LABELS:
-        grid["MMSR-V", v] = row_config(base, "vision", f"t2-vision-{v}",
+        grid["MMSR-V", v] = row_config(base, "vision", f"{tag}-vision-{v}",
                                        vision=names[v], overrides=overrides)
     for t, v in MM_PAIRS:
         grid["MMSR", f"{SHORT[t]}+{v}"] = row_config(
-            base, "mm", f"t2-mm-{t}+{v}", text=names[t], vision=names[v],
+            base, "mm", f"{tag}-mm-{t}+{v}", text=names[t], vision=names[v],
             overrides=overrides,
         )
     return grid
 
 
+def split_available(configs: Mapping) -> tuple[Grid, dict]:
+    """The rows whose components can be built here, and label -> what is missing for the rest
+    (an optional package such as MPNet): a notebook shows those rows as not installed instead
+    of failing half-way."""
+    ok = Grid(getattr(configs, "table", ""), getattr(configs, "levels", ("group", "row")))
+    missing = {}
+    for label, cfg in configs.items():
+        m = cfg.resolved().model
+        problems = [registry.lookup(kind, name).missing() for kind, name in
+                    (("text_encoder", m.text_encoder), ("vision_encoder", m.vision_encoder),
+                     ("vlp", m.vlp)) if name is not None]
+        problems = [p for p in problems if p]
+        if problems:
+            missing[label] = "; ".join(problems)
+        else:
+            ok[label] = cfg
+    return ok, missing
+
+
 # -- Table III: fusion methods --------------------------------------------------------------------
-def table3_configs(profile: str, *overrides: str) -> Grid:
+def table3_configs(profile: str, *overrides: str, from_scratch: bool = False) -> Grid:
     """Table III: the ten fusions (Coarse, Coarse+ = coarse + three-layer DNN, co-attention) and
-    merge-attention with 1, 2 and 4 blocks; RoBERTa + MAE, SASRec. Every row is an MMSR run."""
-    names = encoder_names(profile)
-    base = grid_base(profile, ("model.sequence=sasrec",))
+    merge-attention with 1, 2 and 4 blocks; RoBERTa + MAE (their stand-ins on cpu), SASRec.
+    Every row is an MMSR run."""
+    names = encoder_names(profile, from_scratch)
+    tag = "t3s" if from_scratch else "t3"
+    base = grid_base(profile, ("model.sequence=sasrec", *scratch_settings(profile, from_scratch)))
     grid = Grid("III", ("group", "row"))
     for (group, row), (fusion, layers) in FUSION_ROWS.items():
         grid[group, row] = row_config(
-            base, "mm", f"t3-{fusion}-{layers}", f"model.fusion={fusion}",
+            base, "mm", f"{tag}-{fusion}-{layers}", f"model.fusion={fusion}",
             f"model.fusion_layers={layers}", text=names["RoBERTa"], vision=names["MAE"],
             overrides=overrides,
         )
@@ -164,85 +208,70 @@ def table3_configs(profile: str, *overrides: str) -> Grid:
 
 
 # -- Table IV: sequence architectures -------------------------------------------------------------
-def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic") -> Grid:
+def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic",
+                   from_scratch: bool = False) -> Grid:
     """Table IV: SASRec, GRU4Rec and NextItNet, each as IDSR, MMSR-T, MMSR-V and MMSR
-    (RoBERTa + Swin, one merge-attention block); keys (architecture, column).
+    (RoBERTa + Swin, their stand-ins on cpu, one merge-attention block); keys (architecture,
+    column).
 
-    ``dataset="synthetic-minilm"``: the synthetic catalog again, MMSR-T only, with the real
-    pretrained MiniLM set up exactly as for MovieLens below: the one pretrained text encoder that
-    ships offline, to separate "content vs IDs" from "random-init tiny encoders" on the same data.
-    (The offline EfficientNet-Lite0 is left out: frozen, its trainable 1x1 head over 7x7 grids of
-    224-px inputs costs ~40 s per epoch on one core.)
-
-    ``dataset="movielens-100k"`` (real interactions, titles + genres, no images): the data
-    source becomes MovieLens-100K and the text encoder the real pretrained MiniLM
-    (all-MiniLM-L6-v2, a sentence encoder trained with mean pooling, so ``text_pooling=mean``)
-    on every profile; MMSR-V and MMSR are left out (there are no images). On smoke and cpu
-    MiniLM is used frozen (``top_blocks=0``, its cached output is mean-pooled and projected) and
-    trains as many epochs as the ID runs: fine-tuning even one of its 384-wide blocks costs
-    ~70 s per epoch on one core (~1.5 s frozen), and frozen it already beats IDSR there
-    (measured, SASRec, 30 epochs: valid NDCG@10 ~5.5 vs ~4.6). The paper profile keeps the
-    paper's top-2 fine-tuning.
+    ``dataset="movielens-100k"`` (real interactions, titles + genres, no images): IDSR and
+    MMSR-T only, with the profile's text encoder (cpu: the pretrained MiniLM-L6, frozen).
+    IDSR rows are the plain profile configuration with the sequence model (as in the
+    quickstart): an ID model reads no encoder setting, so every table shares those runs.
     """
     if dataset not in TABLE4_DATASETS:
         raise ValueError(f"unknown Table IV dataset {dataset!r}; choose one of {TABLE4_DATASETS}")
-    names = encoder_names(profile)
-    settings = ["model.fusion=merge_attn", "model.fusion_layers=1"]
+    names = encoder_names(profile, from_scratch)
     text, vision = names["RoBERTa"], names["Swin"]
-    columns, data, text_settings = TABLE4_COLUMNS, (), ()
-    if dataset == "synthetic":
-        base = grid_base(profile, settings)
-    else:
-        text, columns = "minilm", ("IDSR", "MMSR-T")
-        # MiniLM is pretrained, so the resolved encoder_lr is the paper's top-block rate
-        movielens = dataset == "movielens-100k"
-        data = ("data.source=movielens-100k",) if movielens else ()
-        base = grid_base(profile, [*settings, *data, "model.text_pooling=mean"])
-        if profile != "paper":  # frozen, as many epochs as the ID runs
-            id_epochs = profile_config(profile).resolved().train.epochs
-            text_settings = ("model.top_blocks=0", f"train.epochs={id_epochs}")
-    # IDSR rows are the plain profile config (as in the quickstart), so the results store
-    # reuses an ID run that another notebook already trained
+    data: tuple[str, ...] = ()
+    columns = TABLE4_COLUMNS
+    if dataset == "movielens-100k":
+        data, columns = ("data.source=movielens-100k",), ("IDSR", "MMSR-T")
+    base = grid_base(profile, ["model.fusion=merge_attn", "model.fusion_layers=1", *data,
+                               *scratch_settings(profile, from_scratch)])
     id_base = profile_config(profile).override(*data)
+    tag = f"t4{'s' if from_scratch else ''}-{dataset}"
     grid = Grid("IV", ("architecture", "column"))
+    runs = {"MMSR-T": ("text", {"text": text}), "MMSR-V": ("vision", {"vision": vision}),
+            "MMSR": ("mm", {"text": text, "vision": vision})}
     for arch, seq in ARCHITECTURES.items():
-        runs = {
-            "MMSR-T": ("text", {"text": text}),
-            "MMSR-V": ("vision", {"vision": vision}),
-            "MMSR": ("mm", {"text": text, "vision": vision}),
-        }
         for col in columns:
-            name = f"t4-{dataset}-{seq}-{col}"
+            name = f"{tag}-{seq}-{col}"
             if col == "IDSR":
                 grid[arch, col] = id_base.override(f"model.sequence={seq}", f"name={name}",
                                                    *overrides)
                 continue
             kind, enc = runs[col]
-            extra = text_settings if kind == "text" else ()
             grid[arch, col] = row_config(base, kind, name, f"model.sequence={seq}",
-                                         *extra, overrides=overrides, **enc)
+                                         overrides=overrides, **enc)
     return grid
 
 
 # -- tables ----------------------------------------------------------------------------------------
 def describe_encoders(cfg: RunConfig) -> str:
-    """What represents an item in `cfg`, with "(random init)" on every tiny-zoo encoder."""
-    m = cfg.model
-
-    def label(name: str) -> str:
-        return f"{name} (random init)" if name.startswith("tiny-") else name
-
+    """What represents an item in `cfg`, and which weights: every encoder says whether it is
+    pretrained or random-init and whether it is frozen or fine-tuned (top k / full)."""
+    m = cfg.resolved().model
+    if m.recommender != "sequential":
+        return registry.lookup("recommender", m.recommender).description.split(":")[0]
     if m.item_encoder == "id":
         return "ID embedding"
+    tuning = {"frozen": "frozen", "top": "top blocks tuned", "full": "fully tuned"}[m.finetune]
+
+    def label(kind: str, name: str) -> str:
+        weights = registry.lookup(kind, name).weights or "?"
+        return f"{name} ({'pretrained' if weights == 'pretrained' else 'random init'}, {tuning})"
+
     parts = []
-    if m.item_encoder in ("text", "mm"):
-        parts.append(label(m.text_encoder))
-    if m.item_encoder in ("vision", "mm"):
-        parts.append(label(m.vision_encoder))
+    if m.text_encoder is not None:
+        parts.append(label("text_encoder", m.text_encoder))
+    if m.vision_encoder is not None:
+        parts.append(label("vision_encoder", m.vision_encoder))
+    if m.vlp is not None:
+        parts.append(label("vlp", m.vlp))
     text = " + ".join(parts)
-    if m.item_encoder == "mm":
-        text += f", {m.fusion}-{m.fusion_layers}" if m.fusion in ("merge_attn", "co_attn") \
-            else f", {m.fusion}"
+    if m.fusion is not None:
+        text += f", {m.fusion}-{m.fusion_layers}" if m.fusion_layers else f", {m.fusion}"
     return text
 
 
