@@ -98,6 +98,11 @@ class TrainConfig:
     # validations without improvement of valid NDCG@10 before stopping; None = the profile's
     patience: int | None = None
     seed: int = 42
+    # warm start (transfer, Tables IX-X): a run hash or a checkpoint file whose encoders, fusion
+    # and sequence model initialise this run; ID-based weights never carry over
+    init_from: str | None = None
+    # also evaluate the test split after every epoch (notebook 11: selecting on test, wrongly)
+    track_test: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N (not hashed: same numbers intended)
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     # deterministic kernels: the same seed gives the same numbers (not hashed; see util.threads)

@@ -325,6 +325,9 @@ def fit(
             v0 = time.perf_counter()
             valid = evaluate_model(model, valid_set, cfg.eval.ks, cfg.eval.batch_size).metrics
             record["valid"] = valid
+            if t.track_test:  # for notebook 11 only: never used to choose anything here
+                record["test"] = evaluate_model(model, data.eval_set("test"), cfg.eval.ks,
+                                                cfg.eval.batch_size).metrics
             record["eval_seconds"] = time.perf_counter() - v0
             score = valid[SELECTION_METRIC]
             if score > best_score:

@@ -114,3 +114,36 @@ def test_optimizer_groups_weight_decay(data):
     assert groups["downstream"]["weight_decay"] == 0.1
     assert groups["downstream_no_decay"]["weight_decay"] == 0.0
     assert all(p.ndim < 2 for p in groups["downstream_no_decay"]["params"])
+
+
+def test_warm_start_carries_content_weights_but_never_id_weights(tmp_path):
+    """train.init_from (transfer): encoders, fusion and sequence model carry over, ID rows not."""
+    from mmsr_lib.runs.runner import run_experiment, warm_start
+
+    base = profile_config("smoke").override(
+        "model.dim=16", "train.epochs=1", "data.synth.n_users=60", "data.synth.n_items=40",
+        f"train.checkpoint_dir={tmp_path / 'runs'}")
+    text = base.override("model.item_encoder=text")
+    run_experiment(text, progress=False)
+    target = text.override("data.synth.domain=target", f"train.init_from={text.hash()}")
+    data = load_data_for(target)
+    model = build_model(target, data)
+    src = torch.load(tmp_path / "runs" / text.hash() / "checkpoint.pt", weights_only=True)
+    for name, tensor in src["best_state"].items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    run_experiment(base, progress=False)  # an ID SASRec
+    report = warm_start(build_model(base, load_data_for(base)), base.hash(),
+                        str(tmp_path / "runs"))
+    assert "item_encoder.embedding.weight" in report["skipped"]
+    assert report["loaded"] and all(n.startswith("sequence_model.") for n in report["loaded"])
+    gru = base.override("model.sequence=gru4rec")
+    with pytest.raises(ValueError, match="nothing to transfer"):
+        warm_start(build_model(gru, load_data_for(gru)), base.hash(), str(tmp_path / "runs"))
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint file nor a run hash"):
+        build_model(base.override("train.init_from=0123456789abcdef"), load_data_for(base))
+
+
+def load_data_for(cfg):
+    from mmsr_lib.runs.runner import load_data
+
+    return load_data(cfg.resolved().data)

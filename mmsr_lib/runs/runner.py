@@ -69,11 +69,57 @@ def build_model(
     cfg = cfg.resolved()
     torch.manual_seed(cfg.train.seed)
     model = registry.create("recommender", cfg.model.recommender, cfg, data).to(device)
+    if cfg.train.init_from:
+        warm_start(model, cfg.train.init_from, cfg.train.checkpoint_dir)
     encoder = getattr(model, "item_encoder", None)
     if cache and cfg.model.item_encoding == "fast" and hasattr(encoder, "enable_cache"):
         folder = resolve(cfg.train.feature_cache) if cfg.train.feature_cache else None
         encoder.enable_cache("auto", cache_dir=folder)
     return model
+
+
+# weights that belong to one catalog's item IDs: never carried into another catalog
+ID_WEIGHTS = ("item_encoder.embedding.", "id_embedding.", "item_embedding.")
+
+
+def checkpoint_of(source: str, checkpoint_dir: str) -> Path:
+    """The checkpoint file a warm start names: a file path, or a run hash under
+    ``<checkpoint_dir>/<hash>/checkpoint.pt``."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    candidate = resolve(checkpoint_dir) / source / "checkpoint.pt"
+    if candidate.is_file():
+        return candidate
+    raise FileNotFoundError(
+        f"train.init_from={source!r} is neither a checkpoint file nor a run hash with "
+        f"{candidate}; train the source run first (`mmsr train ...`, its hash is printed) or "
+        "pass the path of its checkpoint.pt")
+
+
+def warm_start(model: Recommender, source: str, checkpoint_dir: str = "runs") -> dict:
+    """Initialise `model` from another run's best weights (transfer): every tensor whose name
+    and shape match, except ID-based ones (`ID_WEIGHTS`). Returns what was loaded and skipped;
+    loading nothing is an error (the source is another architecture)."""
+    from mmsr_lib.train import read_checkpoint
+
+    path = checkpoint_of(source, checkpoint_dir)
+    ck = read_checkpoint(path)
+    state = ck.get("best_state") or ck["model"]
+    own = model.state_dict()
+    take, skipped = {}, []
+    for name, tensor in state.items():
+        if name.startswith(ID_WEIGHTS) or name not in own or own[name].shape != tensor.shape:
+            skipped.append(name)
+        else:
+            take[name] = tensor
+    if not take:
+        raise ValueError(f"{path}: no tensor matches this model (the source is another "
+                         "architecture or an ID model); nothing to transfer")
+    model.load_state_dict(take, strict=False)
+    log.info("warm start from %s: %d tensors loaded, %d skipped (%s)", path, len(take),
+             len(skipped), ", ".join(skipped[:5]))
+    return {"loaded": sorted(take), "skipped": skipped, "source": str(path)}
 
 
 def evaluate_splits(
