@@ -82,7 +82,7 @@ def test_run_or_load_runs_once(tmp_path: Path) -> None:
     second = run_or_load(cfg.override("name=renamed"), runner=runner, store=store)  # same hash
     assert calls == ["once"]
     assert second == first and first.metrics["test"]["HR@10"] == 3.0
-    assert first.code_fingerprint == code_fingerprint()
+    assert first.code_fingerprint == code_fingerprint(cfg)
     other = run_or_load(cfg.override("train.seed=7"), runner=runner, store=store)
     assert len(calls) == 2 and other.config_hash != first.config_hash
 
@@ -126,7 +126,7 @@ def test_stale_results_are_not_reused_silently(tmp_path: Path, monkeypatch) -> N
         return fake_result(len(calls))
 
     run_or_load(cfg, runner=runner, store=store)
-    monkeypatch.setattr(runner_mod, "code_fingerprint", lambda: "other-code")
+    monkeypatch.setattr(runner_mod, "code_fingerprint", lambda *cfg: "other-code")
     kept = run_or_load(cfg, runner=runner, store=store, allow_stale=True)
     assert len(calls) == 1 and kept.metrics["test"]["HR@10"] == 3.0  # reused only when asked
     rerun = run_or_load(cfg, runner=runner, store=store)
@@ -294,3 +294,19 @@ def test_per_user_ranks_round_trip(tmp_path: Path) -> None:
     assert got["test"].tolist() == [0, 5, 17, 1_000_000] and got["cold_test"].tolist() == [3]
     with pytest.raises(ValueError, match="0-based ranks"):
         store.finish(cfg, {**fake_result(0), "ranks": {"test": np.array([-1])}})
+
+
+def test_the_fingerprint_covers_the_code_a_run_executes_and_no_other():
+    """A new baseline or VLP file must not make ID runs stale; the trainer must."""
+    from mmsr_lib.runs.fingerprint import ROOT, component_modules, module_closure
+
+    idsr = profile_config("smoke").resolved()
+    files = {p.relative_to(ROOT).as_posix() for p in module_closure(component_modules(idsr))}
+    assert {"train.py", "evaluate.py", "runs/runner.py", "encoders/item.py",
+            "sequence/sasrec.py", "data/preprocess.py", "config.py"} <= files
+    assert not any(f.startswith(("baselines/fdsa", "encoders/vlp", "workbook/", "cli"))
+                   for f in files)
+    mm = profile_config("smoke").override("model.item_encoder=mm").resolved()
+    mm_files = {p.relative_to(ROOT).as_posix() for p in module_closure(component_modules(mm))}
+    assert {"encoders/text.py", "encoders/vision.py", "fusion.py"} <= mm_files
+    assert code_fingerprint(idsr) != code_fingerprint(mm)

@@ -1,35 +1,93 @@
-"""What a stored result was computed with: a digest of the library's code and key versions.
+"""What a stored result was computed with: a digest of the code a run executes and key versions.
 
 A stored run is reused only while this fingerprint (and its data's) still matches, so a table
-can never silently come from older code. It covers every module that can change a number a run
-stores (config, data, models, evaluation, training, the runner) and leaves out those that only
-present, store or launch results (`PRESENTATION`): a new table layout must not retrain the
-study. Computed once per process: it describes the code this process imported.
+can never silently come from older code. It covers exactly the modules a run can execute: the
+runner and everything it imports, plus the modules of the components the configuration picks
+(its recommender, item encoder, sequence model, encoders, fusion, data source) and everything
+*they* import, found by reading the import statements. A new table layout, a new baseline or a
+new vision-language model therefore does not make an ID or MMSR run stale; a change to the
+trainer, the evaluator or an encoder it uses does.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ("torch", "transformers", "timm", "numpy")
-# relative paths under mmsr_lib/ whose code cannot change a stored number
-PRESENTATION = ("workbook/", "cli.py", "bench.py", "plan.py", "runs/store.py",
-                "runs/fingerprint.py", "runs/tuning.py", "__main__.py")
+ROOT = Path(__file__).resolve().parents[1]  # the mmsr_lib package folder
+RUNNER = "mmsr_lib.runs.runner"
+# registry kinds and the resolved config fields that name a component of that kind
+COMPONENT_FIELDS = (("data_source", "data", "source"), ("recommender", "model", "recommender"),
+                    ("item_encoder", "model", "item_encoder"), ("sequence", "model", "sequence"),
+                    ("text_encoder", "model", "text_encoder"),
+                    ("vision_encoder", "model", "vision_encoder"), ("vlp", "model", "vlp"),
+                    ("fusion", "model", "fusion"))
+
+
+def _module_file(module: str) -> Path | None:
+    rel = Path(*module.split("."))
+    for candidate in (ROOT.parent / rel.with_suffix(".py"), ROOT.parent / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 @functools.cache
-def code_fingerprint() -> str:
-    """sha256 of every ``mmsr_lib`` source file (path + bytes) and the versions in `PACKAGES`."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        if rel.startswith(PRESENTATION):
+def _imports(path: Path) -> tuple[str, ...]:
+    """The mmsr_lib modules `path` imports (also inside functions), as dotted names."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("mmsr_lib")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.startswith("mmsr_lib"):
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return tuple(sorted(m for m in out if _module_file(m) is not None))
+
+
+def module_closure(modules: set[str]) -> list[Path]:
+    """Source files of `modules`, their packages' __init__ files and everything they import."""
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__
+            pkg = ".".join(parts[:i])
+            if pkg not in seen and _module_file(pkg) is not None:
+                seen.add(pkg)
+                todo.extend(_imports(_module_file(pkg)))
+    return sorted({_module_file(m) for m in seen})
+
+
+def component_modules(cfg: Any) -> set[str]:
+    """The modules that define the components a resolved configuration picks."""
+    from mmsr_lib.util import registry
+
+    out = {RUNNER}
+    for kind, section, field in COMPONENT_FIELDS:
+        name = getattr(getattr(cfg, section), field, None)
+        if name is None:
             continue
-        h.update(rel.encode())
+        factory = registry.lookup(kind, name).factory
+        factory = getattr(factory, "func", factory)  # functools.partial
+        module = getattr(factory, "__module__", None)
+        if module and module.startswith("mmsr_lib"):
+            out.add(module)
+    return out
+
+
+@functools.cache
+def _digest(files: tuple[Path, ...]) -> str:
+    h = hashlib.sha256()
+    for path in files:
+        h.update(path.relative_to(ROOT).as_posix().encode())
         h.update(path.read_bytes())
     for name in PACKAGES:
         try:
@@ -38,3 +96,11 @@ def code_fingerprint() -> str:
             version = "absent"
         h.update(f"{name}=={version}".encode())
     return h.hexdigest()[:16]
+
+
+def code_fingerprint(cfg: Any = None) -> str:
+    """sha256 of the code a run of `cfg` (resolved) executes and of the versions in `PACKAGES`;
+    without `cfg`, of the runner and what it imports. Cached per process: it describes the code
+    this process loaded."""
+    modules = {RUNNER} if cfg is None else component_modules(cfg.resolved())
+    return _digest(tuple(module_closure(modules)))

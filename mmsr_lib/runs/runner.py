@@ -224,7 +224,7 @@ def run_lock(path: Path) -> Iterator[None]:
 
 def stale_reason(record: RunRecord, data_fingerprint: str | None) -> str | None:
     """Why a stored run may not describe what this code on this data would compute, or None."""
-    code = code_fingerprint()
+    code = code_fingerprint(record.run_config())
     if record.code_fingerprint != code:
         return (f"it was computed by other code (fingerprint {record.code_fingerprint} vs "
                 f"{code} now: the library's sources or torch/transformers/timm changed)")
@@ -291,7 +291,7 @@ def run_or_load(
             raise
         if store is None:
             return distributed.broadcast_object(None)
-        record = store.finish(cfg, result, code_fingerprint=code_fingerprint())
+        record = store.finish(cfg, result, code_fingerprint=code_fingerprint(cfg))
         if fresh is not None:
             _promote_checkpoint(fresh, run_dir)
         distributed.broadcast_object(record)

@@ -267,8 +267,11 @@ def results_listing(store: Any, split: str = "test", status: str = "done", wide:
         frame = frame[frame["status"] == status]
     if frame.empty:
         return "no stored runs" + (f" with status {status}" if status != "all" else "")
-    current = code_fingerprint()
-    stale = ["" if fp == current else "stale" for fp in frame["code_fp"]]
+    current = {rec.config_hash: code_fingerprint(rec.run_config())
+               for rec in store.records(status=None)}
+    stale = ["" if fp == current.get(h) else "stale" for h, fp in zip(frame["hash"],
+                                                                     frame["code_fp"],
+                                                                     strict=True)]
     if any(stale):  # computed by other code: `mmsr train` would run these again
         frame = frame.assign(stale=stale)
     if not wide:
