@@ -19,9 +19,12 @@ def _check_percent(value: float) -> None:
 CHECKS = {
     "00_quickstart": lambda r: (
         r["n_users"] == 300,
-        _check_percent(r["sasrec_hr10"]),
+        _check_percent(r["idsr_hr10"]),
+        _check_percent(r["mmsr_hr10"]),
         _check_percent(r["mostpop_hr10"]),
         0.0 < r["cold_item_share"] < 1.0,
+        r["cold_columns"] == ["cold HR@10", "cold NDCG@10"],
+        r["n_sentences"] == 7,  # 3 content rows x (all, cold) + IDSR vs MostPop
     ),
     "01_item_encoders": lambda r: (
         r["n_rows"] == 11,
