@@ -45,6 +45,19 @@ CHECKS = {
         r["movielens_rows"] == 3,
         r["pretrained_rows"] == 3,
     ),
+    "11_protocol": lambda r: (
+        r["n_models"] == 5,
+        r["reload_matches"] is True,  # reloaded best states reproduce the stored test ranks
+        set(r["q1_tau"]) == {"uniform-100", "popularity-100"},
+        all(-1.0 <= t <= 1.0 for t in r["q1_tau"].values()),
+        r["q2_tie_share"]["MostPop"] > 0 and r["q2_moves"]["MostPop"] > 0,  # MostPop ties
+        set(r["q3_share_last"]) == {"synthetic"},  # MovieLens skipped on smoke, visibly
+        0.0 < r["q3_share_last"]["synthetic"] <= 100.0,
+        r["q3_rows"] == {"synthetic": 4},
+        0.0 <= r["q4_share_trained_pairs"] <= 100.0,
+        r["q5_reported_equals_history"] is True,
+        all(b >= 0.0 for b in r["q5_bias"].values()),
+    ),
 }
 
 

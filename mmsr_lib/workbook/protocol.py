@@ -25,6 +25,7 @@ from itertools import combinations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from mmsr_lib.config import RunConfig, profile_config
 from mmsr_lib.data.preprocess import SequenceData
@@ -95,13 +96,14 @@ def model_configs(
     data = ["data.source=movielens-100k"] if dataset == "movielens-100k" else []
     out: dict[str, RunConfig] = {}
     for label, key in MODELS.items():
+        name = f"name=p11-{dataset}-{windows}-{label.replace(' ', '-')}"  # not hashed
         if key is None:
             if include_mostpop:
                 out[label] = profile_config(profile).override(
-                    "model.recommender=mostpop", *data, f"name=p11-{dataset}-mostpop", *extra)
+                    "model.recommender=mostpop", *data, *extra, name)
             continue
         if key in grid:
-            out[label] = grid[key]
+            out[label] = grid[key].override(name)
     return out
 
 
@@ -174,9 +176,13 @@ def reevaluate(
     cold = {"cold_target": data.cold_eval_set(split, "target"),
             "cold_paper": data.cold_eval_set(split, "paper")}
     out: dict[str, list[Reevaluation]] = {}
+    done: dict[str, Reevaluation] = {}  # MostPop's seeds are one run (nothing random in it)
     for label, runs in results.items():
         out[label] = []
         for rec in runs:
+            if rec.config_hash in done:
+                out[label].append(done[rec.config_hash])
+                continue
             cfg = rec.run_config().resolved()
             if load_data(cfg.data).fingerprint() != data.fingerprint():
                 raise ValueError(f"{label} was trained on other data than {first.name}; "
@@ -195,9 +201,10 @@ def reevaluate(
                 ranks[name] = evaluate_model(model, ev, ks, batch_size, scorer=scorer).ranks \
                     if len(ev) else np.zeros(0, np.int64)
             stored = store.ranks(rec.config_hash).get(split)
-            out[label].append(Reevaluation(
+            done[rec.config_hash] = Reevaluation(
                 label, int(cfg.train.seed), rec.config_hash, converged([rec]), ranks, greater,
-                equal, None if stored is None else bool(np.array_equal(stored, full))))
+                equal, None if stored is None else bool(np.array_equal(stored, full)))
+            out[label].append(done[rec.config_hash])
     return out
 
 
@@ -267,6 +274,12 @@ def kendall_table(table: pd.DataFrame, reference: str, variants: Sequence[str],
     return pd.DataFrame(rows).set_index("variant")
 
 
+def _short(text: str, x: str, y: str) -> str:
+    """A `verdict` without its " (test details)" tail and without the "x vs y: " prefix
+    (the pair is named already)."""
+    return text.split(" (")[0].removeprefix(f"{x} vs {y}: ")
+
+
 def ordering_flips(
     evals: Mapping[str, Sequence[Reevaluation]], variant_a: str, variant_b: str,
     metric: str = "NDCG@10",
@@ -289,7 +302,7 @@ def ordering_flips(
             test = paired_test(variant_values(evals[x], v, metric),
                                variant_values(evals[y], v, metric), metric)
             row[f"{metric} diff {v}"] = test.diff
-            row[f"verdict {v}"] = verdict(test, x, y, cx, cy).split(" (")[0]
+            row[f"verdict {v}"] = _short(verdict(test, x, y, cx, cy), x, y)
         rows.append(row)
     cols = ["pair", *(f"{c} {v}" for v in (variant_a, variant_b)
                       for c in (f"{metric} diff", "verdict"))]
@@ -411,8 +424,8 @@ def window_flips(store: ResultsStore, runs_all: Mapping[str, Sequence[RunRecord]
         for mode, runs in (("all", runs_all), ("last", runs_last)):
             test = compare(store, runs[x], runs[y], "test", metric)
             row[f"{metric} diff {mode}"] = test.diff
-            row[f"verdict {mode}"] = verdict(test, x, y, converged(runs[x]),
-                                             converged(runs[y])).split(" (")[0]
+            row[f"verdict {mode}"] = _short(verdict(test, x, y, converged(runs[x]),
+                                                    converged(runs[y])), x, y)
         rows.append(row)
     cols = ["pair", *(f"{c} {m}" for m in WINDOWS for c in (f"{metric} diff", "verdict"))]
     return pd.DataFrame(rows, columns=cols)
@@ -554,8 +567,10 @@ def selection_sentence(store: ResultsStore, results: Mapping[str, Sequence[RunRe
     """The lesson of question 5: the bias per model, and for every pair whose order differs
     under test selection, what the correct (validation-selected, stored per-user) paired test
     says about that pair; selection on test keeps no per-user ranks, so no claim there."""
-    lines = [f"{x}: selecting on test adds {r['bias']:+.2f} {metric} points "
-             f"({r['bias (%)']:+.1f}%)" for x, r in table.iterrows() if not math.isnan(r["bias"])]
+    lines = [f"{x} (best-valid epoch {r['best-valid epoch']}, best-test epoch "
+             f"{r['best-test epoch']}): selecting on test adds {r['bias']:+.2f} {metric} points "
+             f"({r['bias (%)']:+.1f}%)" for x, r in table.iterrows()
+             if r["best-valid epoch"] != "-"]  # MostPop trains nothing: nothing to select
     a, b = f"{metric} valid-selected", f"{metric} test-selected"
     tau, _ = kendall(table[a], table[b])
     swaps = []
@@ -563,8 +578,8 @@ def selection_sentence(store: ResultsStore, results: Mapping[str, Sequence[RunRe
         if np.sign(table.loc[x, a] - table.loc[y, a]) != np.sign(table.loc[x, b] -
                                                                  table.loc[y, b]):
             test = compare(store, results[x], results[y], "test", metric)
-            swaps.append(f"{x} vs {y} [validation-selected: " + verdict(
-                test, x, y, converged(results[x]), converged(results[y])).split(" (")[0] + "]")
+            swaps.append(f"{x} vs {y} [validation-selected: " + _short(verdict(
+                test, x, y, converged(results[x]), converged(results[y])), x, y) + "]")
     tau_s = "n/a" if math.isnan(tau) else f"{tau:+.2f}"
     if swaps:
         lines.append(f"Ordering: Kendall tau {tau_s}; {len(swaps)} pair(s) swap: "
@@ -661,6 +676,7 @@ def plot_selection(results: Mapping[str, Sequence[RunRecord]], metric: str = "ND
         ax.axvline(sel["test epoch"], color="tab:orange", ls=":", lw=1, label="best test")
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0][0].set_ylabel(f"{metric} (%)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
