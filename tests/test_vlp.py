@@ -405,6 +405,23 @@ def test_missing_checkpoint_through_the_recommender_and_extractors(smoke, empty_
         create_visual_extractor("grid", "full", pretrained=True)
 
 
+def test_a_checkpoint_without_vocabulary_gets_the_bert_wordpiece_not_an_empty_one(
+        tmp_path: Path) -> None:
+    """uclanlp/visualbert-vqa-coco-pre ships no tokenizer; AutoTokenizer would silently build
+    one with 5 special tokens. The BERT-uncased WordPiece vocabulary (MiniLM's) is used, and a
+    tokenizer that does not fit the word table is refused."""
+    from transformers import VisualBertConfig
+
+    VisualBertConfig().save_pretrained(tmp_path)
+    tok = vm._snapshot_tokenizer(tmp_path, "visualbert-vqa-coco-pre")
+    assert len(tok) == 30522 and tok.tokenize("red shirt") == ["red", "shirt"]
+    model = vm._tiny_model("flava", tok, 32)
+    vm._check_vocab(model, tok, "tiny-flava")
+    model.config.text_config.vocab_size = 1000
+    with pytest.raises(ValueError, match="word table"):
+        vm._check_vocab(model, tok, "tiny-flava")
+
+
 def test_configuration_errors_name_the_field(smoke) -> None:
     with pytest.raises(ValueError, match="visual_input.*VisualBERT only"):
         make(smoke, "tiny-clip", visual_input="region", cache=False)

@@ -102,7 +102,8 @@ class _Branch:
         vlp = owner.vlp
         if stream == FEATURES:
             extractor = vlp.extractor
-            assert extractor is not None
+            if extractor is None:
+                raise ValueError(f"{vlp.name} reads pixels; it has no visual features to cache")
             self.name, self.finetune = f"{vlp.name}/{extractor.name}", extractor.finetune
             self.inputs: Any = owner.images
         else:

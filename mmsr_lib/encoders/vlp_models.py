@@ -745,12 +745,26 @@ def _snapshot_tokenizer(folder: Path, name: str) -> Any:
     WordPiece vocabulary, which is MiniLM's (shipped offline)."""
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, TypeError):
+    # without vocabulary files AutoTokenizer returns an empty tokenizer (special tokens only)
+    if not any((Path(folder) / f).is_file() for f in _VOCAB_FILES):
         log.info("%s: no tokenizer in the checkpoint; using the BERT-uncased WordPiece "
                  "vocabulary (MiniLM's, offline)", name)
         return _minilm_tokenizer(name)
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+_VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model",
+                "spiece.model")
+
+
+def _check_vocab(model: nn.Module, tok: Any, name: str) -> None:
+    """The tokenizer's ids must index the model's word table, and it must be a real one."""
+    cfg = model.config
+    size = int((getattr(cfg, "text_config", None) or cfg).vocab_size)
+    if not 1000 <= len(tok) <= size:
+        raise ValueError(f"{name}: its tokenizer has {len(tok)} tokens but the model's word "
+                         f"table has {size}; the checkpoint folder's tokenizer files are "
+                         "incomplete or belong to another model")
 
 
 def _clip_text(tok: Any) -> dict[str, Any]:
@@ -851,6 +865,7 @@ def create_vlp(
         cls = getattr(transformers, _PRETRAINED_CLASSES[spec.family])
         model = cls.from_pretrained(folder, local_files_only=True)
         tok = _snapshot_tokenizer(folder, name)
+        _check_vocab(model, tok, name)
         display = f"{spec.repo} (pretrained)"
     else:
         folder, tok, display = None, _minilm_tokenizer(name), f"{name} (random init)"
