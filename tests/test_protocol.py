@@ -330,3 +330,34 @@ def test_reevaluate_reloads_stored_runs_exactly(dataset, tmp_path):
     assert ties.loc["IDSR SASRec", "HR@10 moves by"] == 0.0
     sel = protocol.selection_table(runs)
     assert sel["reported = history"].all()
+
+
+def _reeval(label, full, other, conv=True):
+    full, other = np.asarray(full), np.asarray(other)
+    return protocol.Reevaluation(label, 42, label, conv, {"full": full, "other": other,
+                                                          "empty": np.zeros(0, np.int64)},
+                                 full, np.zeros_like(full), True)
+
+
+def test_ordering_flips_report_each_changed_pair_with_its_tests():
+    rng = np.random.default_rng(0)
+    good, bad = rng.integers(0, 3, 300), rng.integers(5, 10, 300)
+    evals = {"A": [_reeval("A", good, bad)], "B": [_reeval("B", bad, good)],
+             "C": [_reeval("C", bad + 100, bad + 100, conv=False)]}
+    table = protocol.protocol_table(evals, ("full", "other"))
+    assert table["rank full"].to_dict() == {"A": 1.0, "B": 2.0, "C": 3.0}
+    assert table["rank other"].to_dict() == {"A": 2.0, "B": 1.0, "C": 3.0}
+    flips = protocol.ordering_flips(evals, "full", "other")
+    assert flips["pair"].tolist() == ["A vs B"]
+    assert flips["verdict full"].iloc[0] == "A beats B"
+    assert flips["verdict other"].iloc[0] == "B beats A"
+    kt = protocol.kendall_table(table, "full", ("full", "other"))
+    assert kt.loc["other", "ordering changed"] and kt.loc["other", "Kendall tau"] < 1
+    text = protocol.ordering_sentence(kt, {"other": flips}, "Test:")
+    assert "1 pair(s) change order" in text and "A beats B" in text
+    assert protocol.ordering_flips(evals, "full", "empty").empty
+    # an unconverged row is never claimed to differ
+    evals["C"] = [_reeval("C", bad + 100, np.zeros(300, np.int64), conv=False)]
+    flips = protocol.ordering_flips(evals, "full", "other")
+    row = flips[flips["pair"] == "A vs C"].iloc[0]
+    assert row["verdict full"].startswith("no claim")

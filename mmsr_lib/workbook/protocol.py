@@ -284,8 +284,14 @@ def ordering_flips(
     evals: Mapping[str, Sequence[Reevaluation]], variant_a: str, variant_b: str,
     metric: str = "NDCG@10",
 ) -> pd.DataFrame:
-    """Every pair of models whose order differs between two variants, with the paired test of
-    the pair under each (seed-averaged per-row values; no claim for an unconverged run)."""
+    """Every pair of models whose order differs between two variants (a tie in one and an
+    order in the other counts), with the paired test of the pair under each (seed-averaged
+    per-row values; no claim for an unconverged run). Empty when a variant has no rows."""
+    cols = ["pair", *(f"{c} {v}" for v in (variant_a, variant_b)
+                      for c in (f"{metric} diff", "verdict"))]
+    first = next(iter(evals.values()))
+    if not (_n_rows(first, variant_a) and _n_rows(first, variant_b)):
+        return pd.DataFrame(columns=cols)
     means = {label: {v: float(variant_values(evs, v, metric).mean()) for v in (variant_a,
                                                                                variant_b)}
              for label, evs in evals.items()}
@@ -304,8 +310,6 @@ def ordering_flips(
             row[f"{metric} diff {v}"] = test.diff
             row[f"verdict {v}"] = _short(verdict(test, x, y, cx, cy), x, y)
         rows.append(row)
-    cols = ["pair", *(f"{c} {v}" for v in (variant_a, variant_b)
-                      for c in (f"{metric} diff", "verdict"))]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -324,7 +328,7 @@ def ordering_sentence(kt: pd.DataFrame, flips: Mapping[str, pd.DataFrame], what:
             verdicts = [c for c in f.index if c.startswith("verdict")]
             swaps.append(f"{f['pair']} [{'; '.join(f'{c[8:]}: {f[c]}' for c in verdicts)}]")
         parts.append(f"{what} {row['vs']} vs {variant}: the ordering changes (Kendall tau {tau}); "
-                     f"{len(swaps)} pair(s) swap: " + " | ".join(swaps) + ".")
+                     f"{len(swaps)} pair(s) change order: " + " | ".join(swaps) + ".")
     return "\n".join(parts)
 
 
@@ -582,7 +586,7 @@ def selection_sentence(store: ResultsStore, results: Mapping[str, Sequence[RunRe
                 test, x, y, converged(results[x]), converged(results[y])), x, y) + "]")
     tau_s = "n/a" if math.isnan(tau) else f"{tau:+.2f}"
     if swaps:
-        lines.append(f"Ordering: Kendall tau {tau_s}; {len(swaps)} pair(s) swap: "
+        lines.append(f"Ordering: Kendall tau {tau_s}; {len(swaps)} pair(s) change order: "
                      + " | ".join(swaps) + ".")
     else:
         lines.append(f"Ordering: unchanged (Kendall tau {tau_s}).")
