@@ -7,7 +7,8 @@ an item's vector never depends on its batch; exactly the paper's blocks train; p
 are never downloaded; the detector runs once per image; and the runner and the CLI train a VLP.
 
 Everything runs on the smoke synthetic catalog (~200 items, 32-px images) with the tiny
-random-init configs; `text_max_tokens=24` keeps every token of its texts.
+random-init configs. Texts are tokenised to min(50, the model's positions) tokens (the config
+does not keep model.text_max_tokens for VLP runs); fast mode trims them to the real length.
 """
 
 from __future__ import annotations
@@ -55,8 +56,7 @@ CASE_IDS = [n if v is None else f"{n}-{v}" for n, v in CASES]
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, SequenceData]:
     cache = tmp_path_factory.mktemp("smoke-data")
-    cfg = profile_config("smoke").override(f"data.cache_dir={cache}", "model.item_encoder=vlp",
-                                           "model.text_max_tokens=24")
+    cfg = profile_config("smoke").override(f"data.cache_dir={cache}", "model.item_encoder=vlp")
     return cfg, load_data(cfg.data)
 
 
