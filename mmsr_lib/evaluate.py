@@ -387,7 +387,6 @@ def reference_eval_loop(
 # Nothing below changes the library's contract (full ranking, pessimistic ties); these are the
 # other protocols users meet in papers and libraries, so their effect can be measured.
 TIE_RULES = ("pessimistic", "optimistic", "random")
-SAMPLERS = ("uniform", "popularity")
 
 
 def tie_counts(scores: Tensor, targets: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
