@@ -45,6 +45,25 @@ CHECKS = {
         r["movielens_rows"] == 3,
         r["pretrained_rows"] == 3,
     ),
+    "07_cold_start": lambda r: (
+        r["reproduced"] is True,  # the reloaded model gives its stored cold_test metrics
+        r["n_rows"] == 12,  # 3 architectures x 2 protocols x (HR@10, NDCG@10)
+        r["paper_rows"] == 8,  # the paper's Table VIII: 4 data sets x 2 metrics
+        0.5 < r["paper_leak_share"] < 1.0,  # most paper sub-sequences are training pairs
+        all(v == 0.0 for k, v in r["leak_percent"].items() if "target" in k),
+        len(r["leak_percent"]) == 6,
+        len(r["verdicts"]) == 3,
+        r["figure"].endswith("07_cold_start_smoke.png"),
+    ),
+    "10_visualization": lambda r: (
+        0 < r["n_cold_items"] < r["n_items"],
+        len(r["item_purity"]) == 6 and all(0.0 <= v <= 1.0 for v in r["item_purity"].values()),
+        len(r["user_purity"]) == 4 and all(0.0 <= v <= 1.0 for v in r["user_purity"].values()),
+        len(r["item_sentences"]) == 2 and len(r["user_sentences"]) == 2,
+        r["items_shown"] <= 300 and r["users_shown"] <= 300,  # t-SNE kept small on smoke
+        r["items_figure"].endswith("10_visualization_items_smoke.png"),
+        r["users_figure"].endswith("10_visualization_users_smoke.png"),
+    ),
     "11_protocol": lambda r: (
         r["n_models"] == 5,
         r["reload_matches"] is True,  # reloaded best states reproduce the stored test ranks
