@@ -15,12 +15,12 @@ import resource
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from mmsr_lib.evaluate import History, evaluate_ranking, reference_eval_loop
+from mmsr_lib.util.atomic import atomic_write_text
 
 
 def machine() -> dict:
@@ -485,9 +485,5 @@ def cmd_bench(args: argparse.Namespace) -> int:
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(args.out, text)
     return 0

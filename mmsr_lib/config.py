@@ -78,6 +78,8 @@ class ModelConfig:
     text_pooling: str | None = "cls"  # cls | mean
     mask_ratio: float | None = None  # MAE random masking; None = the encoder's default
     item_encoding: str | None = "fast"  # fast | plain (the paper's code path, for benchmarks)
+    # VisualBERT's visual input (Table VII): region | grid | patch-emb | patch-vit; None = grid
+    visual_input: str | None = None
 
 
 @dataclass
@@ -355,10 +357,11 @@ def profile_config(profile: str | None = None, **kw: Any) -> RunConfig:
 # -- resolve: canonical names, automatic fields, unused fields, validation -------------------------
 # model fields each item-encoder kind reads (the registry entry's `uses` says which groups)
 _GROUP_FIELDS = {
-    "text": ("text_encoder", "text_max_tokens", "text_pooling"),
+    "text": ("text_encoder", "text_pooling"),
+    "tokens": ("text_max_tokens",),  # read by text encoders and vision-language models
     "vision": ("vision_encoder", "mask_ratio"),
     "fusion": ("fusion", "fusion_layers", "fusion_heads"),
-    "vlp": ("vlp",),
+    "vlp": ("vlp", "visual_input"),
     "encoders": ("finetune", "top_blocks", "item_encoding"),
 }
 _SEQUENCE_FIELDS = ("sequence", "n_layers", "n_heads")
@@ -405,6 +408,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
             m.fusion_layers = depth
         if not fusion.meta.get("attention", False):  # coarse fusions have no layers/heads
             m.fusion_layers = m.fusion_heads = None
+    if "text" in uses or "vlp" in uses:
+        uses.add("tokens")
     # fields this run does not read are None, so they can neither differ between equal runs
     # nor look as if they mattered
     for group, names in _GROUP_FIELDS.items():
@@ -537,6 +542,7 @@ def validate(cfg: RunConfig) -> None:
     _in("model.text_pooling", m.text_pooling, ("cls", "mean"))
     _range("model.mask_ratio", m.mask_ratio, 0.0, 1.0, hi_open=True)
     _in("model.item_encoding", m.item_encoding, ("fast", "plain"))
+    _in("model.visual_input", m.visual_input, ("region", "grid", "patch-emb", "patch-vit"))
     _range("train.epochs", t.epochs, 1)
     _range("train.batch_size", t.batch_size, 1)
     _range("train.lr", t.lr, 0.0, lo_open=True)

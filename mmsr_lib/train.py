@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.recommender import Recommender
 from mmsr_lib.util import distributed
+from mmsr_lib.util.atomic import atomic_path
 from mmsr_lib.util.threads import deterministic_training
 
 log = logging.getLogger("mmsr.train")
@@ -98,10 +98,8 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def atomic_save(obj: object, path: Path) -> None:
     """Write to a temporary file in the same directory and rename: a kill mid-write leaves the
     previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 @dataclass

@@ -20,7 +20,7 @@ LAYERS = [
     ("data", ("mmsr_lib.data",)),
     ("model", ("mmsr_lib.encoders", "mmsr_lib.fusion", "mmsr_lib.sequence",
                "mmsr_lib.baselines", "mmsr_lib.recommender")),
-    ("evaluate", ("mmsr_lib.evaluate",)),
+    ("evaluate", ("mmsr_lib.evaluate", "mmsr_lib.evaluate_variants")),
     ("train", ("mmsr_lib.train",)),
     ("runs", ("mmsr_lib.runs",)),
     ("workbook", ("mmsr_lib.workbook",)),

@@ -15,15 +15,12 @@ from conftest import write_sequences
 from mmsr_lib.config import profile_config
 from mmsr_lib.data.format import load_dataset
 from mmsr_lib.data.preprocess import build_sequences
-from mmsr_lib.evaluate import (
-    History,
-    evaluate_model,
-    mask_scores,
+from mmsr_lib.evaluate import History, evaluate_model, mask_scores, target_ranks
+from mmsr_lib.evaluate_variants import (
     model_sampled_ranks,
     model_tie_counts,
     sample_negatives,
     sampled_ranks,
-    target_ranks,
     tie_count_batches,
     tie_counts,
     tie_metric_per_user,

@@ -19,7 +19,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mmsr_lib.config import RunConfig
+from mmsr_lib.util.atomic import atomic_path
 from mmsr_lib.util.paths import resolve
 
 DEFAULT_RESULTS = "results/mmsr.sqlite"
@@ -414,14 +414,8 @@ class ResultsStore:
             row["config"] = json.dumps(rec.config, sort_keys=True)
             rows.append(row)
         frame = pd.DataFrame(rows)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                frame.to_csv(fh, index=False)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(out) as tmp:
+            frame.to_csv(tmp, index=False)
         return out
 
 

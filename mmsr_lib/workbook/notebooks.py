@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmsr_lib.util.atomic import atomic_write_text
 from mmsr_lib.util.paths import home
 
 RECORD_ENV = "MMSR_RECORD_FILE"
@@ -26,9 +27,7 @@ def record(name: str, value: Any) -> Any:
         p = Path(path)
         data = json.loads(p.read_text()) if p.exists() else {}
         data[name] = value
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, default=float))
-        os.replace(tmp, p)
+        atomic_write_text(p, json.dumps(data, indent=1, default=float))
     return value
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from mmsr_lib.data.images import ImageStore
 from mmsr_lib.data.preprocess import SequenceData
+from mmsr_lib.util.atomic import atomic_path
 from mmsr_lib.util.paths import resolve
 
 
@@ -23,10 +23,8 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 130) -> Path:
     A relative `path` is anchored at the project home (`mmsr_lib.util.paths`), so a notebook, whose
     working directory is `notebooks/`, writes to the top-level `figures/` like the CLI does."""
     path = resolve(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     return path
 
 
@@ -79,17 +77,37 @@ def plot_items(
     return fig
 
 
-def plot_metric_bars(
-    table: pd.DataFrame, metrics: Sequence[str] = ("HR@10", "NDCG@10"), label_col: str = "model"
+def plot_ours_vs_paper(
+    side: pd.DataFrame, metric: str = "HR@10", title: str = "",
+    ours_std: pd.Series | None = None, dataset: str = "HM",
 ) -> plt.Figure:
-    """Grouped bars of test metrics (percent) per model."""
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(table), 3.4))
-    x = np.arange(len(table))
-    w = 0.8 / len(metrics)
-    for i, m in enumerate(metrics):
-        ax.bar(x + i * w - 0.4 + w / 2, table[m].to_numpy(dtype=float), w, label=m)
-    ax.set_xticks(x, table[label_col].astype(str), rotation=20, ha="right")
-    ax.set_ylabel("test metric (%)")
-    ax.legend()
+    """Our rows beside the paper's, one horizontal bar panel each, in the same row order.
+
+    `side` is `grids.compare_with_paper`'s table (columns "<metric> (ours)" and "(paper)").
+    The two panels have their own scales: the data sets differ, so the *orderings* are what
+    compare; the best row of each panel is drawn darker. Seed std as error bars when given.
+    """
+    labels = [" · ".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in side.index]
+    y = np.arange(len(labels))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.34 * len(labels) + 1.4), sharey=True)
+    for ax, col, name in ((axes[0], f"{metric} (ours)", "ours"),
+                          (axes[1], f"{metric} (paper)", f"paper ({dataset})")):
+        values = side[col].to_numpy(dtype=float)
+        best = np.nanargmax(values) if np.isfinite(values).any() else -1
+        colors = ["#1f4e79" if i == best else "#7fa7d0" for i in range(len(values))]
+        err = ours_std.reindex(side.index).to_numpy(dtype=float) if (
+            ours_std is not None and name == "ours") else None
+        ax.barh(y, np.nan_to_num(values), xerr=err, color=colors, capsize=2)
+        for yi, v in zip(y, values, strict=True):
+            if np.isfinite(v):
+                ax.annotate(f"{v:.2f}", (v, yi), xytext=(3, 0), textcoords="offset points",
+                            va="center", fontsize=7)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(f"test {metric} (%)")
+        ax.margins(x=0.15)
+    axes[0].set_yticks(y, labels, fontsize=8)
+    axes[0].invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig

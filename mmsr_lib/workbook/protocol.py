@@ -29,9 +29,9 @@ from matplotlib.ticker import MaxNLocator
 
 from mmsr_lib.config import RunConfig, profile_config
 from mmsr_lib.data.preprocess import SequenceData
-from mmsr_lib.evaluate import (
+from mmsr_lib.evaluate import evaluate_model
+from mmsr_lib.evaluate_variants import (
     TIE_RULES,
-    evaluate_model,
     model_sampled_ranks,
     model_tie_counts,
     sample_negatives,

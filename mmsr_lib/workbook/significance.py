@@ -162,3 +162,21 @@ def pairwise_table(store: ResultsStore, rows: dict, baseline: str, split: str = 
                     "verdict": verdict(t, str(label), str(baseline), converged(runs),
                                        converged(base))})
     return pd.DataFrame(out)
+
+
+def claims(store: ResultsStore, results: dict, pairs: Sequence[tuple], split: str = "test",
+           metric: str = "NDCG@10", names: dict | None = None) -> list[str]:
+    """The verdict sentence of each (row A, row B) pair of a grid's results (label -> runs);
+    pairs whose rows did not run (e.g. an optional encoder not installed) are left out."""
+    def name(label: object) -> str:
+        if names and label in names:
+            return names[label]
+        return " ".join(map(str, label)) if isinstance(label, tuple) else str(label)
+
+    out = []
+    for a, b in pairs:
+        if a not in results or b not in results:
+            continue
+        t = compare(store, results[a], results[b], split, metric)
+        out.append(verdict(t, name(a), name(b), converged(results[a]), converged(results[b])))
+    return out
