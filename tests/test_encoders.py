@@ -464,3 +464,32 @@ def test_deep_copy_runs_on_its_own_weights() -> None:
     twin.train()
     assert not twin.backbone.patch_embed.training and twin.backbone.layers[1].blocks[1].training
     assert trainable_parameter_names(twin.backbone) == trainable_parameter_names(enc.backbone)
+
+
+@pytest.mark.parametrize("arch, kwargs", [
+    ("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)),
+    ("resnet18", {}),
+    ("tf_efficientnet_lite0", {}),
+    ("swin_tiny_patch4_window7_224", dict(img_size=32, patch_size=4, window_size=4, embed_dim=16,
+                                          depths=(2, 2), num_heads=(2, 2))),
+    ("convnext_atto", {}),
+])
+def test_family_adapters_equal_timms_own_forward_features(arch, kwargs):
+    """Each registered timm family's stem + blocks + head is timm's `forward_features`; this
+    pins the private `_pos_embed` the ViT stem calls (a timm release changing it fails here)."""
+    import timm
+
+    from mmsr_lib.encoders.vision import timm_layout
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs).eval()
+    layout = timm_layout(model)
+    assert layout is not None and layout.family.matches(model)
+    x = torch.randn(2, 3, 32 if "vit" in arch or "swin" in arch else 64,
+                    32 if "vit" in arch or "swin" in arch else 64)
+    with torch.no_grad():
+        h = layout.family.stem(model, x)
+        for _, unit, _ in layout.units:
+            h = unit(h)
+        ours = layout.family.head(model, h)
+        assert torch.allclose(ours, model.forward_features(x), atol=1e-5)

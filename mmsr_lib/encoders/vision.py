@@ -172,15 +172,14 @@ class VisionEncoder(PartlyFrozen):
 class TimmLayout:
     """How to run one timm architecture block by block.
 
-    family: selects the stem (what `forward_features` does before the blocks) and the head (what
-    it does after them: final norm / 1x1 conv head); both are methods of `TimmVisionEncoder`, not
-    closures, so a deep copy of the encoder stays self-contained.
+    family: the registered `TimmFamily` adapter (its stem and head); an object without state,
+    so a deep copy of the encoder stays self-contained.
     units: (state-dict prefix, module, is_block) in forward order; only `is_block` units count
     for `top_blocks` (Swin's patch merging, ConvNeXt's downsampling sit between blocks).
     layout: "nchw" feature maps, "nhwc" (Swin) or "nlc" token sequences (ViT).
     """
 
-    family: str
+    family: TimmFamily
     units: list[tuple[str, nn.Module, bool]]
     head_modules: list[nn.Module]
     head_prefixes: list[str]
@@ -189,43 +188,175 @@ class TimmLayout:
     prefix_tokens: int = 0
 
 
-def timm_layout(model: nn.Module) -> TimmLayout | None:
-    """The block layout of the timm architectures we can split; None for any other class."""
-    from timm.models.convnext import ConvNeXt
-    from timm.models.efficientnet import EfficientNet
-    from timm.models.resnet import ResNet
-    from timm.models.swin_transformer import SwinTransformer
-    from timm.models.vision_transformer import VisionTransformer
+class TimmFamily:
+    """One timm architecture family split for top-k fine-tuning: which class it handles, its
+    blocks (`layout`), what `forward_features` does before them (`stem`) and after them
+    (`head`). A new family is one small registered subclass (kind "timm_family")."""
 
-    m = model
-    if isinstance(m, ResNet):
+    name: str = "other"
+
+    def matches(self, model: nn.Module) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def layout(self, model: nn.Module) -> TimmLayout:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def stem(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def head(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _family(cls: type[TimmFamily]) -> type[TimmFamily]:
+    """Register a family adapter (an instance: adapters hold no state)."""
+    registry.add(registry.Entry("timm_family", cls.name, cls, description=cls.__doc__ or ""))
+    return cls
+
+
+@_family
+class ResNetFamily(TimmFamily):
+    """ResNet: four stages of bottleneck blocks; the top 3 blocks train by default."""
+
+    name = "resnet"
+
+    def matches(self, model: nn.Module) -> bool:
+        from timm.models.resnet import ResNet
+
+        return isinstance(model, ResNet)
+
+    def layout(self, m: nn.Module) -> TimmLayout:
         units = [(f"layer{s}.{j}.", b, True) for s in range(1, 5)
                  for j, b in enumerate(getattr(m, f"layer{s}"))]
-        return TimmLayout("resnet", units, [], [], "nchw", default_top=3)
-    if isinstance(m, EfficientNet):
+        return TimmLayout(self, units, [], [], "nchw", default_top=3)
+
+    def stem(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.maxpool(m.act1(m.bn1(m.conv1(x))))
+
+
+@_family
+class EfficientNetFamily(TimmFamily):
+    """EfficientNet / MobileNetV2 / MNASNet: inverted-residual stages, a 1x1 conv head."""
+
+    name = "efficientnet"
+
+    def matches(self, model: nn.Module) -> bool:
+        from timm.models.efficientnet import EfficientNet
+
+        return isinstance(model, EfficientNet)
+
+    def layout(self, m: nn.Module) -> TimmLayout:
         units = [(f"blocks.{s}.{j}.", b, True) for s, stage in enumerate(m.blocks)
                  for j, b in enumerate(stage)]
-        return TimmLayout("efficientnet", units, [m.conv_head, m.bn2], ["conv_head.", "bn2."],
-                          "nchw", default_top=3)
-    if isinstance(m, VisionTransformer):
+        return TimmLayout(self, units, [m.conv_head, m.bn2], ["conv_head.", "bn2."], "nchw",
+                          default_top=3)
+
+    def stem(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.bn1(m.conv_stem(x))
+
+    def head(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.bn2(m.conv_head(x))
+
+
+@_family
+class ViTFamily(TimmFamily):
+    """VisionTransformer (ViT, DeiT): patch embedding + position embedding, blocks, final norm.
+
+    The stem calls timm's `_pos_embed` (private): `test_encoders.py` pins that stem + blocks +
+    head equals timm's own `forward_features`, so a timm release that changes it fails there."""
+
+    name = "vit"
+
+    def matches(self, model: nn.Module) -> bool:
+        from timm.models.vision_transformer import VisionTransformer
+
+        return isinstance(model, VisionTransformer)
+
+    def layout(self, m: nn.Module) -> TimmLayout:
         units = [(f"blocks.{i}.", b, True) for i, b in enumerate(m.blocks)]
         heads = [x for x in (m.norm, m.fc_norm, getattr(m, "attn_pool", None)) if x is not None]
-        return TimmLayout("vit", units, heads, ["norm.", "fc_norm.", "attn_pool."], "nlc",
+        return TimmLayout(self, units, heads, ["norm.", "fc_norm.", "attn_pool."], "nlc",
                           default_top=2, prefix_tokens=int(m.num_prefix_tokens))
-    if isinstance(m, SwinTransformer):
+
+    def stem(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
+
+    def head(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.norm(x)
+
+
+@_family
+class SwinFamily(TimmFamily):
+    """Swin Transformer: stages of windowed blocks with patch merging between them."""
+
+    name = "swin"
+
+    def matches(self, model: nn.Module) -> bool:
+        from timm.models.swin_transformer import SwinTransformer
+
+        return isinstance(model, SwinTransformer)
+
+    def layout(self, m: nn.Module) -> TimmLayout:
         units = []
         for s, stage in enumerate(m.layers):
             units.append((f"layers.{s}.downsample.", stage.downsample, False))
             units += [(f"layers.{s}.blocks.{j}.", b, True) for j, b in enumerate(stage.blocks)]
-        return TimmLayout("swin", units, [m.norm, m.head], ["norm.", "head."], "nhwc",
+        return TimmLayout(self, units, [m.norm, m.head], ["norm.", "head."], "nhwc",
                           default_top=2)
-    if isinstance(m, ConvNeXt):
+
+    def stem(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.patch_embed(x)
+
+    def head(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.norm(x)
+
+
+@_family
+class ConvNeXtFamily(TimmFamily):
+    """ConvNeXt: stages of depthwise-conv blocks with downsampling between them."""
+
+    name = "convnext"
+
+    def matches(self, model: nn.Module) -> bool:
+        from timm.models.convnext import ConvNeXt
+
+        return isinstance(model, ConvNeXt)
+
+    def layout(self, m: nn.Module) -> TimmLayout:
         units = []
         for s, stage in enumerate(m.stages):
             units.append((f"stages.{s}.downsample.", stage.downsample, False))
             units += [(f"stages.{s}.blocks.{j}.", b, True) for j, b in enumerate(stage.blocks)]
-        return TimmLayout("convnext", units, [m.norm_pre, m.head], ["norm_pre.", "head."],
-                          "nchw", default_top=3)
+        return TimmLayout(self, units, [m.norm_pre, m.head], ["norm_pre.", "head."], "nchw",
+                          default_top=3)
+
+    def stem(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.stem(x)
+
+    def head(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.norm_pre(x)
+
+
+class WholeModel(TimmFamily):
+    """Any other timm class: no known blocks, so it only trains whole (finetune=full) and its
+    `forward_features` runs in the head; nothing frozen, nothing to cache."""
+
+    name = "other"
+
+    def layout(self, m: nn.Module) -> TimmLayout:
+        return TimmLayout(self, [], [m], [""], "auto", default_top=0)
+
+    def head(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m.forward_features(x)
+
+
+def timm_layout(model: nn.Module) -> TimmLayout | None:
+    """The block layout of a timm model from the registered family that handles its class;
+    None when no family does."""
+    for entry in registry.entries("timm_family"):
+        family = entry.factory()
+        if family.matches(model):
+            return family.layout(model)
     return None
 
 
@@ -258,7 +389,7 @@ class TimmVisionEncoder(VisionEncoder):
                     "model.finetune=full"
                 )
             # the whole network is the "top": nothing frozen, nothing to cache
-            layout = TimmLayout("other", [], [backbone], [""], "auto", default_top=0)
+            layout = WholeModel().layout(backbone)
         self.layout = layout
         self.n_blocks = sum(is_block for _, _, is_block in layout.units)
         self.top_blocks = 0 if finetune == "frozen" else resolve_top_blocks(
@@ -304,30 +435,10 @@ class TimmVisionEncoder(VisionEncoder):
         return ModalityOutput(tokens=tokens, mask=mask, pooled=pooled)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        m, family = self.backbone, self.layout.family
-        if family == "resnet":
-            return m.maxpool(m.act1(m.bn1(m.conv1(x))))
-        if family == "efficientnet":
-            return m.bn1(m.conv_stem(x))
-        if family == "vit":
-            return m.norm_pre(m.patch_drop(m._pos_embed(m.patch_embed(x))))
-        if family == "swin":
-            return m.patch_embed(x)
-        if family == "convnext":
-            return m.stem(x)
-        return x  # "other": the whole network runs in the head
+        return self.layout.family.stem(self.backbone, x)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
-        m, family = self.backbone, self.layout.family
-        if family == "efficientnet":
-            return m.bn2(m.conv_head(x))
-        if family in ("vit", "swin"):
-            return m.norm(x)
-        if family == "convnext":
-            return m.norm_pre(x)
-        if family == "other":
-            return m.forward_features(x)
-        return x
+        return self.layout.family.head(self.backbone, x)
 
     def _tokens(self, x: torch.Tensor) -> torch.Tensor:
         layout = self.layout.layout

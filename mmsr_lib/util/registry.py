@@ -39,6 +39,7 @@ KINDS: tuple[str, ...] = (
     "recommender",
     "data_source",
     "data_format",
+    "timm_family",
 )
 
 # the modules whose import registers each kind's built-in components
@@ -53,6 +54,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "recommender": ("mmsr_lib.recommender", "mmsr_lib.baselines"),
     "data_source": ("mmsr_lib.data.sources",),
     "data_format": ("mmsr_lib.data.adapters",),
+    "timm_family": ("mmsr_lib.encoders.vision",),
 }
 PLUGINS_ENV = "MMSR_PLUGINS"
 
