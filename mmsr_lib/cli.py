@@ -26,6 +26,7 @@ EPILOG = """examples:
   mmsr train --profile cpu --set model.sequence=gru4rec --set train.epochs=10
   mmsr train --profile cpu --set model.item_encoder=MMSR-T --show-config
   mmsr train --profile paper --set data.path=data/hm
+  mmsr train --profile cpu --set data.synth.domain=target --init-from <source run hash>
   mmsr grid 02 --list                         # the rows of a notebook's grid, as commands
   mmsr results list
   mmsr results export --csv results.csv
@@ -128,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="reuse a stored result even if it was computed by other code/data")
     train.add_argument("--show-config", action="store_true",
                        help="print the resolved config and its run hash, then exit")
+    train.add_argument("--init-from", metavar="RUN", default=None,
+                       help="warm start (transfer): a stored run's hash or a checkpoint.pt whose "
+                            "encoders, fusion and sequence model initialise this run; ID weights "
+                            "never carry over (sets train.init_from)")
 
     tune = sub.add_parser(
         "tune", help="validation-only search over lr, dropout and loss (ID baselines)",
@@ -245,7 +250,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mmsr_lib.util import distributed
     from mmsr_lib.workbook.report import run_summary
 
-    cfg = _config(args).resolved()
+    cfg = _config(args)
+    if args.init_from:
+        cfg = cfg.override(train__init_from=args.init_from)
+    cfg = cfg.resolved()
     if args.show_config:
         if distributed.is_main_process():
             print(json.dumps(cfg.to_dict(), indent=2))
