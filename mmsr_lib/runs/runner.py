@@ -40,6 +40,7 @@ from mmsr_lib.util.paths import resolve
 log = logging.getLogger("mmsr.runs")
 
 _DATA_CACHE: dict[str, SequenceData] = {}
+LOAD_ONLY_ENV = "MMSR_LOAD_ONLY"
 SPLITS = ("valid", "test")
 
 
@@ -265,6 +266,8 @@ def run_or_load(
     """
     cfg = config.resolved()
     runner = runner if runner is not None else run_experiment
+    load_only = os.environ.get(LOAD_ONLY_ENV) == "1"  # `make figures`: draw, never train
+    allow_stale = allow_stale or load_only
     if distributed.launched():
         distributed.init_from_env(resolve_device(cfg.train.device))
     main = distributed.is_main_process()
@@ -274,6 +277,11 @@ def run_or_load(
     with run_lock(lock) if main else contextlib.nullcontext():
         decision = _decide(cfg, store, force, allow_stale) if main else None
         decision = distributed.broadcast_object(decision)
+        if load_only and not decision["reuse"]:
+            raise RuntimeError(
+                f"run {cfg.name} [{key}] is not in the results store, and ${LOAD_ONLY_ENV}=1 "
+                "only draws from stored results; run the notebooks first (`make notebooks "
+                f"PROFILE={cfg.profile}`)")
         if decision["reuse"]:
             return distributed.broadcast_object(store.get(key) if main else None)
         run_dir = resolve(cfg.train.checkpoint_dir) / key

@@ -114,13 +114,63 @@ def strip_outputs(path: str | Path) -> bool:
     return changed
 
 
+def _done_marker(out_dir: Path, path: Path, profile: str, parameters: dict) -> Path:
+    return out_dir / f"{path.stem}.{profile}.done.json"
+
+
+def _fingerprint(path: Path, parameters: dict) -> str:
+    import hashlib
+
+    h = hashlib.sha256(path.read_bytes())
+    h.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def run_batch(names: list[str] | None, profile: str, out: str | Path | None = None,
+              parameters: dict[str, Any] | None = None, force: bool = False) -> int:
+    """Run the workbook's notebooks in order, printing each one's status and wall time; a
+    notebook that already ran to the end with the same source and parameters is skipped
+    (`force` runs it again). The executed copies stay in `out` (default runs/notebooks).
+    Returns the number of failures; every notebook is attempted."""
+    import time
+
+    parameters = dict(parameters or {})
+    out_dir = Path(out) if out else home() / "runs" / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for nb in notebook_paths(names):
+        marker = _done_marker(out_dir, nb, profile, parameters)
+        stamp = _fingerprint(nb, {"profile": profile, **parameters})
+        if not force and marker.exists() and json.loads(marker.read_text()).get("stamp") == stamp:
+            print(f"{nb.name}: done before (same source and parameters), skipped; "
+                  f"{out_dir / f'{nb.stem}.{profile}.ipynb'}", flush=True)
+            continue
+        t0 = time.perf_counter()
+        try:
+            run_notebook(nb, profile, out_dir, parameters)
+        except Exception as err:  # keep going: report every notebook
+            failures += 1
+            print(f"{nb.name}: FAILED after {time.perf_counter() - t0:.0f} s: "
+                  f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                  flush=True)
+            continue
+        seconds = time.perf_counter() - t0
+        atomic_write_text(marker, json.dumps({"stamp": stamp, "seconds": seconds}))
+        print(f"{nb.name}: ok in {seconds:.0f} s -> {out_dir / f'{nb.stem}.{profile}.ipynb'}",
+              flush=True)
+    return failures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmsr_lib.workbook.notebooks")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="execute notebooks headlessly with papermill")
+    run = sub.add_parser("run", help="execute notebooks headlessly with papermill, in order")
     run.add_argument("names", nargs="*", help="only notebooks whose name contains one of these")
     run.add_argument("--profile", default=os.environ.get("MMSR_PROFILE", "smoke"))
-    run.add_argument("--out", default=None)
+    run.add_argument("--data-path", default=None,
+                     help="a data set in the mmsr format for the paper profile (data_path)")
+    run.add_argument("--out", default=None, help="folder of the executed copies")
+    run.add_argument("--force", action="store_true", help="run notebooks that are done again")
     strip = sub.add_parser("strip", help="strip outputs before committing")
     strip.add_argument("names", nargs="*")
     args = parser.parse_args(argv)
@@ -129,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.cmd == "run":
+        params = {"data_path": args.data_path} if args.data_path else {}
+        return 1 if run_batch(args.names, args.profile, args.out, params, args.force) else 0
     for nb in paths:
-        if args.cmd == "run":
-            rec = run_notebook(nb, args.profile, args.out)
-            print(f"{nb.name}: ok, recorded {json.dumps(rec, default=str)[:300]}")
-        elif strip_outputs(nb):
+        if strip_outputs(nb):
             print(f"{nb.name}: stripped")
     return 0
 
