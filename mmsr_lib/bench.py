@@ -141,6 +141,9 @@ def train_bench_config(
 
     mask = ["model.mask_ratio=0"] if "mae" in vision else []
     return profile_config("cpu").override(
+        # the paper's top-2 fine-tuning (the cpu profile's frozen encoders would leave the
+        # encoders nothing to train, and nothing for the fast path to save)
+        "model.finetune=top", "model.text_pooling=cls",
         "model.item_encoder=mm", f"model.text_encoder={text}", f"model.vision_encoder={vision}",
         f"model.fusion={fusion}", f"model.sequence={sequence}", f"model.dim={dim}",
         "model.dropout=0", f"model.text_max_tokens={text_tokens}", *mask,
@@ -379,8 +382,8 @@ def bench_gpu(steps: int = 10, n_items: int = 2000, n_users: int = 3000,
 
 
 def bench_train_scaling(lengths=(10, 20, 50), steps: int = 6, device: str = "auto",
-                        **config) -> dict:
-    """Fast-mode time per training step as the sequence length L grows."""
+                        modes: tuple[str, ...] = ("plain", "fast"), **config) -> dict:
+    """Time per training step as the sequence length L grows, for each item-encoding mode."""
     from mmsr_lib.runs.runner import load_data
     from mmsr_lib.train import resolve_device
 
@@ -389,28 +392,57 @@ def bench_train_scaling(lengths=(10, 20, 50), steps: int = 6, device: str = "aut
     for L in lengths:
         cfg = train_bench_config(max_len=L, **config)
         load_data(cfg.data)
-        r = _train_steps(cfg.to_dict(), "fast", steps, dev, False)
-        rows.append({"max_len": L, "step_seconds": float(np.median(r["step_seconds"][1:])),
-                     "distinct_items_per_batch": r["distinct_items_per_batch"]})
+        for mode in modes:
+            r = _train_steps(cfg.to_dict(), mode, steps, dev, False)
+            rows.append({"max_len": L, "mode": mode,
+                         "step_seconds": float(np.median(r["step_seconds"][1:])),
+                         "distinct_items_per_batch": r["distinct_items_per_batch"]})
     return {"benchmark": "train_scaling", "rows": rows, "machine": machine()}
 
 
+def bench_eval_scaling_both(catalogs=(10_000, 100_000, 1_000_000), n_users: int = 512,
+                            dim: int = 64, reference_up_to: int = 100_000) -> dict:
+    """Evaluation time vs catalog size for the fast evaluator and, up to `reference_up_to`
+    items, the per-user argsort loop (beyond that the loop takes minutes per point)."""
+    rows = bench_eval_scaling(catalogs, n_users, dim)["rows"]
+    for row in rows:
+        row["mode"] = "fast"
+    for n in [c for c in catalogs if c <= reference_up_to]:
+        problem = random_eval_problem(n_users, n, dim)
+        t, _ = timed(lambda p=problem: reference_eval_loop(*p, (10,)), 1)
+        rows.append({"n_items": n, "seconds": t, "users_per_second": n_users / t,
+                     "mode": "plain"})
+    return {"benchmark": "eval_scaling", "n_users": n_users, "dim": dim, "rows": rows,
+            "machine": machine()}
+
+
 def bench_scaling(out: str = "figures/bench_scaling.png", steps: int = 6) -> dict:
-    """Both scaling curves (step time vs L, evaluation time vs catalog size) and their figure."""
+    """Both scaling curves (step time vs L, evaluation time vs catalog size), plain and fast
+    side by side, and their figure."""
     import matplotlib.pyplot as plt
 
     from mmsr_lib.util.paths import resolve
     from mmsr_lib.workbook.plots import save_figure
 
     tr = bench_train_scaling(steps=steps)
-    ev = bench_eval_scaling()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    a.plot([r["max_len"] for r in tr["rows"]], [r["step_seconds"] for r in tr["rows"]], "o-")
-    a.set(xlabel="sequence length L", ylabel="seconds per training step (fast)",
+    ev = bench_eval_scaling_both()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    styles = {"plain": ("s--", "#d62728", "plain (the paper's code path)"),
+              "fast": ("o-", "#1f77b4", "fast (this library)")}
+    for mode, (marker, color, label) in styles.items():
+        t = [r for r in tr["rows"] if r["mode"] == mode]
+        a.plot([r["max_len"] for r in t], [r["step_seconds"] for r in t], marker, color=color,
+               label=label)
+        e = [r for r in ev["rows"] if r["mode"] == mode]
+        b.loglog([r["n_items"] for r in e], [r["seconds"] for r in e], marker, color=color,
+                 label="per-user argsort loop" if mode == "plain" else "batched matmul + mask")
+    a.set(xlabel="sequence length L", ylabel="seconds per training step",
           title="training step vs L")
-    b.loglog([r["n_items"] for r in ev["rows"]], [r["seconds"] for r in ev["rows"]], "o-")
+    a.set_xticks([r["max_len"] for r in tr["rows"] if r["mode"] == "fast"])
     b.set(xlabel="catalog size (items)", ylabel=f"seconds to rank {ev['n_users']} users",
           title="full-ranking evaluation vs catalog")
+    for ax in (a, b):
+        ax.legend(fontsize=8, loc="upper left", frameon=False)
     fig.tight_layout()
     path = save_figure(fig, resolve(out))
     return {"benchmark": "scaling", "train": tr["rows"], "eval": ev["rows"], "figure": str(path),
@@ -455,7 +487,7 @@ BENCHMARKS: dict[str, Callable[..., dict]] = {
     "train-scaling": bench_train_scaling,
     "scaling": bench_scaling,
     "eval": bench_eval,
-    "eval-scaling": bench_eval_scaling,
+    "eval-scaling": bench_eval_scaling_both,
     "data": bench_data,
 }
 

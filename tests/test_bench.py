@@ -21,3 +21,17 @@ def test_bench_train_plain_and_fast_compute_the_same_losses():
     assert r["distinct_items_per_batch"] < r["slots_per_batch_plain"]
     assert r["flops_per_step"]["plain"] > r["flops_per_step"]["fast"] > 0
     assert r["profile_fast"] and 0 < r["floor_top_blocks_seconds"] and 0 < r["floor_item_encoder_seconds"]
+
+
+def test_scaling_measures_plain_and_fast_and_draws_both(tmp_path):
+    """The scaling figure shows the plain reference beside the fast path (both measured)."""
+    from mmsr_lib.bench import bench_eval_scaling_both, bench_train_scaling
+
+    tr = bench_train_scaling(lengths=(4,), steps=2, device="cpu", text="tiny-roberta",
+                             vision="tiny-mae", dim=32, n_users=80, n_items=60, image_size=32,
+                             batch_size=8, text_tokens=16)
+    assert {r["mode"] for r in tr["rows"]} == {"plain", "fast"}
+    assert all(r["step_seconds"] > 0 for r in tr["rows"])
+    ev = bench_eval_scaling_both(catalogs=(200, 400), n_users=16, dim=8, reference_up_to=200)
+    assert [(r["n_items"], r["mode"]) for r in ev["rows"]] == [(200, "fast"), (400, "fast"),
+                                                              (200, "plain")]

@@ -25,6 +25,7 @@ CHECKS = {
         0.0 < r["cold_item_share"] < 1.0,
         r["cold_columns"] == ["cold HR@10", "cold NDCG@10"],
         r["n_sentences"] == 7,  # 3 content rows x (all, cold) + IDSR vs MostPop
+        r["table1_rows"] == 5,  # our catalog next to the paper's four data sets
     ),
     "01_item_encoders": lambda r: (
         r["n_rows"] == 11,
