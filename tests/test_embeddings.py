@@ -153,3 +153,11 @@ def test_tsne_is_fixed_by_its_seed():
     assert em.subsample(10, None).tolist() == list(range(10))
     picked = em.subsample(100, 7, seed=1)
     assert len(picked) == 7 and np.all(np.diff(picked) > 0)
+
+
+def test_map_sizes_follow_the_profile_unless_given():
+    assert em.map_sizes("smoke") == (300, 300, 500)
+    assert em.map_sizes("cpu") == (None, 1000, 1000)
+    assert em.map_sizes("smoke", max_items=50, iterations=250) == (50, 300, 250)
+    with pytest.raises(ValueError, match="unknown profile"):
+        em.map_sizes("laptop")

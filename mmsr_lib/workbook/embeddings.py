@@ -323,6 +323,23 @@ def purity_sentence(
 
 
 # -- pictures --------------------------------------------------------------------------------------
+# t-SNE sizes per profile: (items, users, iterations); None = every point. Smoke stays at a few
+# hundred points and a shorter run so the notebook's smoke test takes seconds.
+MAP_SIZES = {"smoke": (300, 300, 500), "cpu": (None, 1000, 1000), "paper": (1000, 1000, 1000)}
+
+
+def map_sizes(profile: str, max_items: int | None = None, max_users: int | None = None,
+              iterations: int | None = None) -> tuple[int | None, int | None, int]:
+    """Points and iterations of the t-SNE maps: the caller's values, else the profile's
+    (`MAP_SIZES`; the paper maps 1,000 items)."""
+    if profile not in MAP_SIZES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(MAP_SIZES)}")
+    items, users, iters = MAP_SIZES[profile]
+    return (items if max_items is None else max_items,
+            users if max_users is None else max_users,
+            iters if iterations is None else iterations)
+
+
 def subsample(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
     """Sorted indices of at most `limit` of `n` points (all when `limit` is None or >= n)."""
     if limit is None or limit >= n:
