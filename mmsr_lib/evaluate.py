@@ -1,6 +1,6 @@
 """Full-ranking evaluation: every item of the catalog is a candidate, never a sample.
 
-The contract (DESIGN.md, "The evaluation contract"):
+The contract (README, "The evaluation contract"):
 
 * item ids are 1..N and column 0 of every score row is the padding item, never ranked;
 * items the user interacted with before the target are removed (score -inf), except the

@@ -8,27 +8,19 @@ call ``run_grid(configs)``, ``grid_table`` and ``compare_with_paper``. A run tha
 and Ro.+Swin rows; Table IV's IDSR rows are the quickstart's) has one configuration hash, so the
 results store trains it once.
 
-Profiles. ``paper`` uses the paper's checkpoints and hyperparameters unchanged. ``smoke`` and
-``cpu`` use the tiny random-init zoo (tiny-bert / tiny-roberta / tiny-electra, tiny-resnet /
-tiny-mae / tiny-swin): the same architectures without pretraining, so these tables answer "which
-architecture, trained from scratch on this catalog", not "which pretrained encoder"; the
-``encoders`` column of `grid_table` says so on every row.
+Profiles. ``paper`` uses the paper's checkpoints and hyperparameters unchanged. ``cpu`` uses the
+real pretrained encoders that pip ships as stand-ins (`STAND_INS`: MiniLM-L3 / MiniLM-L6 / MPNet
+for BERT / RoBERTa / ELECTRA, EfficientNet-Lite0 / Lite1 / Lite2 for ResNet / MAE / Swin),
+frozen, and offers "from scratch" sections with the paper's architectures at random init (the
+tiny zoo, top two blocks tuned). ``smoke`` uses the tiny zoo everywhere. The ``encoders``
+column of `grid_table` says on every row which weights were used and how they trained.
 
-Sizes of the ``cpu`` profile (the synthetic catalog: 3,000 users, ~1,200 items, 64-pixel
-images). With distinct-item encoding a training step encodes nearly the whole catalog (~1,000
-distinct items per batch of 128), so an epoch costs about the same whatever the batch size, and
-the grids are sized by epochs per kind of run (`CPU_EPOCHS`). Measured on one core of the
-development machine, per epoch (training + validation): ID SASRec ~1.5 s, text ~10 s, vision
-12-24 s, RoBERTa+ResNet ~31 s, RoBERTa+MAE ~43 s (coarse fusions ~22 s, co-attention ~47 s,
-merge-attention x4 ~69 s), RoBERTa+Swin ~90 s (Swin hands 64 patch tokens to the fusion, masked
-MAE 16); the final evaluation (valid, test and their cold subsets) adds ~25 s per content run.
-Every content run (MMSR-T, MMSR-V, MMSR) gets the same epoch budget and ID runs theirs, from
-the profile table (`mmsr_lib.config.PROFILE_TABLE`): a grid sets nothing the command line does
-not, so ``mmsr train --profile cpu --set ...`` reproduces any row with the same hash
-(``mmsr grid 02 --list`` prints each row's command). On random-init encoders the resolved
-``train.encoder_lr`` is the downstream rate: the paper's 10x smaller rate protects pretrained
-weights, and there are none to protect (measured on cpu, MMSR-T valid NDCG@10 after 6 epochs:
-~1.0 with 1e-4, ~2.5 with 1e-3).
+Every row, ID or content, trains under one stopping rule and seeds from the profile table
+(`mmsr_lib.config.PROFILE_TABLE`): a grid sets nothing the command line does not, so
+``mmsr train --profile cpu --set ...`` reproduces any row with the same hash (``mmsr grid 02
+--list`` prints each row's command). On random-init encoders the resolved ``train.encoder_lr``
+is the downstream rate: the paper's 10x smaller rate protects pretrained weights, and there are
+none to protect.
 """
 
 from __future__ import annotations
