@@ -329,3 +329,13 @@ def test_load_only_draws_from_the_store_and_never_trains(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="not in the results store.*make notebooks"):
         run_or_load(cfg.override("train.seed=5"), runner=runner, store=store)
     assert calls == [1]
+
+
+def test_the_fingerprint_ignores_comments_and_docstrings(tmp_path):
+    from mmsr_lib.runs.fingerprint import _code_of
+
+    a, b, c = (tmp_path / f"{n}.py" for n in "abc")
+    a.write_text('"""Doc."""\ndef f(x):\n    """Why."""\n    return x + 1  # note\n')
+    b.write_text('"""Other doc."""\n\n\ndef f(x):\n    # a comment\n    return x + 1\n')
+    c.write_text('def f(x):\n    return x + 2\n')
+    assert _code_of(a) == _code_of(b) != _code_of(c)

@@ -1,5 +1,8 @@
 """What a stored result was computed with: a digest of the code a run executes and key versions.
 
+The code is hashed as its syntax tree without docstrings (comments are not part of it), so a
+change of prose leaves stored results fresh and a change of code does not.
+
 A stored run is reused only while this fingerprint (and its data's) still matches, so a table
 can never silently come from older code. It covers exactly the modules a run can execute: the
 runner and everything it imports, plus the modules of the components the configuration picks
@@ -83,12 +86,24 @@ def component_modules(cfg: Any) -> set[str]:
     return out
 
 
+def _code_of(path: Path) -> str:
+    """The module's code without its comments and docstrings (its AST): editing prose never
+    makes a stored result stale; editing code does."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
 @functools.cache
 def _digest(files: tuple[Path, ...]) -> str:
     h = hashlib.sha256()
     for path in files:
         h.update(path.relative_to(ROOT).as_posix().encode())
-        h.update(path.read_bytes())
+        h.update(_code_of(path).encode())
     for name in PACKAGES:
         try:
             version = importlib.metadata.version(name)
