@@ -31,6 +31,7 @@ EPILOG = """examples:
   mmsr results list
   mmsr results export --csv results.csv
   mmsr bench eval
+  mmsr plan --notebook 03 --profile cpu       # fits? how long? (probe + prediction)
 """
 
 
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(grid, results=False)
 
     _add_bench(sub)
+    _add_plan(sub)
     return parser
 
 
@@ -177,6 +179,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     from mmsr_lib.bench import add_bench_parser
 
     add_bench_parser(sub)
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    from mmsr_lib.plan import add_plan_parser
+
+    add_plan_parser(sub)
 
 
 def _config(args: argparse.Namespace):
@@ -368,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
             from mmsr_lib.bench import cmd_bench
 
             return cmd_bench(args)
+        if args.command == "plan":
+            from mmsr_lib.plan import cmd_plan
+
+            return cmd_plan(args)
         return HANDLERS[args.command](args)
     except KeyboardInterrupt:
         print("mmsr: interrupted (a resumable run continues from its last checkpoint when "

@@ -1,0 +1,1303 @@
+"""`mmsr plan`: will a configuration fit on this machine, and how long will it, a notebook's grid
+or the whole study take?
+
+A plan is a short probe on this machine followed by arithmetic, and every printed number says
+which of the two it comes from:
+
+* measured (`probe`): the model built on the target device (frozen-prefix caches included, into
+  a temporary folder so that the build is a fresh one), one warm-up and a few timed optimiser
+  steps through `train.train_step` (the trainer's own step) on real batches of the run's shape
+  with the fast item encoding, each step timed with its batch assembly as `fit` does; one
+  validation pass on a slice of users (the catalog encoding and the per-user ranking timed
+  apart); the peak memory: on CUDA ``torch.cuda.max_memory_allocated``, on CPU the peak
+  resident set of a fresh process (`isolate`), so that it is this configuration's own;
+* counted (`data_counts`): steps per epoch as `TrainBatches` cuts them (training windows /
+  batch size), validation, test and cold users, distinct items per batch;
+* extrapolated (`predict`): seconds per epoch = steps x measured seconds per step; validation
+  = measured catalog encoding + measured seconds per user x validation users; hours for the
+  budget (the resolved ``train.epochs``) and for the epochs the patience rule is expected to
+  stop at (`EXPECTED_BEST_SHARE`). A probe on a smaller catalog than the run's
+  (`probe_config`: content models on CPU with a paper-size catalog) is scaled by the counted
+  ratios (distinct items per batch, catalog size), and says so.
+
+Grids (`plan_runs`: a notebook's, or the whole study's) probe each distinct *cost shape* once
+(`cost_key`: item encoder, encoders, fusion, sequence model, fine-tuning, width, batch, data
+set; seeds, learning rates, the training-window mode or ``track_test`` change no step's cost)
+and sum over the runs. On the paper profile without the real data or checkpoints offline, the
+probe uses paper-size stand-ins (`stand_in`): random-init encoders of the paper's size and the
+synthetic catalog at the size of the paper's data set (Table I).
+
+Nothing here asserts or promises a duration: a plan is a measurement on this machine, now
+(other jobs on the machine slow the probe as they would slow the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmsr_lib.config import PROFILES, RunConfig, default_profile, profile_config
+
+# -- assumptions, stated once --------------------------------------------------------------------
+# expected epochs: the best validation at ~40% of the budget, then `patience` validations without
+# improvement stop the run (capped at the budget). The cpu profile's converged runs stop between
+# 20% and 60% of their budget; it is a planning figure, the budget is the bound.
+EXPECTED_BEST_SHARE = 0.4
+# a configuration fits when its predicted peak is at most this share of the device's memory
+# (CUDA: the allocator's reserved memory and fragmentation exceed what is allocated; CPU: other
+# processes and the page cache)
+HEADROOM = 0.9
+DISTINCT_BATCHES = 20  # batches whose distinct items are counted per data set
+MAX_SUGGESTIONS = 6  # re-probes tried for a configuration that does not fit
+
+# the paper's data sets (Table I): users, items, mean sequence length
+PAPER_DATASETS: dict[str, tuple[int, int, float]] = {
+    "HM": (200_000, 85_019, 31.39),
+    "Amazon": (100_000, 63_456, 7.42),
+    "Bili": (100_000, 76_178, 17.95),
+    "Kwai": (200_000, 39_410, 13.45),
+}
+DEFAULT_PAPER_DATASET = "HM"  # the data set of the paper's main tables
+# the stand-in stores 32-px images: the paper-size encoders resize every image to their 224-px
+# input, so a step costs what a 224-px image costs; small stored images keep the catalog cheap
+STAND_IN_IMAGE_SIZE = 32
+# paper checkpoint -> a random-init encoder of the same architecture and size
+TEXT_STAND_INS = {
+    "roberta-base": "random:roberta-base",
+    "bert-base-uncased": "random:bert-base-uncased",
+    "google/electra-base-discriminator": "random:bert-base-uncased",  # BERT-base architecture
+}
+# ResNet-50 and Swin-B have no random-init stand-in in the zoo: ViT-B costs about as much as
+# Swin-B and ~4x ResNet-50 per image (17.6 vs 4.1 GFLOPs), so their rows are an upper bound
+VISION_STAND_INS = {
+    "mae-base": "random:mae-base",
+    "swin-base": "random:vit-base",
+    "resnet50": "random:vit-base",
+}
+# content models on CPU probe a catalog of at most this many items (a paper-size catalog's
+# frozen-prefix build alone would take hours on a CPU); 0 = always the run's own catalog
+CPU_PROBE_ITEMS = 500
+PROBE_USERS = 1000  # users of a reduced probe catalog
+
+
+# -- what changes the cost of a run --------------------------------------------------------------
+COST_FIELDS = (
+    "model.recommender", "model.item_encoder", "model.text_encoder", "model.vision_encoder",
+    "model.vlp", "model.visual_input", "model.fusion", "model.fusion_layers", "model.fusion_heads",
+    "model.sequence", "model.n_layers", "model.n_heads", "model.dim", "model.finetune",
+    "model.top_blocks", "model.text_max_tokens", "model.mask_ratio", "model.item_encoding",
+    "train.batch_size", "train.loss", "train.amp",
+    "data.source", "data.max_len", "data.min_user_interactions", "data.min_item_interactions",
+)
+# the size of a synthetic catalog, not its seed or domain: two catalogs of one size cost the same
+SYNTH_COST_FIELDS = ("n_users", "n_items", "mean_seq_len", "image_size", "images")
+# what a frozen-prefix cache is keyed by: runs that share it build it once (shared on disk)
+BUILD_FIELDS = ("model.text_encoder", "model.vision_encoder", "model.vlp", "model.visual_input",
+                "model.finetune", "model.top_blocks", "model.text_max_tokens",
+                "model.text_pooling", "model.mask_ratio")
+
+
+def _get(cfg: RunConfig, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _data_identity(cfg: RunConfig) -> tuple:
+    d = cfg.data
+    if d.source == "synthetic":
+        return ("synthetic", *(getattr(d.synth, f) for f in SYNTH_COST_FIELDS))
+    if d.source == "path":
+        return ("path", d.path)
+    return (d.source,)
+
+
+def cost_key(cfg: RunConfig) -> tuple:
+    """The fields of `cfg` (resolved) that change what a training step, an epoch or an
+    evaluation costs; configurations with equal keys are probed once. Seeds, learning rates,
+    weight decay, dropout, epochs, patience, warm starts, ``data.train_windows`` (counted per run)
+    and ``train.track_test`` (an extra evaluation per epoch, counted per run) are not in it."""
+    r = cfg.resolved()
+    return tuple((f, _get(r, f)) for f in COST_FIELDS) + (("data", _data_identity(r)),)
+
+
+def build_key(cfg: RunConfig) -> tuple:
+    """What the frozen-prefix caches of `cfg` depend on (encoders, split, tokens, catalog): runs
+    with one key share the cache on disk, so a study pays for its build once."""
+    r = cfg.resolved()
+    return tuple((f, _get(r, f)) for f in BUILD_FIELDS) + (("data", _data_identity(r)),)
+
+
+def is_content(cfg: RunConfig) -> bool:
+    """Items are encoded from their text or image (MMSR-T/-V/MMSR, VLP), not ID rows."""
+    m = cfg.resolved().model
+    return m.item_encoder not in (None, "id")
+
+
+def describe_kind(cfg: RunConfig) -> str:
+    """A short name for a cost shape: what represents an item, which encoders and how they train,
+    the fusion, the sequence model, the width and the batch."""
+    from mmsr_lib.util import registry
+
+    m, t = cfg.resolved().model, cfg.resolved().train
+    if m.recommender != "sequential":
+        return m.recommender
+    size = f"d{m.dim} b{t.batch_size}"
+    if m.item_encoder == "id":
+        return f"IDSR {m.sequence} {size}"
+    label = registry.lookup("item_encoder", m.item_encoder).meta.get("label", m.item_encoder)
+    encoders = "+".join(n for n in (m.text_encoder, m.vision_encoder, m.vlp) if n)
+    tune = m.finetune if m.finetune != "top" else f"top{m.top_blocks or ''}"
+    parts = [label, m.sequence, encoders]
+    if m.fusion:
+        parts.append(f"{m.fusion}-{m.fusion_layers}" if m.fusion_layers else m.fusion)
+    parts.append(tune)
+    if m.text_max_tokens not in (None, 50):
+        parts.append(f"{m.text_max_tokens}tok")
+    if m.mask_ratio is not None:
+        parts.append(f"mask{m.mask_ratio:g}")
+    if t.loss != "bce":
+        parts.append(t.loss)
+    return " ".join([*parts, size])
+
+
+def describe_data(cfg: RunConfig) -> str:
+    d = cfg.resolved().data
+    if d.source == "synthetic":
+        s = d.synth
+        return f"synthetic {s.n_users}u/{s.n_items}i"
+    if d.source == "path":
+        return Path(d.path or "?").name
+    return d.source
+
+
+# -- stand-ins for the paper profile offline -----------------------------------------------------
+def paper_dataset_size(path: str | None) -> tuple[str, int, int, float]:
+    """The paper's data set a ``data.path`` stands for, read from its folder name ("data/hm",
+    "data/hm-100k" -> HM with 100K users; Table I otherwise; HM when there is no path):
+    (label, users, items, mean sequence length)."""
+    name = Path(path).name if path else DEFAULT_PAPER_DATASET
+    base = next((k for k in PAPER_DATASETS if name.lower().startswith(k.lower())),
+                DEFAULT_PAPER_DATASET)
+    users, items, mean = PAPER_DATASETS[base]
+    m = re.search(r"(\d+)\s*k\b", name.lower())
+    if m:
+        users = int(m.group(1)) * 1000
+    label = f"{base}-{users // 1000}K" if m else base
+    return label, users, items, mean
+
+
+def stand_in(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
+    """`cfg`, or what a probe can build here in its place, and a note for each replacement.
+
+    A paper checkpoint missing from the local cache becomes a random-init encoder of its size
+    (`TEXT_STAND_INS`, `VISION_STAND_INS`); on the paper profile a ``data.path`` that is not
+    there becomes the synthetic catalog at the size of the paper's data set it names
+    (`paper_dataset_size`). Cost does not depend on the weights. Any other missing component
+    raises `LookupError` saying what to install (the notebooks set such rows aside too).
+    """
+    from mmsr_lib.util import registry
+    from mmsr_lib.util.paths import resolve
+
+    r = cfg.resolved()
+    m = r.model
+    sets, notes = [], []
+    for kind, key, table in (("text_encoder", "text_encoder", TEXT_STAND_INS),
+                             ("vision_encoder", "vision_encoder", VISION_STAND_INS),
+                             ("vlp", "vlp", {})):
+        name = getattr(m, key)
+        if name is None:
+            continue
+        missing = registry.lookup(kind, name).missing()
+        if missing is None:
+            continue
+        if name not in table:
+            raise LookupError(f"{kind} {name!r} cannot be built here and has no stand-in: "
+                              f"{missing}")
+        sets.append(f"model.{key}={table[name]}")
+        notes.append(f"{name} -> {table[name]} (checkpoint not here; same size, random init)")
+    d = r.data
+    if r.profile == "paper" and d.source == "path" and (not d.path
+                                                       or not resolve(d.path).is_dir()):
+        label, users, items, mean = paper_dataset_size(d.path)
+        sets += ["data.source=synthetic", "data.path=none", f"data.synth.n_users={users}",
+                 f"data.synth.n_items={items}", f"data.synth.mean_seq_len={mean}",
+                 f"data.synth.image_size={STAND_IN_IMAGE_SIZE}"]
+        notes.append(f"data {d.path or '(no data.path)'} -> synthetic catalog at {label}'s size "
+                     f"({users:,} users, {items:,} items, mean length {mean}; "
+                     f"{STAND_IN_IMAGE_SIZE}-px stored images, resized to the encoder's input)")
+    return (r.override(*sets).resolved() if sets else r), notes
+
+
+def probe_config(cfg: RunConfig, device: str, max_items: int | None = None) -> RunConfig:
+    """The configuration a probe builds for `cfg`: itself, or (content models on CPU, synthetic
+    catalog above `max_items` items, default `CPU_PROBE_ITEMS`) the same model on a smaller
+    catalog of the same kind, whose measurements `predict` scales by the counted ratios."""
+    r = cfg.resolved()
+    if max_items is None:
+        max_items = CPU_PROBE_ITEMS if torch.device(device).type == "cpu" else 0
+    s = r.data.synth
+    if not max_items or not is_content(r) or r.data.source != "synthetic" \
+            or s.n_items <= max_items:
+        return r
+    return r.override(f"data.synth.n_items={max_items}",
+                      f"data.synth.n_users={min(s.n_users, PROBE_USERS)}").resolved()
+
+
+# -- counting --------------------------------------------------------------------------------------
+@dataclass
+class DataCounts:
+    """What a data set and a batch size imply for a run: counted, never timed."""
+
+    n_users: int
+    n_items: int
+    windows: int  # training windows (`TrainBatches` rows) per epoch
+    batch_size: int
+    n_valid: int
+    n_test: int
+    n_cold_valid: int
+    n_cold_test: int
+    distinct_items: float  # distinct real items per batch (inputs, targets, negatives)
+    max_len: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return (self.windows + self.batch_size - 1) // self.batch_size
+
+
+def count_batches(data: Any, batch_size: int, seed: int = 0) -> float:
+    """Mean distinct real items per batch over the first `DISTINCT_BATCHES` batches of epoch 0
+    (what a fast-mode step encodes)."""
+    from mmsr_lib.data.loaders import TrainBatches
+
+    batches = TrainBatches(data, batch_size, seed)
+    batches.set_epoch(0)
+    n = min(DISTINCT_BATCHES, len(batches))
+    out = []
+    for i in range(n):
+        b = batches[i]
+        ids = torch.cat([b["inputs"], b["targets"], b["negatives"]], 1)
+        out.append(int(torch.unique(ids[ids > 0]).numel()))
+    return float(np.mean(out)) if out else 0.0
+
+
+def counts_of(data: Any, cfg: RunConfig) -> DataCounts:
+    """`DataCounts` of a loaded data set under `cfg` (batch size, cold mode)."""
+    r = cfg.resolved()
+    mode = r.data.cold_mode
+    return DataCounts(
+        n_users=data.n_users, n_items=data.n_items, windows=len(data.train_windows[1]),
+        batch_size=r.train.batch_size, n_valid=len(data.eval_set("valid")),
+        n_test=len(data.eval_set("test")), n_cold_valid=len(data.cold_eval_set("valid", mode)),
+        n_cold_test=len(data.cold_eval_set("test", mode)),
+        distinct_items=count_batches(data, r.train.batch_size),
+        max_len=r.data.max_len,
+    )
+
+
+_COUNTS: dict[str, DataCounts] = {}
+
+
+def data_counts(cfg: RunConfig) -> DataCounts:
+    """`counts_of` the run's own data set (loaded or generated, memoised per process)."""
+    from mmsr_lib.runs.runner import load_data
+
+    r = cfg.resolved()
+    key = json.dumps([dataclasses.asdict(r.data), r.train.batch_size, r.data.cold_mode],
+                     sort_keys=True)
+    if key not in _COUNTS:
+        _COUNTS[key] = counts_of(load_data(r.data), r)
+    return _COUNTS[key]
+
+
+# -- the probe -------------------------------------------------------------------------------------
+@dataclass
+class Probe:
+    """What was measured for one configuration on this machine (see the module docstring)."""
+
+    device: str
+    device_name: str
+    threads: int
+    steps: int  # timed steps (after one untimed warm-up)
+    batch_shape: tuple[int, int]
+    step_seconds: float  # median over the timed steps, batch assembly included
+    step_seconds_all: list[float]
+    build_seconds: float  # the model on the device, without its frozen-prefix caches
+    cache_seconds: float  # building the frozen-prefix caches (fresh, in a temporary folder)
+    data_seconds: float
+    catalog_seconds: float  # encoding the whole catalog once (one per validation)
+    eval_rows: int
+    eval_rows_seconds: float  # ranking `eval_rows` validation users against the catalog
+    peak_mb: float
+    static_mb: float  # after the build, before the first step
+    memory_method: str
+    cache_mb: float  # frozen-prefix tables held in host memory
+    parameters: int
+    trainable_parameters: int
+    trainable: bool
+    counts: DataCounts  # of the catalog the probe ran on
+    config_hash: str = ""
+    wall_seconds: float = 0.0
+
+    @property
+    def row_seconds(self) -> float:
+        return self.eval_rows_seconds / max(self.eval_rows, 1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Probe:
+        d = dict(d)
+        d["counts"] = DataCounts(**d["counts"])
+        d["batch_shape"] = tuple(d["batch_shape"])
+        return cls(**d)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cache_mb(model: torch.nn.Module) -> float:
+    enc = getattr(model, "item_encoder", None)
+    total = 0
+    for b in (enc.branches() if hasattr(enc, "branches") else []):
+        table = getattr(getattr(b, "cache", None), "table", None)
+        if table is not None:
+            total += table.numel() * table.element_size() if torch.is_tensor(table) \
+                else table.nbytes
+    return total / 2**20
+
+
+def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isolated: bool,
+                  plugins: Sequence[str] = ()) -> dict:
+    """The probe itself; in a fresh process when `isolated` (see `probe`)."""
+    from mmsr_lib.evaluate import evaluate_model
+    from mmsr_lib.runs.runner import build_model, load_data
+    from mmsr_lib.train import build_optimizer, build_schedule, train_step
+    from mmsr_lib.util import registry
+    from mmsr_lib.util.threads import configure_threads, deterministic_training
+
+    w0 = time.perf_counter()
+    threads = configure_threads()
+    if plugins:
+        registry.load_plugins(plugins)
+    dev = torch.device(device)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mmsr-plan-"))
+        cfg = RunConfig.from_dict(cfg_dict).override(
+            f"train.device={device}", f"train.feature_cache={tmp}", "train.init_from=none",
+            "name=plan").resolved()
+        deterministic_training(cfg.train.deterministic)
+        t0 = time.perf_counter()
+        data = load_data(cfg.data)
+        counts = counts_of(data, cfg)
+        data_s = time.perf_counter() - t0
+        peak = None
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+            method = "torch.cuda.max_memory_allocated"
+        elif isolated:
+            method = "peak RSS of a fresh process"
+        else:
+            from mmsr_lib.workbook.tricks import PeakMemory
+
+            peak = stack.enter_context(PeakMemory("cpu"))
+            method = "peak RSS of this process during the probe (not a fresh process)"
+        t0 = time.perf_counter()
+        model = build_model(cfg, data, dev, cache=False)
+        _sync(dev)
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        encoder = getattr(model, "item_encoder", None)  # the caches as `build_model` makes them
+        if cfg.model.item_encoding == "fast" and hasattr(encoder, "enable_cache"):
+            encoder.enable_cache("auto", cache_dir=tmp)
+        _sync(dev)
+        cache_s = time.perf_counter() - t0
+        static = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else _rss_mb()
+        times: list[float] = []
+        B, L = cfg.train.batch_size, cfg.data.max_len
+        if model.trainable:
+            from mmsr_lib.data.loaders import TrainBatches
+
+            model.train()
+            opt = build_optimizer(model, cfg)
+            batches = TrainBatches(data, B, cfg.train.seed)
+            sched = build_schedule(opt, cfg, len(batches))
+            batches.set_epoch(0)
+            for i in range(steps + 1):  # the first is a warm-up (allocations, autotuning)
+                _sync(dev)
+                t = time.perf_counter()
+                batch = {k: v.to(dev, non_blocking=True)
+                         for k, v in batches[i % len(batches)].items()}
+                train_step(model, batch, opt, sched, cfg).item()
+                _sync(dev)
+                times.append(time.perf_counter() - t)
+            del opt, sched
+        valid = data.eval_set("valid")
+        rows = min(eval_rows, len(valid))
+        model.eval()
+        with torch.no_grad():
+            _sync(dev)
+            t = time.perf_counter()
+            scorer = model.scorer()
+            _sync(dev)
+            catalog_s = time.perf_counter() - t
+            t = time.perf_counter()
+            evaluate_model(model, valid.subset(np.arange(rows)), cfg.eval.ks,
+                           cfg.eval.batch_size, scorer=scorer)
+            _sync(dev)
+            rows_s = time.perf_counter() - t
+        if dev.type == "cuda":
+            peak_mb = torch.cuda.max_memory_allocated(dev) / 2**20
+            name = torch.cuda.get_device_name(dev)
+        else:
+            if peak is not None:
+                peak.__exit__(None, None, None)  # closes the measure (again on exit: a no-op)
+                peak_mb = peak.base_mb + peak.peak_mb
+            else:
+                peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            import platform
+
+            name = f"{platform.processor() or platform.machine()}, {threads} thread(s)"
+        timed = times[1:] or times
+        out = Probe(
+            device=str(dev), device_name=name, threads=threads, steps=len(timed),
+            batch_shape=(B, L), step_seconds=float(np.median(timed)) if timed else 0.0,
+            step_seconds_all=timed, build_seconds=build_s, cache_seconds=cache_s,
+            data_seconds=data_s,
+            catalog_seconds=catalog_s, eval_rows=rows, eval_rows_seconds=rows_s,
+            peak_mb=float(peak_mb), static_mb=float(static), memory_method=method,
+            cache_mb=_cache_mb(model),
+            parameters=sum(p.numel() for p in model.parameters()),
+            trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            trainable=bool(model.trainable), counts=counts, config_hash=cfg.hash(),
+            wall_seconds=time.perf_counter() - w0,
+        )
+        del model, scorer
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return dataclasses.asdict(out)
+
+
+def _in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def probe(cfg: RunConfig, steps: int = 3, eval_rows: int = 512, device: str | None = None,
+          isolate: bool = True, plugins: Sequence[str] = ()) -> Probe:
+    """Measure `cfg` on this machine: build, one warm-up and `steps` timed optimiser steps,
+    one validation pass on `eval_rows` users, peak memory. `isolate` runs it in a fresh process
+    (spawned), so a CPU peak RSS is this configuration's own and a CUDA context starts empty;
+    without it the probe is quicker and the CPU peak is this process's during the probe."""
+    from mmsr_lib.train import resolve_device
+
+    r = cfg.resolved()
+    dev = str(resolve_device(device or r.train.device))
+    args = (r.to_dict(), int(steps), int(eval_rows), dev, bool(isolate), tuple(plugins))
+    result = _in_fresh_process(_probe_worker, *args) if isolate else _probe_worker(*args)
+    return Probe.from_dict(result)
+
+
+# -- prediction ------------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """One run's predicted cost, with what each number rests on."""
+
+    kind: str
+    data: str
+    device: str
+    steps_per_epoch: int
+    step_seconds: float
+    sequences_per_second: float
+    epoch_seconds: float  # training steps of one epoch
+    eval_seconds: float  # the validation (and test, with track_test) of one epoch
+    final_eval_seconds: float  # valid, test and their cold subsets at the best epoch
+    build_seconds: float  # the model, every run
+    cache_seconds: float  # its frozen-prefix caches: once per `build_key` (shared on disk)
+    budget_epochs: int
+    expected_epochs: int
+    peak_mb: float
+    capacity_mb: float | None
+    capacity_what: str
+    sources: dict[str, str] = field(default_factory=dict)  # quantity -> measured/counted/...
+    notes: list[str] = field(default_factory=list)
+
+    def hours(self, epochs: int, cache: bool = True) -> float:
+        """Hours of a run of `epochs` epochs; `cache`: it also builds the frozen caches."""
+        run = epochs * (self.epoch_seconds + self.eval_seconds) + self.final_eval_seconds
+        return (run + self.build_seconds + (self.cache_seconds if cache else 0.0)) / 3600
+
+    @property
+    def hours_budget(self) -> float:
+        return self.hours(self.budget_epochs)
+
+    @property
+    def hours_expected(self) -> float:
+        return self.hours(self.expected_epochs)
+
+    @property
+    def fits(self) -> bool | None:
+        return fits(self.peak_mb, self.capacity_mb)
+
+
+def fits(peak_mb: float, capacity_mb: float | None, headroom: float = HEADROOM) -> bool | None:
+    """Whether a predicted peak fits in `capacity_mb` with `headroom` (None: capacity unknown)."""
+    if capacity_mb is None or not math.isfinite(peak_mb):
+        return None
+    return peak_mb <= headroom * capacity_mb
+
+
+def expected_epochs(budget: int, patience: int | None, eval_every: int = 1,
+                    best_share: float = EXPECTED_BEST_SHARE) -> int:
+    """Epochs the patience rule is expected to run: the best validation at `best_share` of the
+    budget, then `patience` validations (every `eval_every` epochs) without improvement; capped
+    at the budget."""
+    if budget <= 0:
+        return 0
+    best = max(1, math.ceil(best_share * budget))
+    return min(budget, best + (patience or budget) * eval_every)
+
+
+def device_memory(device: str) -> tuple[float | None, str]:
+    """Memory a run on `device` may use, in MiB, and what that is: the GPU's total memory, or
+    the machine's available RAM now (MemAvailable) on CPU."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev.index or 0)
+        return props.total_memory / 2**20, f"{props.name} total memory"
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024, "RAM available now"
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**20, "RAM available now"
+    except ImportError:
+        return None, "unknown"
+
+
+def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
+            capacity: tuple[float | None, str] = (None, "unknown")) -> Prediction:
+    """Extrapolate one run of `cfg` from `probe` and the run's own `counts` (default: the
+    probe's). When the probe ran on a smaller catalog the measured step, evaluation, build and
+    memory are scaled by the counted ratios of distinct items per batch and catalog size."""
+    r = cfg.resolved()
+    t = r.train
+    counts = counts or probe.counts
+    pc = probe.counts
+    scaled = pc.n_items != counts.n_items
+    r_items = counts.n_items / max(pc.n_items, 1)
+    r_distinct = counts.distinct_items / pc.distinct_items \
+        if is_content(r) and pc.distinct_items else 1.0
+    src: dict[str, str] = {}
+    step_s = probe.step_seconds * r_distinct
+    timed = f"median of {probe.steps} timed step(s) after a warm-up"
+    src["step"] = (f"measured ({timed})" if not scaled else
+                   f"extrapolated: measured on {pc.n_items:,} items x {r_distinct:.2f} "
+                   "(distinct items per batch, counted)")
+    steps = counts.steps_per_epoch if probe.trainable else 0
+    src["steps/epoch"] = (f"counted ({counts.windows:,} training windows / batch "
+                          f"{counts.batch_size})")
+    src["epoch"] = "extrapolated: steps/epoch x seconds/step"
+    per_row = probe.row_seconds * r_items
+    catalog = probe.catalog_seconds * r_items
+    evals = (1 + int(t.track_test)) if probe.trainable else 0
+    eval_rows = counts.n_valid + (counts.n_test if t.track_test else 0)
+    eval_s = evals * catalog + per_row * eval_rows if probe.trainable else 0.0
+    if not scaled and probe.eval_rows >= eval_rows and not t.track_test:
+        src["validation"] = f"measured (catalog encoding + ranking all {eval_rows:,} users)"
+    else:
+        src["validation"] = (f"measured catalog encoding + ranking of {probe.eval_rows:,} "
+                             f"users, extrapolated to {eval_rows:,} users"
+                             + (" (track_test: test too)" if t.track_test else "")
+                             + (f", x {r_items:.1f} catalog size" if scaled else ""))
+    final_rows = counts.n_valid + counts.n_test + counts.n_cold_valid + counts.n_cold_test
+    final_s = catalog + per_row * final_rows
+    cache_s = probe.cache_seconds * (r_items if scaled else 1.0)
+    src["build"] = "measured"
+    src["cache"] = "measured (a fresh build)" + (
+        f" x {r_items:.1f} catalog size" if scaled else "")
+    if not scaled:
+        peak = probe.peak_mb
+        src["memory"] = f"measured ({probe.memory_method})"
+    else:
+        dim = r.model.dim
+        item_tables = (counts.n_items - pc.n_items) * dim * 12 / 2**20  # fp32 + fp64 tables
+        host = probe.cache_mb * (r_items - 1) if probe.device == "cpu" else 0.0
+        peak = probe.static_mb + (probe.peak_mb - probe.static_mb) * r_distinct \
+            + item_tables + host
+        src["memory"] = (f"extrapolated from {probe.memory_method} on {pc.n_items:,} items: "
+                         f"growth after the build x {r_distinct:.2f}, + item tables"
+                         + (" + frozen caches" if host else "") + " for the catalog")
+    budget = int(t.epochs or 0) if probe.trainable else 0
+    exp = expected_epochs(budget, t.patience, t.eval_every)
+    src["epochs"] = (f"budget: train.epochs={budget}; expected: best at "
+                     f"{EXPECTED_BEST_SHARE:.0%} of the budget + patience {t.patience}"
+                     + (f" x eval_every {t.eval_every}" if t.eval_every > 1 else "")
+                     + ", capped at the budget")
+    return Prediction(
+        kind=describe_kind(r), data=describe_data(r), device=probe.device,
+        steps_per_epoch=steps, step_seconds=step_s,
+        sequences_per_second=counts.batch_size / step_s if step_s > 0 else math.nan,
+        epoch_seconds=steps * step_s, eval_seconds=eval_s, final_eval_seconds=final_s,
+        build_seconds=probe.build_seconds, cache_seconds=cache_s, budget_epochs=budget,
+        expected_epochs=exp, peak_mb=peak,
+        capacity_mb=capacity[0], capacity_what=capacity[1], sources=src,
+    )
+
+
+# -- one configuration -----------------------------------------------------------------------------
+@dataclass
+class ConfigPlan:
+    """`plan_config`'s answer: the prediction, the probe behind it, and what to change when the
+    configuration does not fit."""
+
+    config: RunConfig  # what was planned (after stand-ins)
+    prediction: Prediction
+    probe: Probe
+    probed: RunConfig  # what the probe built
+    suggestions: list[dict] = field(default_factory=list)
+
+
+ProbeFn = Callable[[RunConfig], Probe]
+
+
+def _default_probe(steps: int, eval_rows: int, device: str | None, isolate: bool,
+                   plugins: Sequence[str]) -> ProbeFn:
+    return lambda c: probe(c, steps=steps, eval_rows=eval_rows, device=device, isolate=isolate,
+                           plugins=plugins)
+
+
+def fit_candidates(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
+    """Changes that lower a run's memory, each alone, in the order `suggest` tries them: halve
+    the batch (down to 1/8), train fewer encoder blocks (full -> top, top -> 1 block, top ->
+    frozen), and halve the text length."""
+    r = cfg.resolved()
+    out = []
+    b = r.train.batch_size
+    for div in (2, 4, 8):
+        if b // div >= 1:
+            out.append((f"train.batch_size={b // div}", r.override(f"train.batch_size={b // div}")))
+    m = r.model
+    if is_content(r):
+        if m.finetune == "full":
+            out.append(("model.finetune=top", r.override("model.finetune=top")))
+        if m.finetune in ("full", "top") and (m.top_blocks is None or m.top_blocks > 1):
+            out.append(("model.finetune=top model.top_blocks=1",
+                        r.override("model.finetune=top", "model.top_blocks=1")))
+        if m.finetune != "frozen":
+            out.append(("model.finetune=frozen", r.override("model.finetune=frozen")))
+        if m.text_max_tokens and m.text_max_tokens > 10:
+            n = max(10, m.text_max_tokens // 2)
+            out.append((f"model.text_max_tokens={n}", r.override(f"model.text_max_tokens={n}")))
+    return out
+
+
+def suggest(cfg: RunConfig, probe_fn: ProbeFn, capacity: tuple[float | None, str],
+            counts_fn: Callable[[RunConfig], DataCounts | None] | None = None,
+            device: str = "cpu", limit: int = MAX_SUGGESTIONS) -> list[dict]:
+    """For a configuration that does not fit: re-probe each of `fit_candidates` (at most
+    `limit`) and report the memory it would need, whether that fits, and its seconds per
+    epoch; stops at the first batch size that fits and after the first encoder change that
+    fits."""
+    out: list[dict] = []
+    batch_fitted = False
+    for change, cand in fit_candidates(cfg)[:limit]:
+        if batch_fitted and change.startswith("train.batch_size"):
+            continue
+        try:
+            p = probe_fn(probe_config(cand, device))
+            counts = counts_fn(cand) if counts_fn is not None else None
+            pred = predict(cand, p, counts, capacity)
+        except Exception as err:  # a candidate that cannot run is reported, not fatal
+            out.append({"change": change, "error": f"{type(err).__name__}: {err}"})
+            continue
+        out.append({"change": change, "peak_mb": pred.peak_mb, "fits": pred.fits,
+                    "epoch_seconds": pred.epoch_seconds})
+        if pred.fits and change.startswith("train.batch_size"):
+            batch_fitted = True
+        elif pred.fits:
+            break
+    return out
+
+
+def plan_config(cfg: RunConfig, *, steps: int = 3, eval_rows: int = 512,
+                device: str | None = None, isolate: bool = True, plugins: Sequence[str] = (),
+                max_probe_items: int | None = None, probe_fn: ProbeFn | None = None,
+                capacity_mb: float | None = None, with_suggestions: bool = True) -> ConfigPlan:
+    """Probe one configuration and predict its run (see the module docstring). `capacity_mb`
+    replaces the device's memory (to plan for another machine, or in tests); `probe_fn`
+    replaces the probe (tests)."""
+    from mmsr_lib.train import resolve_device
+
+    planned, notes = stand_in(cfg)
+    dev = str(resolve_device(device or planned.train.device))
+    fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, plugins)
+    probed = probe_config(planned, dev, max_probe_items)
+    p = fn(probed)
+    cap = (capacity_mb, "given") if capacity_mb is not None else device_memory(dev)
+    counts = p.counts if probed.hash() == planned.hash() else data_counts(planned)
+    pred = predict(planned, p, counts, cap)
+    pred.notes = notes + ([f"probed on a smaller catalog ({describe_data(probed)}) and scaled"]
+                          if probed.hash() != planned.hash() else [])
+    out = ConfigPlan(planned, pred, p, probed)
+    if with_suggestions and pred.fits is False:
+        out.suggestions = suggest(planned, fn, cap, data_counts, dev)
+    return out
+
+
+def _h(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _mb(mb: float | None) -> str:
+    if mb is None or not math.isfinite(mb):
+        return "-"
+    return f"{mb / 1024:.2f} GiB" if mb >= 1024 else f"{mb:.0f} MiB"
+
+
+def format_config_plan(plan: ConfigPlan) -> str:
+    """The single-configuration report: each number with what it rests on."""
+    p, pr, c = plan.prediction, plan.probe, plan.probe.counts
+    unit = "gpu" if p.device.startswith("cuda") else "cpu"
+    lines = [f"plan: {p.kind} on {p.data} [{plan.config.hash()}]",
+             f"device: {p.device} ({pr.device_name}); memory: {_mb(p.capacity_mb)} "
+             f"({p.capacity_what})",
+             f"probe: {pr.steps} timed step(s) after 1 warm-up at batch shape "
+             f"{list(pr.batch_shape)} ({c.distinct_items:.0f} distinct items per batch), "
+             f"validation on {pr.eval_rows:,} of {c.n_valid:,} users; probe took "
+             f"{pr.wall_seconds:.1f} s"]
+    lines += [f"note: {n}" for n in p.notes]
+    rows = [
+        ("peak memory", _mb(p.peak_mb), p.sources["memory"]),
+        ("sequences / second", f"{p.sequences_per_second:,.0f}", p.sources["step"]),
+        ("seconds / step", f"{p.step_seconds:.4f}", p.sources["step"]),
+        ("steps / epoch", f"{p.steps_per_epoch:,}", p.sources["steps/epoch"]),
+        ("training / epoch", _h(p.epoch_seconds), p.sources["epoch"]),
+        ("validation / epoch", _h(p.eval_seconds), p.sources["validation"]),
+        ("model build", _h(p.build_seconds), p.sources["build"]),
+        ("frozen caches (once)", _h(p.cache_seconds), p.sources["cache"] + "; later runs "
+         "with these encoders and catalog map them from train.feature_cache"),
+        ("final evaluation", _h(p.final_eval_seconds),
+         "extrapolated: valid, test and cold users, one catalog encoding"),
+        (f"budget: {p.budget_epochs} epochs", f"{p.hours_budget:.3g} {unit}-h",
+         "extrapolated (build, caches, epochs x (training + validation), final evaluation)"),
+        (f"expected: {p.expected_epochs} epochs", f"{p.hours_expected:.3g} {unit}-h",
+         p.sources["epochs"]),
+    ]
+    w = max(len(r[0]) for r in rows)
+    v = max(len(r[1]) for r in rows)
+    lines += [f"  {a:<{w}}  {b:>{v}}  {s}" for a, b, s in rows]
+    verdict = {True: "fits", False: "DOES NOT FIT", None: "unknown"}[p.fits]
+    lines.append(f"memory: {verdict} ({_mb(p.peak_mb)} predicted vs {HEADROOM:.0%} of "
+                 f"{_mb(p.capacity_mb)})")
+    for s in plan.suggestions:
+        if "error" in s:
+            lines.append(f"  try {s['change']}: cannot run ({s['error']})")
+        else:
+            lines.append(f"  try {s['change']}: needs {_mb(s['peak_mb'])} "
+                         f"({'fits' if s['fits'] else 'does not fit'}), "
+                         f"training {_h(s['epoch_seconds'])} per epoch (re-probed)")
+    return "\n".join(lines)
+
+
+# -- grids: notebooks and the study ----------------------------------------------------------------
+@dataclass
+class Section:
+    """A grid a notebook runs with `run_grid`: its configurations and the seeds of each."""
+
+    name: str
+    configs: Mapping[Any, RunConfig]
+    seeds: tuple[int, ...]
+
+
+def _seeds(profile: str) -> tuple[int, ...]:
+    from mmsr_lib.config import profile_seeds
+
+    return profile_seeds(profile)
+
+
+def _nb00(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook.quickstart import quickstart_configs
+
+    # the quick start trains one seed (the profile's first)
+    return [Section("quickstart", quickstart_configs(profile, *overrides), _seeds(profile)[:1])]
+
+
+def _nb01(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import grids
+
+    out = [Section("Table II", grids.table2_configs(profile, *overrides), _seeds(profile))]
+    if profile == "cpu":
+        out.append(Section("Table II from scratch", grids.table2_configs(
+            profile, *overrides, from_scratch=True), _seeds(profile)))
+    return out
+
+
+def _nb02(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import grids
+
+    return [Section("Table III", grids.table3_configs(profile, *overrides), _seeds(profile))]
+
+
+def _nb03(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import grids
+
+    out = [Section("Table IV", grids.table4_configs(profile, *overrides), _seeds(profile))]
+    if profile != "smoke":  # the notebook's include_movielens default
+        out.append(Section("Table IV MovieLens-100K", grids.table4_configs(
+            profile, dataset="movielens-100k"), _seeds(profile)))
+    if profile == "cpu":  # its from_scratch default
+        out.append(Section("Table IV from scratch", grids.table4_configs(
+            profile, *overrides, from_scratch=True), _seeds(profile)))
+    return out
+
+
+def _nb07(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import grids
+
+    return [Section("Table IV (cold)", grids.table4_configs(profile, *overrides),
+                    _seeds(profile))]
+
+
+def _nb08(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import transfer
+
+    sources = transfer.source_configs(profile, *overrides)  # one seed each (set inside)
+    x_source = transfer.catalogs(profile)["X"]["source"].label
+    return [Section("transfer sources", sources, _seeds(profile)[:1]),
+            Section("Table IX", transfer.table9_configs(profile, sources, *overrides),
+                    _seeds(profile)),
+            Section("Table X", transfer.table10_configs(profile, sources[x_source], *overrides),
+                    _seeds(profile))]
+
+
+def _nb09(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import tricks
+
+    # what notebook 09 adds to every row (the smoke profile's subsample), where defined
+    extra = tuple(getattr(tricks, "notebook_overrides", lambda p: ())(profile))
+    return [Section(f"Table {name}", fn(profile, *extra, *overrides), _seeds(profile))
+            for name, fn in tricks.TABLES.items()]
+
+
+def _nb10(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import grids
+
+    grid = grids.table4_configs(profile)
+    rows = {k: grid[k] for k in (("SASRec", "IDSR"), ("SASRec", "MMSR"))}
+    return [Section("Table IV IDSR/MMSR SASRec", rows, _seeds(profile))]
+
+
+def _nb11(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import protocol
+
+    out = [Section("models (all windows, track_test)",
+                   protocol.model_configs(profile, *overrides), _seeds(profile))]
+    datasets: dict[str, dict] = {"synthetic": {}}
+    if profile != "smoke":
+        datasets["movielens-100k"] = {"track_test": False}
+    for name, kw in datasets.items():
+        if name != "synthetic":
+            out.append(Section(f"{name} all windows", protocol.model_configs(
+                profile, dataset=name, include_mostpop=False, **kw), _seeds(profile)))
+        out.append(Section(f"{name} last windows", protocol.model_configs(
+            profile, dataset=name, windows="last", include_mostpop=False, **kw),
+            _seeds(profile)))
+    return out
+
+
+# notebook -> (title, its grids); notebooks without a grid function yet are not listed
+NOTEBOOK_GRIDS: dict[str, tuple[str, Callable[[str, Sequence[str]], list[Section]]]] = {
+    "00": ("00_quickstart", _nb00),
+    "01": ("01_item_encoders (Table II)", _nb01),
+    "02": ("02_fusion (Table III)", _nb02),
+    "03": ("03_sr_architectures (Table IV)", _nb03),
+    "07": ("07_cold_start (Table IV's runs)", _nb07),
+    "08": ("08_transfer (Tables IX, X)", _nb08),
+    "09": ("09_bag_of_tricks (Tables XI-XIV)", _nb09),
+    "10": ("10_visualization (Table IV's SASRec runs)", _nb10),
+    "11": ("11_protocol", _nb11),
+}
+
+
+def notebook_key(notebook: str) -> str:
+    key = str(notebook).split("_")[0].zfill(2)
+    if key not in NOTEBOOK_GRIDS:
+        raise ValueError(f"no grid for notebook {notebook!r}; choose one of "
+                         f"{sorted(NOTEBOOK_GRIDS)}")
+    return key
+
+
+@dataclass
+class PlannedRun:
+    """One run of a grid: where it comes from and its (seeded) configuration."""
+
+    notebook: str
+    section: str
+    label: Any
+    config: RunConfig
+
+
+def notebook_runs(notebook: str, profile: str, *overrides: str) -> list[PlannedRun]:
+    """Every run of a notebook's grids on `profile`: each configuration once per seed."""
+    key = notebook_key(notebook)
+    out = []
+    for sec in NOTEBOOK_GRIDS[key][1](profile, overrides):
+        for label, cfg in sec.configs.items():
+            for seed in sec.seeds:
+                out.append(PlannedRun(key, sec.name, label, cfg.override(f"train.seed={seed}")))
+    return out
+
+
+def study_runs(profile: str, *overrides: str,
+               notebooks: Iterable[str] | None = None) -> list[PlannedRun]:
+    """The runs of every notebook with a grid (`NOTEBOOK_GRIDS`), in notebook order."""
+    return [run for nb in (notebooks or NOTEBOOK_GRIDS)
+            for run in notebook_runs(nb, profile, *overrides)]
+
+
+@dataclass
+class KindRow:
+    """One distinct cost shape of a grid plan: its runs and their summed prediction."""
+
+    kind: str
+    data: str
+    notebooks: list[str]
+    runs: int
+    prediction: Prediction | None
+    hours_budget: float
+    hours_expected: float
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    suggestions: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class GridPlan:
+    """`plan_runs`' answer: one row per cost shape and the totals."""
+
+    title: str
+    profile: str
+    device: str
+    rows: list[KindRow]
+    runs: int  # distinct runs (a run shared by notebooks counted once)
+    planned: int  # runs as the notebooks list them (seeds included)
+    skipped: dict[str, str]  # run label -> why it cannot be planned here
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def hours_budget(self) -> float:
+        return sum(r.hours_budget for r in self.rows)
+
+    @property
+    def hours_expected(self) -> float:
+        return sum(r.hours_expected for r in self.rows)
+
+
+def plan_runs(runs: Sequence[PlannedRun], *, title: str = "", steps: int = 2,
+              eval_rows: int = 256, device: str | None = None, isolate: bool = True,
+              plugins: Sequence[str] = (), max_probe_items: int | None = None,
+              probe_fn: ProbeFn | None = None, capacity_mb: float | None = None,
+              with_suggestions: bool = True, progress: Callable[[str], None] | None = None,
+              ) -> GridPlan:
+    """Plan a list of runs: deduplicate them by run hash (a run two notebooks share trains once),
+    probe each distinct `cost_key` once, predict every run from its shape's probe and its own
+    data counts, and sum per shape. A frozen-prefix cache build is counted once per `build_key`
+    (later runs map it from the shared disk cache). Data generation/import is not counted."""
+    from mmsr_lib.train import resolve_device
+
+    unique: dict[str, PlannedRun] = {}
+    shared: dict[str, set[str]] = {}
+    for run in runs:
+        h = run.config.resolved().hash()
+        unique.setdefault(h, run)
+        shared.setdefault(h, set()).add(run.notebook)
+    groups: dict[tuple, list[tuple[PlannedRun, RunConfig]]] = {}
+    notes: dict[tuple, list[str]] = {}
+    skipped: dict[str, str] = {}
+    all_notes: set[str] = set()
+    for run in unique.values():
+        try:
+            cfg, n = stand_in(run.config)
+        except LookupError as err:
+            skipped[f"{run.notebook} {run.section} {run.label}"] = str(err)
+            continue
+        key = cost_key(cfg)
+        groups.setdefault(key, []).append((run, cfg))
+        notes.setdefault(key, n)
+        all_notes.update(n)
+    first = next(iter(groups.values()))[0][1] if groups else None
+    dev = str(resolve_device(device or (first.train.device if first else "auto")))
+    cap = (capacity_mb, "given") if capacity_mb is not None else device_memory(dev)
+    fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, plugins)
+    built: set[tuple] = set()
+    rows = []
+    for i, (key, members) in enumerate(groups.items()):
+        rep = members[0][1]
+        kind, data = describe_kind(rep), describe_data(rep)
+        nbs = sorted({nb for run, _ in members for nb in shared[run.config.resolved().hash()]})
+        if progress is not None:
+            progress(f"[{i + 1}/{len(groups)}] probing {kind} on {data} "
+                     f"({len(members)} run(s))")
+        probed = probe_config(rep, dev, max_probe_items)
+        try:
+            p = fn(probed)
+        except Exception as err:  # one shape that cannot run does not sink the plan
+            rows.append(KindRow(kind, data, nbs, len(members), None, math.nan, math.nan,
+                                error=f"{type(err).__name__}: {err}", notes=notes[key]))
+            continue
+        hb = he = 0.0
+        pred = None
+        for _, cfg in members:
+            counts = p.counts if probed.hash() == cfg.hash() else data_counts(cfg)
+            pred = predict(cfg, p, counts, cap)
+            bk = build_key(cfg)
+            first_build = bk not in built
+            built.add(bk)
+            hb += pred.hours(pred.budget_epochs, cache=first_build)
+            he += pred.hours(pred.expected_epochs, cache=first_build)
+        row_notes = list(notes[key])
+        if probed.hash() != rep.hash():
+            row_notes.append(f"probed on {describe_data(probed)} and scaled")
+        row = KindRow(kind, data, nbs, len(members), pred, hb, he, notes=row_notes)
+        if with_suggestions and pred is not None and pred.fits is False:
+            row.suggestions = suggest(rep, fn, cap, data_counts, dev)
+        rows.append(row)
+    profile = first.profile if first else "?"
+    return GridPlan(title, profile, dev, rows, len(unique), len(runs), skipped,
+                    sorted(all_notes))
+
+
+def format_grid_plan(plan: GridPlan) -> str:
+    """The table of a grid plan: one line per configuration kind, then the total."""
+    unit = "gpu" if plan.device.startswith("cuda") else "cpu"
+    header = (f"{plan.title}: {plan.runs} distinct run(s) ({plan.planned} as the notebooks list "
+              f"them), {len(plan.rows)} configuration kind(s), probed on {plan.device}")
+    cols = ("configuration kind", "data", "nb", "runs", "peak", "fits", "s/epoch", "epochs",
+            f"{unit}-h budget", f"{unit}-h expected")
+    table = []
+    for r in plan.rows:
+        p = r.prediction
+        if p is None:
+            table.append((r.kind, r.data, ",".join(r.notebooks), str(r.runs), "-", "-", "-", "-",
+                          "-", "-"))
+            continue
+        fit = {True: "yes", False: "NO", None: "?"}[p.fits]
+        table.append((r.kind, r.data, ",".join(r.notebooks), str(r.runs), _mb(p.peak_mb), fit,
+                      f"{p.epoch_seconds + p.eval_seconds:.2f}",
+                      f"{p.budget_epochs}/{p.expected_epochs}",
+                      f"{r.hours_budget:.3g}", f"{r.hours_expected:.3g}"))
+    table.append(("total", "", "", str(sum(r.runs for r in plan.rows)), "", "", "", "",
+                  f"{plan.hours_budget:.3g}", f"{plan.hours_expected:.3g}"))
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
+    right = {3, 4, 6, 7, 8, 9}
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+
+    out = [header, line(cols), line(["-" * w for w in widths])]
+    out += [line(row) for row in table[:-1]]
+    out += [line(["-" * w for w in widths]), line(table[-1])]
+    out.append(f"total: {plan.hours_budget:.3g} {unit}-hours at the epoch budgets, "
+               f"{plan.hours_expected:.3g} {unit}-hours expected (best epoch at "
+               f"{EXPECTED_BEST_SHARE:.0%} of the budget + patience)")
+    out.append("measured: seconds per step, build, validation on a slice, peak memory (one probe "
+               "per kind); counted: steps per epoch, users; extrapolated: everything summed. "
+               "s/epoch = training + validation; a frozen-prefix cache build is counted once per "
+               "encoder and catalog; data generation/import is not counted.")
+    out += [f"note: {n}" for n in plan.notes]
+    for r in plan.rows:
+        if r.error:
+            out.append(f"cannot probe {r.kind} on {r.data}: {r.error}")
+        for s in r.suggestions:
+            what = (f"needs {_mb(s['peak_mb'])} ({'fits' if s['fits'] else 'does not fit'})"
+                    if "error" not in s else f"cannot run ({s['error']})")
+            out.append(f"does not fit: {r.kind}: try {s['change']}: {what}")
+    for label, why in plan.skipped.items():
+        out.append(f"set aside (as the notebook does): {label}: {why}")
+    return "\n".join(out)
+
+
+# -- checking predictions against measured runs ----------------------------------------------------
+def validate_plan(store: Any, configs: Mapping[Any, RunConfig] | Iterable[RunConfig], *,
+                  steps: int = 2, eval_rows: int = 256, device: str | None = None,
+                  isolate: bool = True, probe_fn: ProbeFn | None = None,
+                  print_table: bool = True) -> Any:
+    """Predicted vs measured seconds per training epoch (the history's ``train_seconds``,
+    median over the run's epochs) and per validation (``eval_seconds``) for every configuration
+    already stored as done in `store`; one probe per cost shape. Ratio = predicted / measured
+    (1 = exact; > 1 the plan over-estimates). Returns the table (a DataFrame)."""
+    import pandas as pd
+
+    from mmsr_lib.train import resolve_device
+
+    items = list(configs.items()) if isinstance(configs, Mapping) else \
+        [(c.name, c) for c in configs]
+    probes: dict[tuple, Probe] = {}
+    rows = []
+    for label, cfg in items:
+        r = cfg.resolved()
+        rec = store.get(r.hash())
+        if rec is None or rec.status != "done" or not rec.history:
+            continue
+        planned, _ = stand_in(r)
+        dev = str(resolve_device(device or planned.train.device))
+        fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, ())
+        key = cost_key(planned)
+        if key not in probes:
+            probes[key] = fn(probe_config(planned, dev))
+        p = probes[key]
+        pred = predict(planned, p, data_counts(planned))
+        train_s = [h["train_seconds"] for h in rec.history if "train_seconds" in h]
+        eval_s = [h["eval_seconds"] for h in rec.history if "eval_seconds" in h]
+        m_train = float(np.median(train_s)) if train_s else math.nan
+        m_eval = float(np.median(eval_s)) if eval_s else math.nan
+        rows.append({
+            "run": " / ".join(map(str, label)) if isinstance(label, tuple) else str(label),
+            "hash": r.hash(), "ran on": rec.extra.get("device", "?"), "probed on": p.device,
+            "epochs": len(train_s),
+            "measured s/epoch": m_train, "predicted s/epoch": pred.epoch_seconds,
+            "ratio": pred.epoch_seconds / m_train if m_train > 0 else math.nan,
+            "measured eval s": m_eval, "predicted eval s": pred.eval_seconds,
+            "eval ratio": pred.eval_seconds / m_eval if m_eval > 0 else math.nan,
+        })
+    table = pd.DataFrame(rows)
+    if print_table:
+        if table.empty:
+            print("validate_plan: none of these configurations is stored as done")
+        else:
+            with pd.option_context("display.width", 200, "display.max_columns", None):
+                print(table.drop(columns=["hash"]).to_string(index=False,
+                                                            float_format=lambda x: f"{x:.3g}"))
+            ratios = table["ratio"].dropna()
+            if len(ratios):
+                print(f"predicted / measured s/epoch: median {ratios.median():.2f}, range "
+                      f"{ratios.min():.2f}-{ratios.max():.2f} over {len(ratios)} run(s)")
+    return table
+
+
+# -- command line ----------------------------------------------------------------------------------
+def add_plan_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan", help="will a configuration fit, and how long will it / a notebook / the study take",
+        description="Probes on this machine (a few timed training steps through the trainer's "
+                    "own step, one validation on a slice, peak memory) and predicts memory, "
+                    "sequences/s, seconds per epoch and hours for the budget; says what is "
+                    "measured and what extrapolated. Examples: mmsr plan --profile cpu --set "
+                    "model.item_encoder=mm; mmsr plan --notebook 03 --profile cpu; "
+                    "mmsr plan --study --profile paper")
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="default: $MMSR_PROFILE or cpu")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, repeatable (applied to every grid row too)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--notebook", default=None,
+                      help=f"plan a notebook's grids ({', '.join(sorted(NOTEBOOK_GRIDS))})")
+    what.add_argument("--study", action="store_true",
+                      help="plan every notebook's grids on the profile")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per probe (default 3 for one configuration, 2 for grids)")
+    p.add_argument("--eval-users", type=int, default=None,
+                   help="validation users ranked by the probe (default 512 / 256 for grids)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's)")
+    p.add_argument("--in-process", action="store_true",
+                   help="probe in this process (quicker; the CPU peak is then this process's "
+                        "during the probe, not a fresh process's)")
+    p.add_argument("--probe-items", type=int, default=None,
+                   help=f"largest catalog a content model is probed on (default: "
+                        f"{CPU_PROBE_ITEMS} on CPU, the run's own on CUDA; 0 = the run's own)")
+    p.add_argument("--memory-mb", type=float, default=None,
+                   help="plan for a device with this much memory instead of this one's")
+    p.add_argument("--validate", action="store_true",
+                   help="also compare predicted vs measured s/epoch of runs already stored")
+    p.add_argument("--results", default=None, help="results store for --validate")
+    p.add_argument("--json", default=None, help="also write the plan as JSON here")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    profile = args.profile or default_profile()
+    grid = args.notebook is not None or args.study
+    steps = args.steps if args.steps is not None else (2 if grid else 3)
+    eval_rows = args.eval_users if args.eval_users is not None else (256 if grid else 512)
+    common = dict(steps=steps, eval_rows=eval_rows, device=args.device,
+                  isolate=not args.in_process, plugins=tuple(args.plugin or ()),
+                  max_probe_items=args.probe_items, capacity_mb=args.memory_mb)
+    if grid:
+        if args.study:
+            runs = study_runs(profile, *args.overrides)
+            title = f"study on profile {profile}"
+        else:
+            key = notebook_key(args.notebook)
+            runs = notebook_runs(key, profile, *args.overrides)
+            title = f"notebook {NOTEBOOK_GRIDS[key][0]} on profile {profile}"
+        result: Any = plan_runs(runs, title=title, progress=lambda s: print(s, file=sys.stderr),
+                                **common)
+        print(format_grid_plan(result))
+        configs = {f"{r.notebook} {r.label} seed {r.config.train.seed}": r.config
+                   for r in runs}
+    else:
+        cfg = profile_config(profile).override(*args.overrides)
+        result = plan_config(cfg, **common)
+        print(format_config_plan(result))
+        configs = {cfg.name: cfg}
+    if args.validate:
+        from mmsr_lib.runs.store import ResultsStore
+
+        validate_plan(ResultsStore(args.results, readonly=True), configs, steps=steps,
+                      eval_rows=eval_rows, device=args.device, isolate=not args.in_process)
+    if args.json:
+        from mmsr_lib.util.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(dataclasses.asdict(result), indent=1,
+                                                default=str))
+    return 0
+
+
+__all__ = [
+    "ConfigPlan", "DataCounts", "GridPlan", "KindRow", "NOTEBOOK_GRIDS", "PlannedRun",
+    "Prediction", "Probe", "add_plan_parser", "build_key", "cmd_plan",
+    "cost_key", "data_counts", "describe_kind", "device_memory", "expected_epochs", "fits",
+    "fit_candidates", "format_config_plan", "format_grid_plan", "notebook_runs", "plan_config",
+    "plan_runs", "predict", "probe", "probe_config", "stand_in", "study_runs", "suggest",
+    "validate_plan",
+]

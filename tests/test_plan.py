@@ -1,0 +1,246 @@
+"""`mmsr plan`: the probe measures something real, grids are deduplicated by what changes cost,
+the memory check and its suggestions follow from the numbers, and predictions can be checked
+against stored runs. No duration is asserted: only that measured numbers are positive and
+finite, and that the arithmetic on given numbers is right."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from mmsr_lib import plan
+from mmsr_lib.cli import main
+from mmsr_lib.config import profile_config
+from mmsr_lib.runs.runner import load_data, run_or_load
+from mmsr_lib.runs.store import ResultsStore
+
+TINY = ("data.synth.n_users=120", "data.synth.n_items=60", "model.dim=16",
+        "train.batch_size=32", "data.max_len=8", "model.text_max_tokens=16")
+
+
+def tiny(*settings: str):
+    return profile_config("smoke").override(*TINY, *settings)
+
+
+def fake_probe(cfg, step: float = 0.01, peak_per_row: float = 10.0, base: float = 100.0,
+               **_) -> plan.Probe:
+    """A probe with given numbers (memory grows with the batch) and the real counts."""
+    r = cfg.resolved()
+    counts = plan.counts_of(load_data(r.data), r)
+    b = r.train.batch_size
+    return plan.Probe(
+        device="cpu", device_name="fake", threads=1, steps=2, batch_shape=(b, r.data.max_len),
+        step_seconds=step, step_seconds_all=[step, step], build_seconds=1.0, cache_seconds=2.0,
+        data_seconds=0.1, catalog_seconds=0.5, eval_rows=10, eval_rows_seconds=0.1,
+        peak_mb=base + peak_per_row * b, static_mb=base, memory_method="fake", cache_mb=0.0,
+        parameters=1000, trainable_parameters=100, trainable=True, counts=counts)
+
+
+# -- the probe --------------------------------------------------------------------------------------
+def test_probe_of_a_tiny_smoke_config_measures_positive_finite_numbers():
+    cfg = tiny("model.item_encoder=mm", "model.finetune=top", "model.mask_ratio=0")
+    p = plan.probe(cfg, steps=1, eval_rows=16, device="cpu", isolate=True)  # a fresh process
+    assert p.memory_method == "peak RSS of a fresh process"
+    for value in (p.step_seconds, p.build_seconds, p.peak_mb, p.static_mb, p.eval_rows_seconds):
+        assert math.isfinite(value) and value > 0
+    assert p.cache_seconds >= 0 and p.catalog_seconds >= 0 and p.cache_mb > 0  # text + MAE
+    assert p.steps == 1 and p.batch_shape == (32, 8) and p.trainable_parameters > 0
+    c = p.counts
+    assert c.windows > 0 and c.n_items == 60 and 0 < c.distinct_items <= 60
+    assert c.steps_per_epoch == -(-c.windows // 32)
+    pred = plan.predict(cfg, p)
+    assert pred.steps_per_epoch == c.steps_per_epoch
+    for value in (pred.epoch_seconds, pred.eval_seconds, pred.sequences_per_second,
+                  pred.hours_budget, pred.peak_mb):
+        assert math.isfinite(value) and value > 0
+    assert pred.peak_mb == p.peak_mb and pred.sources["memory"].startswith("measured")
+
+
+def test_in_process_plan_of_notebook_00_probes_every_kind_once():
+    runs = plan.notebook_runs("00", "smoke", *TINY)
+    result = plan.plan_runs(runs, title="nb00", steps=1, eval_rows=16, device="cpu",
+                            isolate=False)
+    assert [r.kind.split()[0] for r in result.rows] == ["mostpop", "IDSR", "MMSR-T", "MMSR-V",
+                                                       "MMSR"]
+    assert not any(r.error for r in result.rows)
+    mostpop, *trained = result.rows
+    assert mostpop.prediction.steps_per_epoch == 0 and mostpop.prediction.budget_epochs == 0
+    for r in trained:
+        p = r.prediction
+        assert p.epoch_seconds > 0 and math.isfinite(p.peak_mb) and p.budget_epochs == 3
+        assert r.hours_budget > 0
+    assert math.isclose(result.hours_budget, sum(r.hours_budget for r in result.rows))
+    assert "total" in plan.format_grid_plan(result)
+
+
+# -- what changes cost ------------------------------------------------------------------------------
+def test_cost_key_ignores_seed_rates_windows_and_names_but_not_the_shape():
+    base = tiny("model.item_encoder=mm")
+    key = plan.cost_key(base)
+    for same in ("train.seed=7", "train.lr=3e-4", "train.encoder_lr=1e-5", "name=x",
+                 "train.epochs=9", "train.patience=1", "data.train_windows=last",
+                 "train.track_test=true", "model.dropout=0.3", "data.synth.seed=3",
+                 "data.synth.domain=target", "train.weight_decay=0"):
+        assert plan.cost_key(base.override(same)) == key, same
+    for other in ("model.dim=32", "train.batch_size=16", "model.fusion=sum",
+                  "model.finetune=full", "model.text_encoder=tiny-bert", "model.sequence=gru4rec",
+                  "data.synth.n_items=80", "model.text_max_tokens=10", "model.item_encoder=text",
+                  "data.max_len=10", "train.loss=ce"):
+        assert plan.cost_key(base.override(other)) != key, other
+    # the frozen caches are shared by rows that differ only downstream of the encoders
+    assert plan.build_key(base.override("model.fusion=sum")) == plan.build_key(base)
+    assert plan.build_key(base.override("model.top_blocks=1")) != plan.build_key(base)
+
+
+def test_plan_runs_probes_each_cost_shape_once_and_counts_shared_runs_once():
+    calls = []
+
+    def probe_fn(cfg):
+        calls.append(plan.describe_kind(cfg))
+        return fake_probe(cfg)
+
+    a = tiny("model.item_encoder=id")
+    runs = [plan.PlannedRun("01", "s", ("x", seed, lr), a.override(f"train.seed={seed}",
+                                                                   f"train.lr={lr}"))
+            for seed in (1, 2, 3) for lr in (1e-3, 1e-4)]
+    runs.append(plan.PlannedRun("02", "s", "shared", a.override("train.seed=1", "train.lr=1e-3")))
+    runs.append(plan.PlannedRun("02", "s", "wide", a.override("model.dim=32")))
+    result = plan.plan_runs(runs, probe_fn=probe_fn, device="cpu", capacity_mb=1e6)
+    assert len(calls) == 2  # two shapes
+    assert result.planned == 8 and result.runs == 7  # the shared run trains once
+    first = result.rows[0]
+    assert first.runs == 6 and first.notebooks == ["01", "02"]
+    # every run: build + 3 epochs x (training + validation) + final; caches once per shape
+    p = first.prediction
+    per_run = 3 * (p.epoch_seconds + p.eval_seconds) + p.final_eval_seconds + p.build_seconds
+    assert math.isclose(first.hours_budget * 3600, 6 * per_run + p.cache_seconds)
+
+
+def test_notebook_and_study_plans_print_a_total(monkeypatch, capsys):
+    monkeypatch.setattr(plan, "probe", lambda cfg, **kw: fake_probe(cfg))
+    assert main(["plan", "--notebook", "02", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "notebook 02_fusion (Table III) on profile smoke" in out
+    assert "12 configuration kind(s)" in out and "total:" in out and "cpu-hours" in out
+    assert main(["plan", "--study", "--profile", "smoke", "--memory-mb", "1e6"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("study on profile smoke") and "total:" in out
+    total = next(line for line in out.splitlines() if line.startswith("total "))
+    assert float(total.split()[-1]) > 0
+
+
+def test_unknown_notebook_is_one_line_error(capsys):
+    assert main(["plan", "--notebook", "05", "--profile", "smoke"]) == 2
+    assert "no grid for notebook '05'" in capsys.readouterr().err
+
+
+# -- prediction arithmetic ---------------------------------------------------------------------------
+def test_expected_epochs_follow_the_patience_rule():
+    assert plan.expected_epochs(200, 20) == 100  # best at 80, then 20 more
+    assert plan.expected_epochs(150, 15) == 75
+    assert plan.expected_epochs(3, 2) == 3  # capped at the budget
+    assert plan.expected_epochs(100, 5, eval_every=2) == 50
+    assert plan.expected_epochs(0, 5) == 0
+
+
+def test_predict_scales_a_probe_on_a_smaller_catalog_by_the_counted_ratios():
+    cfg = tiny("model.item_encoder=text")
+    p = fake_probe(cfg)
+    big = dataclasses.replace(p.counts, n_items=10 * p.counts.n_items,
+                              distinct_items=2 * p.counts.distinct_items, windows=1000,
+                              n_valid=500, n_test=500, n_cold_valid=0, n_cold_test=0)
+    same, scaled = plan.predict(cfg, p), plan.predict(cfg, p, big)
+    assert same.sources["step"].startswith("measured")
+    assert scaled.sources["step"].startswith("extrapolated")
+    assert math.isclose(scaled.step_seconds, 2 * p.step_seconds)
+    assert scaled.steps_per_epoch == 32 and math.isclose(scaled.epoch_seconds, 32 * 0.02)
+    # one catalog encoding (x10 items) + 500 users at the measured per-user time (x10 items)
+    assert math.isclose(scaled.eval_seconds, 0.5 * 10 + 0.01 * 10 * 500)
+    assert math.isclose(scaled.cache_seconds, 20.0) and scaled.build_seconds == 1.0
+    growth = (p.peak_mb - p.static_mb) * 2
+    tables = (big.n_items - p.counts.n_items) * 16 * 12 / 2**20
+    assert math.isclose(scaled.peak_mb, p.static_mb + growth + tables)
+    # an ID model's step does not depend on the distinct items of a batch
+    idsr = tiny("model.item_encoder=id")
+    assert math.isclose(plan.predict(idsr, fake_probe(idsr), big).step_seconds, 0.01)
+
+
+def test_track_test_adds_a_test_evaluation_per_epoch():
+    cfg = tiny("model.item_encoder=id")
+    p = fake_probe(cfg)
+    a, b = plan.predict(cfg, p), plan.predict(cfg.override("train.track_test=true"), p)
+    c = p.counts
+    assert math.isclose(a.eval_seconds, 0.5 + 0.01 * c.n_valid)
+    assert math.isclose(b.eval_seconds, 2 * 0.5 + 0.01 * (c.n_valid + c.n_test))
+
+
+# -- memory ------------------------------------------------------------------------------------------
+def test_fits_uses_the_headroom():
+    assert plan.fits(899, 1000) is True and plan.fits(901, 1000) is False
+    assert plan.fits(10, None) is None
+
+
+def test_a_config_that_does_not_fit_gets_re_probed_suggestions():
+    cfg = tiny("model.item_encoder=id", "train.batch_size=64")
+    # fake memory: 100 + 10 MiB per batch row: 740 at 64, 420 at 32, 260 at 16, 180 at 8
+    one = plan.plan_config(cfg, probe_fn=fake_probe, capacity_mb=500, device="cpu")
+    assert one.prediction.fits is False and one.prediction.peak_mb == 740
+    assert [(s["change"], s["peak_mb"], s["fits"]) for s in one.suggestions] == [
+        ("train.batch_size=32", 420, True)]
+    text = plan.format_config_plan(one)
+    assert "DOES NOT FIT" in text and "try train.batch_size=32: needs 420 MiB (fits)" in text
+    tight = plan.plan_config(cfg, probe_fn=fake_probe, capacity_mb=200, device="cpu")
+    assert [(s["change"], s["fits"]) for s in tight.suggestions] == [
+        ("train.batch_size=32", False), ("train.batch_size=16", False),
+        ("train.batch_size=8", True)]
+    roomy = plan.plan_config(cfg, probe_fn=fake_probe, capacity_mb=10_000, device="cpu")
+    assert roomy.prediction.fits is True and roomy.suggestions == []
+
+
+def test_encoder_changes_are_suggested_for_content_models():
+    cfg = tiny("model.item_encoder=text", "model.finetune=full")
+    changes = [c for c, _ in plan.fit_candidates(cfg)]
+    assert changes[:3] == ["train.batch_size=16", "train.batch_size=8", "train.batch_size=4"]
+    assert "model.finetune=top" in changes and "model.finetune=frozen" in changes
+    assert "model.text_max_tokens=10" in changes
+    assert all(not c.startswith("model.") for c, _ in
+               plan.fit_candidates(tiny("model.item_encoder=id")))
+
+
+# -- stand-ins -----------------------------------------------------------------------------------------
+def test_paper_profile_offline_uses_paper_size_stand_ins():
+    from mmsr_lib.util import registry
+
+    cfg = profile_config("paper").override("model.item_encoder=mm")
+    planned, notes = plan.stand_in(cfg)
+    s = planned.data.synth
+    assert planned.data.source == "synthetic"
+    assert (s.n_users, s.n_items, s.mean_seq_len) == (200_000, 85_019, 31.39)
+    if registry.lookup("text_encoder", "roberta-base").missing():
+        assert planned.model.text_encoder == "random:roberta-base"
+        assert any("random:roberta-base" in n for n in notes)
+    assert planned.model.dim == 768 and planned.train.epochs == 150
+    # on CPU a content model is probed on a small catalog of the same kind, an ID model is not
+    assert plan.probe_config(planned, "cpu").data.synth.n_items == plan.CPU_PROBE_ITEMS
+    idsr, _ = plan.stand_in(profile_config("paper").override("model.item_encoder=id"))
+    assert plan.probe_config(idsr, "cpu").data.synth.n_items == 85_019
+    assert plan.paper_dataset_size("data/bili-20k") == ("Bili-20K", 20_000, 76_178, 17.95)
+
+
+# -- predicted vs measured ------------------------------------------------------------------------------
+def test_validate_plan_compares_with_runs_it_trained(tmp_path, capsys):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    configs = {name: tiny(*s, "train.epochs=2", f"name={name}")
+               for name, s in (("idsr", ("model.item_encoder=id",)),
+                               ("gru", ("model.item_encoder=id", "model.sequence=gru4rec")),
+                               ("text", ("model.item_encoder=text",)))}
+    for cfg in configs.values():
+        run_or_load(cfg, store=store, progress=False)
+    configs["not run"] = tiny("model.item_encoder=vision")
+    table = plan.validate_plan(store, configs, steps=1, eval_rows=16, device="cpu",
+                               isolate=False)
+    assert list(table["run"]) == ["idsr", "gru", "text"]
+    assert (table["epochs"] == 2).all()
+    for col in ("ratio", "eval ratio", "measured s/epoch", "predicted s/epoch"):
+        assert table[col].map(math.isfinite).all() and (table[col] > 0).all()
+    assert "predicted / measured s/epoch" in capsys.readouterr().out
