@@ -57,6 +57,27 @@ CHECKS = {
         len(r["verdicts"]) == 3,
         r["figure"].endswith("07_cold_start_smoke.png"),
     ),
+    "08_transfer": lambda r: (
+        r["n_sources"] == 4,  # Table IX's three sources and Table X's
+        r["warm_starts_ok"] is True,  # transfer rows name a trained source; IDSR never
+        r["table9_rows"] == 5 and r["table10_rows"] == 9,
+        set(r["improv9"]) == {"HR@10", "NDCG@10"} and len(r["improv10"]) == 6,
+        all(v.startswith(("+", "-", "n.s. (p=")) or v == "not converged"
+            for v in [*r["improv9"].values(), *r["improv10"]]),
+        r["best_transfer9"].startswith("Transfer HM-"),
+        _check_percent(r["scratch9_ndcg10"]),
+        r["figure_panels"] == 2,
+        r["idsr_budget_ratio"] == 2.0,  # IDSR gets twice the MMSR epochs, as in the paper
+    ),
+    "09_bag_of_tricks": lambda r: (
+        (r["table11_rows"], r["table12_rows"], r["table13_rows"], r["table14_rows"]) == (
+            9, 5, 10, 8),
+        r["distinct_runs"] == 27,  # the default setting is one run shared by the four tables
+        r["costs_measured"] is True and r["memory_from"] == ["run"],
+        r["cost_sentences11"] == 4,  # full vs top, per encoder
+        r["lr_scale"] == 10.0,
+        r["truncated_share"][0] > r["truncated_share"][-1] == 0.0,  # 5 tokens cut, 50 do not
+    ),
     "10_visualization": lambda r: (
         0 < r["n_cold_items"] < r["n_items"],
         len(r["item_purity"]) == 6 and all(0.0 <= v <= 1.0 for v in r["item_purity"].values()),
@@ -78,6 +99,18 @@ CHECKS = {
         0.0 <= r["q4_share_trained_pairs"] <= 100.0,
         r["q5_reported_equals_history"] is True,
         all(b >= 0.0 for b in r["q5_bias"].values()),
+    ),
+    "12_ids_vs_content": lambda r: (
+        r["n_points"] == 2,
+        r["n_rows"] == 8,  # 2 points x (IDSR, MMSR-T, MMSR-V, MMSR), one seed
+        r["per_item"][0] > r["per_item"][1],  # the second catalog is sparser
+        r["warm_plus_cold_is_all"] is True,
+        r["crossover_splits"] == ["overall", "cold", "warm"],
+        len(r["conclusion"]) == 6,  # crossover + the paper's four data sets + the main claim
+        all(isinstance(s, str) and s for s in r["conclusion"]),
+        "movielens_rows" not in r,  # skipped on smoke, visibly
+        r["crossover_figure"].endswith("12_ids_vs_content_crossover_smoke.png"),
+        r["convergence_figure"].endswith("12_ids_vs_content_convergence_smoke.png"),
     ),
 }
 

@@ -81,11 +81,13 @@ def test_sources_use_the_first_seed_and_tables_ix_x_use_two_catalog_pairs():
     assert cpu["Kwai-200K"].resolved().data.synth.seed != cpu["HM-200K"].resolved().data.synth.seed
     paper = transfer.source_configs("paper")["HM-500K"].resolved().data
     assert (paper.source, paper.path) == ("path", "data/hm-500k")
+    moved = transfer.table10_configs("paper", "e" * 16, root="/d")["Bili-50K", "ID"]
+    assert moved.resolved().data.path == "/d/bili-50k"
     with pytest.raises(KeyError, match="HM-100K"):
         transfer.table9_configs("cpu", {"HM-500K": "c" * 16})
 
 
-# -- the Improv. column on stored fake records ---------------------------------------------------------
+# -- the Improv. column on stored fake records -----------------------------------------------------
 def _store_row(store, cfg, seeds, test_ranks, valid_ndcg, converged=True):
     """Store one fake run per seed with the given per-user test ranks."""
     runs = []
@@ -166,7 +168,7 @@ def test_paper_table10_layout_and_printed_improvements():
     assert paper.loc[("Bili-10K", "HR@10"), "Transfer"] == 1.56
 
 
-# -- Figure 3 ---------------------------------------------------------------------------------------------
+# -- Figure 3 --------------------------------------------------------------------------------------
 def test_convergence_figure_has_integer_ticks_and_the_legend_outside(fake_table9):
     _, _, results = fake_table9
     for runs in results.values():
@@ -186,7 +188,7 @@ def test_convergence_figure_has_integer_ticks_and_the_legend_outside(fake_table9
     assert summary.loc[("HM-500K -> Amazon-10K", "IDSR"), "epochs to 95% of best"] == 5.0
 
 
-# -- the command line ----------------------------------------------------------------------------------
+# -- the command line ------------------------------------------------------------------------------
 def test_cli_init_from_sets_the_warm_start(capsys, tmp_path):
     small = ["--profile", "smoke", "--set", "model.dim=16", "--set", "train.epochs=1",
              "--set", "data.synth.n_users=40", "--set", "data.synth.n_items=30",

@@ -67,7 +67,12 @@ def test_table12_is_the_papers_learning_rate_grid(profile):
 @pytest.mark.parametrize("profile", PROFILES)
 def test_tables13_14_rows_and_the_runs_they_share(profile):
     t13 = tricks.table13_configs(profile)
-    assert list(t13) == _paper_rows("XIII", "Bili")
+    paper13 = _paper_rows("XIII", "Bili")
+    assert [k for k in t13 if k in paper13] == paper13
+    extra = [k[1] for k in t13 if k not in paper13]
+    assert extra == ([] if profile == "paper" else ["5", "15"] * 2)
+    assert [int(k[1]) for k in t13][:5] == ([5, 10, 15, 30, 50] if profile != "paper"
+                                            else [10, 30, 50, 10, 30])
     for (_, row), cfg in t13.items():
         assert cfg.resolved().model.text_max_tokens == int(row)
     t14 = tricks.table14_configs(profile)
@@ -98,7 +103,7 @@ def test_claim_pairs():
     t12 = tricks.table12_pairs(tricks.table12_configs("cpu"))
     assert {b for _, b in t12} == {("MMSR", "1e-4/1e-4")} and len(t12) == 4
     t13 = tricks.table13_pairs(tricks.table13_configs("cpu"))
-    assert (("MMSR", "10"), ("MMSR", "50")) in t13 and len(t13) == 4
+    assert (("MMSR", "10"), ("MMSR", "50")) in t13 and len(t13) == 8
     t14 = tricks.table14_pairs(tricks.table14_configs("cpu"))
     assert (("MMSR-V", "75%"), ("MMSR-V", "0%")) in t14 and len(t14) == 6
 
@@ -161,10 +166,25 @@ def test_costed_runs_store_their_memory_and_others_are_probed_once():
     assert sentences and "x the trainable parameters" in sentences[0]
 
 
+def test_the_warm_up_and_the_measure_leave_the_numbers_unchanged(tmp_path):
+    from mmsr_lib.runs.runner import run_experiment
+
+    cfg = tricks.tricks_base("smoke").override(
+        "model.dim=16", "train.epochs=1", "data.synth.n_users=40", "data.synth.n_items=30",
+        "model.item_encoder=mm", "train.seed=7").resolved()
+    tricks._WARM.clear()
+    measured = tricks.measured_runner(cfg, progress=False, run_dir=tmp_path / "a")
+    assert not tricks.warm_up(cfg, None)  # once per process and kind of model
+    plain = run_experiment(cfg, progress=False, run_dir=tmp_path / "b")
+    assert measured["metrics"]["test"] == plain["metrics"]["test"]
+    assert measured["history"][0]["loss"] == plain["history"][0]["loss"]
+
+
 def test_token_lengths_say_how_much_text_each_cut_keeps():
     cfg = tricks.table13_configs("smoke")["MMSR-T", "50"].override("data.synth.n_users=40")
     frame = tricks.token_lengths(cfg)
     assert list(frame.index) == [10, 30, 50]
+    assert list(tricks.token_lengths(cfg, [5, 15]).index) == [5, 15]
     shares = frame["items truncated (%)"].tolist()
     assert shares == sorted(shares, reverse=True) and shares[0] > 0
     assert (frame["tokens kept (mean)"] <= frame.index.to_numpy()).all()

@@ -70,8 +70,8 @@ def _synth(label: str, domain: str, n_users: int, seed: int = 0, *extra: str) ->
                            f"data.synth.seed={seed}", *extra))
 
 
-def _path(label: str) -> Catalog:
-    return Catalog(label, ("data.source=path", f"data.path=data/{label.lower()}"))
+def _path(label: str, root: str = "data") -> Catalog:
+    return Catalog(label, ("data.source=path", f"data.path={root}/{label.lower()}"))
 
 
 def _plan(sources: Sequence[Catalog], target: Catalog, x_source: Catalog,
@@ -83,15 +83,15 @@ def _plan(sources: Sequence[Catalog], target: Catalog, x_source: Catalog,
 # Sizes per profile. cpu: sources of 1,000 / 2,000 / 5,000 users into a 300-user target (ratios
 # 3-17, the paper's 10-50); Table X: a 2,000-user source into targets of 300 / 600 / 1,200 users
 # (ratios 7-1.7, the paper's 20-4). smoke: the same shape, tiny (CI only).
-_SMOKE_ITEMS = ("data.synth.n_items=80",)
+_SMOKE_ITEMS = ("data.synth.n_items=50",)
 TRANSFER_CATALOGS: dict[str, dict] = {
     "smoke": _plan(
         [_synth(n, "source", u, 0, *_SMOKE_ITEMS) for n, u in
-         (("HM-100K", 60), ("HM-200K", 90), ("HM-500K", 150))],
+         (("HM-100K", 40), ("HM-200K", 60), ("HM-500K", 100))],
         _synth("Amazon-10K", "target", 40, 0, *_SMOKE_ITEMS),
-        _synth("Kwai-200K", "source", 90, 1, *_SMOKE_ITEMS),
+        _synth("Kwai-200K", "source", 60, 1, *_SMOKE_ITEMS),
         [_synth(n, "target", u, 1, *_SMOKE_ITEMS) for n, u in
-         (("Bili-10K", 40), ("Bili-20K", 60), ("Bili-50K", 80))],
+         (("Bili-10K", 40), ("Bili-20K", 50), ("Bili-50K", 60))],
     ),
     "cpu": _plan(
         [_synth(n, "source", u) for n, u in
@@ -101,26 +101,38 @@ TRANSFER_CATALOGS: dict[str, dict] = {
         [_synth(n, "target", u, 1) for n, u in
          (("Bili-10K", 300), ("Bili-20K", 600), ("Bili-50K", 1200))],
     ),
-    "paper": _plan(
-        [_path(n) for n in ("HM-100K", "HM-200K", "HM-500K")], _path("Amazon-10K"),
-        _path("Kwai-200K"), [_path(n) for n in ("Bili-10K", "Bili-20K", "Bili-50K")],
-    ),
 }
+PAPER_LABELS = {"IX": (("HM-100K", "HM-200K", "HM-500K"), "Amazon-10K"),
+                "X": ("Kwai-200K", ("Bili-10K", "Bili-20K", "Bili-50K"))}
 
 
-def catalogs(profile: str) -> dict:
-    """The transfer catalogs of `profile`: {"IX": {sources, target}, "X": {source, targets}}."""
+def _paper_plan(root: str = "data") -> dict:
+    (s9, t9), (s10, t10) = PAPER_LABELS["IX"], PAPER_LABELS["X"]
+    return _plan([_path(n, root) for n in s9], _path(t9, root), _path(s10, root),
+                 [_path(n, root) for n in t10])
+
+
+TRANSFER_CATALOGS["paper"] = _paper_plan()
+
+
+def catalogs(profile: str, root: str | None = None) -> dict:
+    """The transfer catalogs of `profile`: {"IX": {sources, target}, "X": {source, targets}}.
+    On ``paper`` each is the prepared data set ``<root>/<label lowercased>`` (default root
+    ``data``, e.g. ``data/hm-500k`` made by ``mmsr data import --format hm --users 500000``)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    if profile == "paper" and root is not None:
+        return _paper_plan(root)
     return TRANSFER_CATALOGS[profile]
 
 
-def catalog_table(profile: str, *overrides: str, count: bool = True) -> pd.DataFrame:
+def catalog_table(profile: str, *overrides: str, count: bool = True,
+                  root: str | None = None) -> pd.DataFrame:
     """What stands for each of the paper's data sets on `profile`: role, settings and (with
     `count`, which loads or generates each catalog) users, items and training interactions."""
     from mmsr_lib.runs.runner import load_data
 
-    plan = catalogs(profile)
+    plan = catalogs(profile, root)
     rows = [("IX", "source", c) for c in plan["IX"]["sources"]]
     rows += [("IX", "target", plan["IX"]["target"]), ("X", "source", plan["X"]["source"])]
     rows += [("X", "target", c) for c in plan["X"]["targets"]]
@@ -156,11 +168,12 @@ def idsr_config(profile: str, catalog: Catalog, *overrides: str, name: str = "")
     return cfg.override(f"train.epochs={IDSR_BUDGET_FACTOR * budget}", "train.init_from=none")
 
 
-def source_configs(profile: str, *overrides: str) -> dict[str, RunConfig]:
+def source_configs(profile: str, *overrides: str, root: str | None = None
+                   ) -> dict[str, RunConfig]:
     """Source label -> the source run (MMSR on the source catalog, the profile's first seed).
     Table X's source may be one of Table IX's (then it is one run)."""
     seed = profile_seeds(profile)[0]
-    plan = catalogs(profile)
+    plan = catalogs(profile, root)
     out = {}
     for cat in (*plan["IX"]["sources"], plan["X"]["source"]):
         out[cat.label] = mmsr_config(profile, cat, *overrides, f"train.seed={seed}",
@@ -182,14 +195,14 @@ def _source_hash(source: RunRecord | RunConfig | str) -> str:
 
 
 def table9_configs(profile: str, sources: Mapping[str, RunRecord | RunConfig | str],
-                   *overrides: str) -> Grid:
+                   *overrides: str, root: str | None = None) -> Grid:
     """Table IX: one target, several source sizes. Keys (group, row) as the paper's:
     ("IDSR", "IDSR"), ("MMSR", "Scratch"), ("MMSR", "Transfer HM-100K"), ...
 
     `sources` maps each source label of the profile's Table IX to its trained run (a record, or
     its hash): the transfer rows warm-start from it.
     """
-    plan = catalogs(profile)["IX"]
+    plan = catalogs(profile, root)["IX"]
     target = plan["target"]
     missing = [c.label for c in plan["sources"] if c.label not in sources]
     if missing:
@@ -206,10 +219,11 @@ def table9_configs(profile: str, sources: Mapping[str, RunRecord | RunConfig | s
     return grid
 
 
-def table10_configs(profile: str, source: RunRecord | RunConfig | str, *overrides: str) -> Grid:
+def table10_configs(profile: str, source: RunRecord | RunConfig | str, *overrides: str,
+                    root: str | None = None) -> Grid:
     """Table X: one source, several target sizes. Keys (target, row) with the paper's rows
     "ID", "Scratch", "Transfer" per target (e.g. ("Bili-10K", "Transfer"))."""
-    plan = catalogs(profile)["X"]
+    plan = catalogs(profile, root)["X"]
     key = _source_hash(source)
     grid = Grid("X", ("target", "row"))
     for cat in plan["targets"]:
@@ -223,13 +237,13 @@ def table10_configs(profile: str, source: RunRecord | RunConfig | str, *override
 
 
 def train_sources(profile: str, *overrides: str, store: ResultsStore | None = None,
-                  progress: bool = True) -> dict[str, RunRecord]:
+                  progress: bool = True, root: str | None = None) -> dict[str, RunRecord]:
     """Train (or load) every source run of `profile`; label -> its record."""
     from mmsr_lib.runs.runner import run_or_load
 
     store = store if store is not None else ResultsStore()
     return {label: run_or_load(cfg, store=store, progress=progress)
-            for label, cfg in source_configs(profile, *overrides).items()}
+            for label, cfg in source_configs(profile, *overrides, root=root).items()}
 
 
 @dataclass
@@ -242,13 +256,39 @@ class TransferGrids:
 
 
 def transfer_grids(profile: str, *overrides: str, store: ResultsStore | None = None,
-                   progress: bool = True) -> TransferGrids:
+                   progress: bool = True, root: str | None = None) -> TransferGrids:
     """Train the sources (`train_sources`), then build Table IX's and Table X's target rows,
     which name the sources' hashes. Run the grids with `run_grid`."""
-    sources = train_sources(profile, *overrides, store=store, progress=progress)
-    x_source = catalogs(profile)["X"]["source"].label
-    return TransferGrids(sources, table9_configs(profile, sources, *overrides),
-                         table10_configs(profile, sources[x_source], *overrides))
+    sources = train_sources(profile, *overrides, store=store, progress=progress, root=root)
+    x_source = catalogs(profile, root)["X"]["source"].label
+    return TransferGrids(sources, table9_configs(profile, sources, *overrides, root=root),
+                         table10_configs(profile, sources[x_source], *overrides, root=root))
+
+
+def source_table(sources: Mapping[str, RunRecord], metric: str = "NDCG@10") -> pd.DataFrame:
+    """One line per trained source run: its hash (what the target rows name), size, epochs,
+    convergence and its own validation and test `metric`."""
+    rows = []
+    for label, rec in sources.items():
+        ex = rec.extra
+        rows.append({"source": label, "hash": rec.config_hash, "users": ex.get("n_users"),
+                     "items": ex.get("n_items"),
+                     "best epoch": f"{ex.get('best_epoch')} of {rec.config['train']['epochs']}",
+                     "converged": bool(ex.get("converged")),
+                     f"valid {metric}": rec.metrics.get("valid", {}).get(metric, math.nan),
+                     f"test {metric}": rec.metrics.get("test", {}).get(metric, math.nan)})
+    return pd.DataFrame(rows).set_index("source")
+
+
+def warm_starts_ok(transfer: TransferGrids) -> bool:
+    """Every transfer row names a trained source's hash and no other row warm-starts."""
+    hashes = {r.config_hash for r in transfer.sources.values()}
+    for grid in (transfer.table9, transfer.table10):
+        for key, cfg in grid.items():
+            init = cfg.resolved().train.init_from
+            if ("Transfer" in key[1]) != (init in hashes):
+                return False
+    return True
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -362,7 +402,7 @@ def value_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
 
 
-# -- sentences --------------------------------------------------------------------------------------
+# -- sentences -------------------------------------------------------------------------------------
 Pair = tuple[str, object, str, object]  # (name A, row A, name B, row B)
 
 
@@ -403,7 +443,7 @@ def table10_pairs(grid: Grid) -> list[Pair]:
     return pairs
 
 
-# -- Figure 3: convergence ----------------------------------------------------------------------------
+# -- Figure 3: convergence -------------------------------------------------------------------------
 CURVE_LABELS = ("IDSR", "MMSR-Scratch", "MMSR-Transfer")
 _COLORS = {"IDSR": "tab:gray", "MMSR-Scratch": "tab:blue", "MMSR-Transfer": "tab:red"}
 
@@ -449,8 +489,8 @@ def plot_convergence(panels: Mapping[str, Mapping[str, Sequence[RunRecord]]],
                 if not ep:
                     continue
                 (line,) = ax.plot(ep, val, color=_COLORS.get(label), lw=1.6 if i == 0 else 0.9,
-                                  alpha=1.0 if i == 0 else 0.4, marker="o" if len(ep) < 15 else None,
-                                  ms=3)
+                                  alpha=1.0 if i == 0 else 0.4,
+                                  marker="o" if len(ep) < 15 else None, ms=3)
                 handles.setdefault(label, line)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel=f"valid {metric} (%)", title=title)

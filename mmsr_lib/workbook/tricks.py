@@ -3,7 +3,8 @@
 * Table XI - full vs top-block fine-tuning of the encoders (``model.finetune=full|top``);
 * Table XII - the learning rate of the encoders ("top", ``train.encoder_lr``) vs everything else
   ("downstream", ``train.lr``), the paper's five rows;
-* Table XIII - text length in tokens (``model.text_max_tokens`` 10 / 30 / 50);
+* Table XIII - text length in tokens (``model.text_max_tokens`` 10 / 30 / 50, and 5 / 15 on the
+  synthetic catalog, whose texts are shorter than 30 tokens);
 * Table XIV - the image mask ratio of an MAE encoder (``model.mask_ratio`` 0 / 25 / 50 / 75%).
 
 Every row also reports its cost (`cost_columns`): seconds per training epoch (the run's history,
@@ -16,12 +17,12 @@ used, and fine-tuning the smallest pretrained text encoder that ships offline is
 2-core machine: one epoch of MMSR-T on the cpu catalog, measured on the shared development
 machine (one thread, load ~5), took 173 s with MiniLM-L3's top two blocks and 462 s fully
 fine-tuned, against 25 s for tiny-roberta (top blocks). With the profile's patience of 20 a run
-needs 40-80 epochs and the tables need ~23 rows x 3 seeds, so ``smoke`` and ``cpu`` use the tiny
-random-init encoders (tiny-roberta, tiny-mae, tiny-resnet; CLS pooling as the paper), labelled so
-in every row. They answer "how much of an encoder should train, at which rate, on how much
-input" for encoders learnt on this catalog; the paper's reason for small encoder rates (not to
-erase pretrained knowledge) has nothing to act on here, which is a different question. Any other
-encoders can be passed (``text=``, ``vision=``, ``cnn=``), e.g. ``text="minilm-l3"``.
+needs 40-80 epochs and the tables need 27 distinct rows x 3 seeds, so ``smoke`` and ``cpu`` use
+the tiny random-init encoders (tiny-roberta, tiny-mae, tiny-resnet; CLS pooling as the paper),
+labelled so in every row. They answer "how much of an encoder should train, at which rate, on
+how much input" for encoders learnt on this catalog; the paper's reason for small encoder rates
+(not to erase pretrained knowledge) has nothing to act on here, which is a different question.
+Any other encoders can be passed (``text=``, ``vision=``, ``cnn=``), e.g. ``text="minilm-l3"``.
 
 Memory (`PeakMemory`). On CUDA: ``torch.cuda.max_memory_allocated`` after
 ``reset_peak_memory_stats`` at the start of the run, minus what was allocated then. On CPU
@@ -29,7 +30,9 @@ Memory (`PeakMemory`). On CUDA: ``torch.cuda.max_memory_allocated`` after
 writing 5 to ``/proc/self/clear_refs`` after ``malloc_trim`` returned freed heap pages, minus the
 resident size then: the memory the run added to the process (model, optimiser state,
 activations, feature caches), not the interpreter, torch or the loaded data set. Without
-``clear_refs`` (other systems) the resident size is sampled every 10 ms with psutil. The run
+``clear_refs`` (other systems) the resident size is sampled every 10 ms with psutil. One-off
+process initialisation (lazy imports, the first optimiser step: up to ~200 MiB, measured) is paid
+before the measure (`warm_up`), so the first row of a notebook is not charged for it. The run
 itself is measured where it is trained (`run_costed_grid`); a row already stored by another
 notebook has no measurement, and `cost_columns` then trains a one-epoch copy of it (not stored
 in the results store) to measure it, and says so.
@@ -42,6 +45,7 @@ import gc
 import json
 import logging
 import math
+import os
 import tempfile
 import threading
 import time
@@ -49,6 +53,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -70,6 +75,11 @@ log = logging.getLogger("mmsr.tricks")
 
 PAPER_DOWNSTREAM_LR = 1e-4  # the paper's downstream rate, Table XII's reference
 MASK_RATIOS = (0.0, 0.25, 0.5, 0.75)  # Table XIV: the paper's 0 / 50 / 75% plus 25%
+# Table XIII on the synthetic catalog: its item texts are ~12 tokens long (at most ~19 with
+# MiniLM's WordPiece, see `token_lengths`), so the paper's 30 and 50 cut nothing; 5 and 15 do
+SYNTH_TOKEN_EXTRA = (5, 15)
+# smoke (CI): the 27 distinct rows on a 40-user, 50-item catalog, so the notebook runs in seconds
+SMOKE_SUBSAMPLE = ("data.synth.n_users=40", "data.synth.n_items=50")
 COST_DIR = "runs/costs"  # one-epoch cost probes of rows trained elsewhere (not hashed results)
 
 # Table XI: (group, row) as the paper prints them -> (item encoder kind, encoders, finetune)
@@ -183,16 +193,23 @@ def paper_token_rows() -> list[int]:
     return [int(r) for r in dict.fromkeys(rows)]
 
 
+def table13_tokens(profile: str) -> list[int]:
+    """Table XIII's text lengths on `profile`: the paper's 10 / 30 / 50 and, on the synthetic
+    catalog, `SYNTH_TOKEN_EXTRA`."""
+    extra = () if profile == "paper" else SYNTH_TOKEN_EXTRA
+    return sorted({*paper_token_rows(), *extra})
+
+
 def table13_configs(profile: str, *overrides: str, text: str | None = None,
-                    vision: str | None = None) -> Grid:
-    """Table XIII: MMSR-T and MMSR with the text cut to 10 / 30 / 50 tokens (special tokens
-    included); keys ("MMSR-T", "10") ... as the paper's."""
+                    vision: str | None = None, tokens: Sequence[int] | None = None) -> Grid:
+    """Table XIII: MMSR-T and MMSR with the text cut to `tokens` (default `table13_tokens`;
+    special tokens included); keys ("MMSR-T", "10") ... as the paper's."""
     names = tricks_encoders(profile, text, vision)
     base = tricks_base(profile)
     grid = Grid("XIII", ("group", "row"))
     for group, kind, labels in (("MMSR-T", "text", ("RoBERTa",)),
                                 ("MMSR", "mm", ("RoBERTa", "MAE"))):
-        for n in paper_token_rows():
+        for n in (tokens if tokens is not None else table13_tokens(profile)):
             grid[group, str(n)] = _row(base, kind, names, labels, f"t13-{kind}-{n}",
                                        f"model.text_max_tokens={n}", overrides=overrides)
     return grid
@@ -218,11 +235,17 @@ def table14_configs(profile: str, *overrides: str, ratios: Sequence[float] = MAS
     return grid
 
 
+def notebook_overrides(profile: str) -> tuple[str, ...]:
+    """What notebook 09 adds to every row: the smoke profile's subsample (`SMOKE_SUBSAMPLE`),
+    nothing on cpu and paper."""
+    return SMOKE_SUBSAMPLE if profile == "smoke" else ()
+
+
 TABLES = {"XI": table11_configs, "XII": table12_configs, "XIII": table13_configs,
           "XIV": table14_configs}
 
 
-# -- peak memory ------------------------------------------------------------------------------------
+# -- peak memory -----------------------------------------------------------------------------------
 def _rss_bytes() -> int | None:
     try:
         with open("/proc/self/statm") as fh:
@@ -237,8 +260,6 @@ def _rss_bytes() -> int | None:
 
 
 def _page_size() -> int:
-    import os
-
     return os.sysconf("SC_PAGE_SIZE")
 
 
@@ -344,15 +365,58 @@ class PeakMemory:
         self.peak_mb = max(peak - self._base, 0) / 2**20
 
 
+_WARM: set[tuple] = set()
+
+
+def warm_up(cfg: RunConfig, data: Any) -> bool:
+    """Pay, outside the measure, what a process pays once on its first run of a kind: lazy
+    imports of the encoders' libraries and of the optimiser's helpers (measured: ~100 MiB for
+    transformers' BERT classes, ~160 MiB on the first optimiser step). Builds the row's model
+    without caches, takes one training step on one batch and evaluates a few users, then drops
+    it; once per process and kind of model. Returns whether it ran."""
+    import torch
+
+    from mmsr_lib.data.loaders import TrainBatches
+    from mmsr_lib.evaluate import evaluate_model
+    from mmsr_lib.runs.runner import build_model
+    from mmsr_lib.train import build_optimizer, build_schedule, resolve_device, train_step
+
+    cfg = cfg.resolved()
+    m = cfg.model
+    key = (m.recommender, m.item_encoder, m.text_encoder, m.vision_encoder, m.vlp, m.sequence,
+           m.fusion, m.finetune, cfg.train.device)
+    if key in _WARM:
+        return False
+    device = resolve_device(cfg.train.device)
+    model = build_model(cfg.override("train.init_from=none"), data, device, cache=False)
+    if model.trainable:
+        batches = TrainBatches(data, cfg.train.batch_size, cfg.train.seed)
+        batch = {k: v.to(device) for k, v in batches[0].items()}
+        optimizer = build_optimizer(model, cfg)
+        model.train()
+        train_step(model, batch, optimizer, build_schedule(optimizer, cfg, len(batches)), cfg)
+        del optimizer, batch
+    model.eval()
+    valid = data.eval_set("valid")
+    with torch.no_grad():
+        evaluate_model(model, valid.subset(np.arange(min(8, len(valid)))), cfg.eval.ks,
+                       cfg.eval.batch_size)
+    del model
+    gc.collect()
+    _WARM.add(key)
+    return True
+
+
 def measured_runner(cfg: RunConfig, **kw: Any) -> dict:
     """`runs.runner.run_experiment` with its peak memory (`PeakMemory`) in the result's extra:
-    ``peak_memory_mb``, ``memory_base_mb``, ``memory_method``. The data set is loaded first, so
-    the measure covers model, caches, training and the final evaluation, not the data."""
+    ``peak_memory_mb``, ``memory_base_mb``, ``memory_method``. The data set is loaded and the
+    process warmed up (`warm_up`) first, so the measure covers this row's model, caches,
+    training and final evaluation, not the data or one-off initialisation."""
     from mmsr_lib.runs.runner import load_data, run_experiment
     from mmsr_lib.train import resolve_device
 
     cfg = cfg.resolved()
-    load_data(cfg.data)
+    warm_up(cfg, load_data(cfg.data))
     with PeakMemory(resolve_device(cfg.train.device)) as pm:
         result = run_experiment(cfg, **kw)
     result["extra"].update(peak_memory_mb=pm.peak_mb, memory_base_mb=pm.base_mb,
@@ -380,16 +444,21 @@ def run_costed_grid(configs: Mapping[Hashable, RunConfig], store: ResultsStore |
 def probe_cost(cfg: RunConfig, refresh: bool = False) -> dict:
     """Seconds of one training epoch and the peak memory of `cfg` trained for one epoch, in a
     temporary folder (nothing enters the results store); cached in ``runs/costs/<hash>.json``
-    with the code fingerprint. For rows whose stored run has no memory measurement."""
+    with the code fingerprint. For rows whose stored run has no memory measurement. Under
+    ``MMSR_LOAD_ONLY=1`` it only reads the cache (NaN when there is none)."""
     from mmsr_lib.runs.fingerprint import code_fingerprint
+    from mmsr_lib.runs.runner import LOAD_ONLY_ENV
 
     cfg = cfg.resolved()
     path = resolve(COST_DIR) / f"{cfg.hash()}.json"
     fingerprint = code_fingerprint()
     if path.exists() and not refresh:
         cached = json.loads(path.read_text())
-        if cached.get("code_fingerprint") == fingerprint:
+        if cached.get("code_fingerprint") == fingerprint or os.environ.get(LOAD_ONLY_ENV) == "1":
             return cached
+    if os.environ.get(LOAD_ONLY_ENV) == "1":  # `make figures` draws, never trains
+        return {"hash": cfg.hash(), "epoch_seconds": math.nan, "peak_memory_mb": math.nan,
+                "memory_method": "none"}
     one = cfg.override("train.epochs=1", "train.init_from=none")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -536,7 +605,33 @@ def cost_sentences(table: pd.DataFrame, pairs: Sequence[tuple]) -> list[str]:
     return out
 
 
-# -- Table XIII: how much text is there to cut? -----------------------------------------------------
+def plot_cost_accuracy(tables: Mapping[str, pd.DataFrame], metric: str = "NDCG@10"
+                       ) -> plt.Figure:
+    """Test `metric` against seconds per training epoch (left) and peak memory (right) for every
+    row of every table (`tricks_table` frames, by table name): what each trick buys and costs.
+    One marker per table, each point labelled with its row; the legend outside the axes."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
+    markers = "osD^v<>"
+    for ax, cost in zip(axes[0], ("s/epoch", "peak MiB"), strict=True):
+        for i, (name, table) in enumerate(tables.items()):
+            x = pd.to_numeric(table[cost], errors="coerce")
+            y = pd.to_numeric(table[metric], errors="coerce")
+            ok = x.notna() & y.notna()
+            ax.scatter(x[ok], y[ok], marker=markers[i % len(markers)], label=f"Table {name}")
+            for key in table.index[ok.to_numpy()]:
+                ax.annotate(" ".join(map(str, key)), (x[key], y[key]), fontsize=6,
+                            xytext=(3, 2), textcoords="offset points")
+        ax.set(xlabel={"s/epoch": "seconds per training epoch",
+                       "peak MiB": "peak memory of the run (MiB)"}[cost],
+               ylabel=f"test {metric} (%)")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+# -- Table XIII: how much text is there to cut? ----------------------------------------------------
 def token_lengths(cfg: RunConfig, maxima: Sequence[int] | None = None) -> pd.DataFrame:
     """How long the catalog's item texts are in the text encoder's tokens (special tokens
     included) and the share of items each `maxima` (default Table XIII's) truncates: if every
