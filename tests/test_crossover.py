@@ -1,0 +1,226 @@
+"""Notebook 12's library: the density sweeps, warm/cold from stored ranks, the crossover."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_sequences
+
+from mmsr_lib.data.format import load_dataset
+from mmsr_lib.evaluate import evaluate_model, metrics_from_ranks
+from mmsr_lib.runs.runner import load_data, run_or_load
+from mmsr_lib.runs.store import ResultsStore
+from mmsr_lib.runs.trained import load_trained
+from mmsr_lib.util.paths import resolve
+from mmsr_lib.workbook import crossover as xo
+from mmsr_lib.workbook.quickstart import quickstart_configs
+
+CHEAP = ("data.synth.n_users=150", "data.synth.image_size=16")
+
+
+# -- the sweeps -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("knob", xo.SWEEP_KNOBS)
+def test_sweep_catalogs_get_sparser_monotonically(knob):
+    configs = xo.density_sweep_configs("smoke", (4, 1, 2), *CHEAP, knob=knob)
+    assert list(configs.points) == (["200 items", "400 items", "800 items"] if knob == "n_items"
+                                    else ["150 users", "75 users", "38 users"])
+    assert len(configs) == 3 * len(xo.SWEEP_ENCODERS)
+    stats = xo.point_statistics(configs)  # measured on the generated data
+    per_item = stats["interactions_per_item"].to_numpy()
+    assert np.all(np.diff(per_item) < 0), per_item
+    assert np.all(np.diff(stats["train_per_item"].to_numpy()) < 0)
+    if knob == "n_items":  # same users and sequences: only the catalog grows
+        assert stats["users"].nunique() == 1 and stats["interactions"].nunique() == 1
+        assert np.all(np.diff(stats["items"].to_numpy()) > 0)
+
+
+def test_sweep_rows_differ_only_in_encoder_and_density():
+    configs = xo.density_sweep_configs("smoke", (1, 4))
+    kinds = {enc: configs["200 items", enc].resolved().model.item_encoder
+             for enc in xo.SWEEP_ENCODERS}
+    assert kinds == {"IDSR": "id", "MMSR-T": "text", "MMSR-V": "vision", "MMSR": "mm"}
+    assert configs["800 items", "MMSR"].resolved().model.fusion == "gate"
+    assert configs["800 items", "IDSR"].data.synth.n_items == 800
+    with pytest.raises(ValueError, match="positive"):
+        xo.density_sweep_configs("smoke", (1, 0))
+    with pytest.raises(ValueError, match="knob"):
+        xo.density_sweep_configs("smoke", (1,), knob="mean_seq_len")
+
+
+def test_dense_point_is_the_quickstart_run():
+    """Factor 1 is the profile's catalog: the quick start's runs, trained once for both."""
+    sweep = xo.density_sweep_configs("cpu", (1, 2))
+    quick = quickstart_configs("cpu")
+    for enc in xo.SWEEP_ENCODERS:
+        assert sweep["1,200 items", enc].hash() == quick[enc].hash()
+    assert sweep["2,400 items", "IDSR"].hash() != quick["IDSR"].hash()
+
+
+def _interactions(seqs: dict[str, list[str]]) -> pd.DataFrame:
+    rows = [(u, i, t) for u, items in seqs.items() for t, i in enumerate(items)]
+    frame = pd.DataFrame(rows, columns=["user", "item", "timestamp"])
+    return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)  # file order is no order
+
+
+SEQS = {f"u{k}": [f"i{(k * 3 + j) % 25}" for j in range(n)]
+        for k, n in enumerate([5, 8, 12, 20, 40, 6, 30, 9])}
+
+
+def test_recent_subsampling_keeps_each_users_latest_items_and_targets():
+    inter = _interactions(SEQS)
+    kept, info = xo.subsample_interactions(inter, 0.5, "recent", min_interactions=5)
+    assert info["interactions_after"] == len(kept) < len(inter)
+    for user, items in SEQS.items():
+        mine = kept[kept["user"] == user].sort_values("timestamp")
+        n = max(5, math.ceil(0.5 * len(items)))
+        assert mine["item"].tolist() == items[-n:]  # a contiguous suffix, in order
+    # every user stays, with the same validation and test targets
+    assert set(kept["user"]) == set(SEQS)
+    full = xo.subsample_interactions(inter, 1.0, "recent")[0]
+    assert len(full) == len(inter)
+
+
+def test_user_subsampling_keeps_whole_sequences():
+    inter = _interactions(SEQS)
+    kept, info = xo.subsample_interactions(inter, 0.5, "users", seed=3)
+    users = set(kept["user"])
+    assert len(users) == 4
+    for user in users:
+        assert sorted(kept.loc[kept["user"] == user, "item"]) == sorted(SEQS[user])
+    with pytest.raises(ValueError, match="method"):
+        xo.subsample_interactions(inter, 0.5, "random")
+    with pytest.raises(ValueError, match="fraction"):
+        xo.subsample_interactions(inter, 0.0)
+
+
+@pytest.mark.parametrize("images", [False, True])
+def test_subsample_sweep_on_a_data_set_on_disk(tmp_path, images):
+    root = write_sequences(tmp_path / "shop", SEQS, with_images=images)
+    configs = xo.subsample_sweep_configs("smoke", (1.0, 0.25, 0.5), dataset="path",
+                                         data_path=str(root))
+    assert list(configs.points) == ["100% of interactions", "50% of interactions",
+                                    "25% of interactions"]
+    encoders = {e for _, e in configs}
+    assert encoders == set(xo.SWEEP_ENCODERS if images else xo.TEXT_ONLY_ENCODERS)
+    assert configs["100% of interactions", "IDSR"].data.path == str(root)  # the data set itself
+    stats = xo.point_statistics(configs)
+    assert np.all(np.diff(stats["interactions_per_item"].to_numpy()) < 0)
+    assert stats["users"].nunique() == 1  # "recent" keeps every user
+    # the evaluation targets are the same at every point (the users' last items)
+    targets = []
+    for point in configs.points:
+        data = load_data(configs[point, "IDSR"].resolved().data)
+        targets.append(data.item_ids[data.eval_set("test").targets].tolist())
+    assert targets[0] == targets[1] == targets[2]
+    sub = load_dataset(resolve(configs["25% of interactions", "IDSR"].data.path))
+    assert sub.meta["subsample"]["fraction"] == 0.25
+    assert (sub.image_path is not None) == images
+
+
+# -- warm / cold from the stored ranks -------------------------------------------------------------
+def test_warm_cold_split_from_ranks_equals_evaluating_the_subsets():
+    configs = xo.density_sweep_configs("smoke", (4,), *CHEAP, "train.epochs=1",
+                                       encoders=("IDSR",))
+    store = ResultsStore()
+    record = run_or_load(configs["800 items", "IDSR"], store=store, progress=False)
+    split = xo.split_ranks(store, record)
+    model, data = load_trained(record)
+    es = data.eval_set("test")
+    cold = data.cold_items[es.targets]
+    assert 0 < cold.sum() < len(cold)
+    assert np.array_equal(split["cold_test"], store.ranks(record.config_hash)["cold_test"])
+    for name, rows in (("cold_test", np.flatnonzero(cold)), ("warm_test", np.flatnonzero(~cold))):
+        direct = evaluate_model(model, es.subset(rows), (10, 20))
+        assert np.array_equal(direct.ranks, split[name])
+        assert metrics_from_ranks(split[name], (10, 20)) == direct.metrics
+    assert len(split["cold_test"]) + len(split["warm_test"]) == len(split["test"])
+    metrics = xo.split_metrics(store, record)
+    assert metrics["test"]["HR@10"] == pytest.approx(record.metrics["test"]["HR@10"])
+
+
+# -- the crossover estimator ------------------------------------------------------------------------
+def _points(effect, xs=(5.0, 10.0, 20.0, 40.0, 80.0), seeds=3, users=1500, sd=8.0,
+            converged=True):
+    rng = np.random.default_rng(1)
+    out = []
+    for x in xs:
+        base = rng.uniform(10, 30, size=users)
+        b = base + rng.normal(0, sd, size=(seeds, users))
+        a = base + effect(x) + rng.normal(0, sd, size=(seeds, users))
+        out.append(xo.PointDiff(f"{x:g}", x, a, b, converged))
+    return out
+
+
+def test_crossover_found_where_the_curves_cross():
+    """Content ahead by 3 points per halving of density below 20 per item, behind above it."""
+    est = xo.estimate_crossover(_points(lambda x: 3.0 * math.log2(20.0 / x)), n_boot=300)
+    signs = [p.sign for p in est.points]
+    assert signs[0] == signs[1] == 1 and signs[-1] == signs[-2] == -1
+    assert len(est.crossings) == 1
+    cr = est.crossings[0]
+    assert cr.content_ahead_below and cr.bracket == (10.0, 40.0)
+    assert 16 < cr.x < 25 and cr.ci_low < 20 < cr.ci_high and cr.ci_high < 40
+    assert cr.share > 0.95
+    text = est.sentence()
+    assert "MMSR overtakes IDSR as items get sparser at" in text and "No crossover" not in text
+    assert set(est.table()["verdict"]) == {"MMSR ahead", "IDSR ahead", "n.s."}
+
+
+def test_crossover_the_other_way():
+    est = xo.estimate_crossover(_points(lambda x: -3.0 * math.log2(20.0 / x)), n_boot=200)
+    assert len(est.crossings) == 1 and not est.crossings[0].content_ahead_below
+    assert "IDSR overtakes MMSR as items get sparser" in est.sentence()
+
+
+@pytest.mark.parametrize("effect, verdicts", [
+    (lambda x: 2.0, {"MMSR ahead"}),  # content ahead everywhere
+    (lambda x: 0.0, {"n.s."}),  # no difference anywhere
+    (lambda x: 3.0 if x < 20 else 0.0, {"MMSR ahead", "n.s."}),  # an advantage that vanishes
+])
+def test_no_crossover_when_the_sign_never_changes_significantly(effect, verdicts):
+    est = xo.estimate_crossover(_points(effect), n_boot=100)
+    assert est.crossings == []
+    assert set(est.table()["verdict"]) == verdicts
+    assert "No crossover in the swept range (5.0 to 80.0 interactions per item)" in est.sentence()
+
+
+def test_no_claim_from_runs_that_did_not_converge():
+    est = xo.estimate_crossover(_points(lambda x: 3.0 * math.log2(20.0 / x), converged=False),
+                                n_boot=50)
+    assert all(p.sign == 0 for p in est.points) and est.crossings == []
+    assert set(est.table()["verdict"]) == {"no claim (not converged)"}
+
+
+def test_crossover_input_errors():
+    pts = _points(lambda x: 0.0, xs=(5.0, 10.0))
+    with pytest.raises(ValueError, match="same density"):
+        xo.estimate_crossover([pts[0], pts[0]])
+    bad = xo.PointDiff("bad", 3.0, np.zeros((3, 10)), np.zeros((2, 10)))
+    with pytest.raises(ValueError, match="seeds, users"):
+        xo.estimate_crossover([bad])
+
+
+# -- the paper's data sets ----------------------------------------------------------------------------
+def test_paper_densities_from_table_i():
+    paper = xo.paper_datasets()
+    assert list(paper.index) == ["HM", "Kwai", "Bili", "Amazon"]  # densest first
+    assert paper.loc["HM", "interactions (derived)"] == round(200_000 * 31.39)
+    assert paper.loc["HM", "interactions_per_item"] == pytest.approx(73.84, abs=0.01)
+    assert paper.loc["Amazon", "interactions_per_item"] == pytest.approx(11.69, abs=0.01)
+    assert paper.loc["HM", "overall IDSR"] == pytest.approx(8.4672)  # Table IV, SASRec
+    assert paper.loc["Bili", "cold MMSR-T"] == pytest.approx(1.5493)  # Table VIII
+    assert paper.loc["Kwai", "overall MMSR vs IDSR"].startswith("+")
+
+
+def test_conclusion_places_the_paper_data_sets():
+    est = xo.estimate_crossover(_points(lambda x: 3.0 * math.log2(20.0 / x)), n_boot=200)
+    lines = xo.conclusion(est)
+    assert lines[0] == est.sentence()
+    by_name = {name: next(s for s in lines if s.startswith(name)) for name in xo.PAPER_TABLE_I}
+    assert "sparser than the crossover's interval" in by_name["Amazon"]  # 11.7 per item
+    assert "denser than the crossover's interval" in by_name["HM"]  # 73.8 per item
+    assert "IDSR ahead" in by_name["HM"] and "MMSR ahead" in by_name["Amazon"]
+    assert "density alone does not reproduce" in lines[-1]
