@@ -11,6 +11,7 @@ from mmsr_lib.config import profile_config
 from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.runs.runner import evaluate_splits, run_or_load
 from mmsr_lib.runs.store import ResultsStore
+from mmsr_lib.runs.trained import checkpoint_path, load_trained
 from mmsr_lib.workbook import cold_start as cs
 
 
@@ -84,7 +85,7 @@ def tiny_runs():
 def test_load_trained_reproduces_the_stored_metrics_exactly(tiny_runs):
     store, runs = tiny_runs
     for rec in runs.values():
-        model, data = cs.load_trained(rec)
+        model, data = load_trained(rec)
         assert not model.training
         metrics, extra, ranks = evaluate_splits(model, data, rec.run_config().resolved())
         for split in ("valid", "test", "cold_valid", "cold_test"):
@@ -104,12 +105,12 @@ def test_load_trained_reproduces_the_stored_metrics_exactly(tiny_runs):
 def test_load_trained_refuses_what_it_cannot_reproduce(tiny_runs):
     _, runs = tiny_runs
     rec = runs["id"]
-    cs.checkpoint_path(rec).unlink()
+    checkpoint_path(rec).unlink()
     with pytest.raises(FileNotFoundError, match="force=True"):
-        cs.load_trained(rec)
+        load_trained(rec)
     rec.status = "failed"
     with pytest.raises(ValueError, match="not done"):
-        cs.load_trained(rec)
+        load_trained(rec)
 
 
 def test_tables_and_sentences_from_stored_runs(tiny_runs):

@@ -392,3 +392,25 @@ def test_frozen_encoders_train_nothing_and_cache_their_whole_output(smoke) -> No
     plain.eval()
     ids = torch.arange(1, 9)
     assert torch.allclose(model.item_encoder(ids), plain.item_encoder(ids), atol=1e-5)
+
+
+def test_vision_grid_pools_image_tokens_to_regions(smoke) -> None:
+    """model.vision_grid: the fusion reads g x g average-pooled regions of the image map (the
+    pooled vector unchanged); a non-square token set (masked MAE) is refused."""
+    from mmsr_lib.encoders.base import ModalityOutput
+    from mmsr_lib.encoders.multimodal import pool_grid
+
+    tokens = torch.arange(2 * 16 * 3, dtype=torch.float).view(2, 16, 3)
+    out = ModalityOutput(tokens, torch.ones(2, 16, dtype=torch.bool), tokens.mean(1))
+    pooled = pool_grid(out, 2)
+    assert pooled.tokens.shape == (2, 4, 3) and torch.equal(pooled.pooled, out.pooled)
+    grid = tokens.view(2, 4, 4, 3)
+    assert torch.allclose(pooled.tokens[:, 0], grid[:, :2, :2].mean((1, 2)))  # top-left region
+    with pytest.raises(ValueError, match="square map"):
+        pool_grid(ModalityOutput(tokens[:, :5], torch.ones(2, 5, dtype=torch.bool),
+                                 tokens.mean(1)), 2)
+    frozen = ("model.item_encoder=mm", "model.text_encoder=tiny-roberta", "model.finetune=frozen",
+              "model.dropout=0", "model.vision_encoder=tiny-resnet", "model.vision_grid=1")
+    _, model = make(smoke, *frozen)
+    assert model.item_encoder.vision.grid == 1
+    assert torch.isfinite(model.item_encoder(torch.arange(1, 6))).all()

@@ -299,6 +299,8 @@ def run_or_load(
             raise
         if store is None:
             return distributed.broadcast_object(None)
+        if fresh is not None:  # the checkpoint moves to the run's folder (`_promote_checkpoint`)
+            result.setdefault("extra", {})["run_dir"] = str(run_dir)
         record = store.finish(cfg, result, code_fingerprint=code_fingerprint(cfg))
         if fresh is not None:
             _promote_checkpoint(fresh, run_dir)

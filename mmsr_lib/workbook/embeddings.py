@@ -80,9 +80,9 @@ class ModelVectors:
 
 def model_vectors(runs: Mapping[str, Sequence[RunRecord]], split: str = "test",
                   device: torch.device | str = "cpu") -> ModelVectors:
-    """Load every stored run (`cold_start.load_trained`: the trained weights, no training) and
+    """Load every stored run (`runs.trained.load_trained`: the trained weights, no training) and
     take its item and user vectors; the runs must share one data set."""
-    from mmsr_lib.workbook.cold_start import load_trained
+    from mmsr_lib.runs.trained import load_trained
 
     if not runs:
         raise ValueError("no runs given")

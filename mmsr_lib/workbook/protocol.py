@@ -37,10 +37,9 @@ from mmsr_lib.evaluate_variants import (
     sample_negatives,
     tie_metric_per_user,
 )
-from mmsr_lib.recommender import Recommender
-from mmsr_lib.runs.runner import build_model, checkpoint_of, load_data
+from mmsr_lib.runs.runner import load_data
 from mmsr_lib.runs.store import ResultsStore, RunRecord
-from mmsr_lib.train import read_checkpoint, resolve_device
+from mmsr_lib.runs.trained import load_trained
 from mmsr_lib.workbook import grids
 from mmsr_lib.workbook.paper_numbers import paper_wide
 from mmsr_lib.workbook.significance import (
@@ -108,27 +107,6 @@ def model_configs(
 
 
 # -- reloading stored runs -------------------------------------------------------------------------
-def load_trained(record: RunRecord, data: SequenceData | None = None) -> Recommender:
-    """The model of a stored run at its best-validation weights: rebuilt with
-    `runner.build_model` and loaded from the ``best_state`` of its checkpoint (nothing trains)."""
-    cfg = record.run_config().resolved()
-    data = data if data is not None else load_data(cfg.data)
-    model = build_model(cfg, data, resolve_device(cfg.train.device))
-    if model.trainable:
-        try:
-            path = checkpoint_of(record.config_hash, cfg.train.checkpoint_dir)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"run {record.name} [{record.config_hash}] is stored but its checkpoint "
-                f"{cfg.train.checkpoint_dir}/{record.config_hash}/checkpoint.pt is missing; "
-                "train it again with run_or_load(cfg, force=True)") from None
-        state = read_checkpoint(path)["best_state"]
-        if state is None:
-            raise ValueError(f"{path} holds no best_state (no validation finished)")
-        model.load_state_dict(state, strict=False)
-    return model.eval()
-
-
 @dataclass
 class Reevaluation:
     """One stored run, reloaded and evaluated under every variant of questions 1, 2 and 4.
@@ -187,7 +165,7 @@ def reevaluate(
             if load_data(cfg.data).fingerprint() != data.fingerprint():
                 raise ValueError(f"{label} was trained on other data than {first.name}; "
                                  "question 1-4 compare models on the same users")
-            model = load_trained(rec, data)
+            model, _ = load_trained(rec)
             scorer = model.scorer()
             ks = cfg.eval.ks
             full = evaluate_model(model, es, ks, batch_size, scorer=scorer).ranks

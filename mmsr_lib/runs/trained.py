@@ -1,0 +1,73 @@
+"""A stored run's trained model, rebuilt without training (notebooks 07, 10, 11 read them).
+
+Kept out of `runs.runner` on purpose: the runner is part of every run's code fingerprint, and
+reading a model back must never make a stored result stale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mmsr_lib.data.preprocess import SequenceData
+from mmsr_lib.recommender import Recommender
+from mmsr_lib.runs.runner import build_model, load_data, stale_reason
+from mmsr_lib.runs.store import RunRecord
+from mmsr_lib.train import CheckpointError, read_checkpoint
+from mmsr_lib.util.paths import resolve
+
+
+def checkpoint_path(record: RunRecord) -> Path:
+    """Where a finished run's checkpoint lives: ``<train.checkpoint_dir>/<hash>/checkpoint.pt``
+    (a forced re-run promotes its checkpoint there, so ``extra["run_dir"]`` may name a folder
+    that no longer exists)."""
+    cfg = record.run_config()
+    return resolve(cfg.train.checkpoint_dir) / record.config_hash / "checkpoint.pt"
+
+
+def load_trained(record: RunRecord, device: torch.device | str = "cpu",
+                 allow_stale: bool = False) -> tuple[Recommender, SequenceData]:
+    """The model of a stored run at its best-validation weights, and its data, in eval mode.
+
+    Rebuilt with `runner.build_model` (frozen weights come from the same seed or pretrained
+    files) and loaded with the checkpoint's ``best_state`` (every trainable tensor), so it scores
+    exactly as the run did when it stored its metrics. Refuses a run computed on other data, or
+    (unless `allow_stale`) by other code, and a checkpoint that does not cover every trainable
+    parameter.
+    """
+    if record.status != "done":
+        raise ValueError(f"run {record.name} [{record.config_hash}] is {record.status!r}, not "
+                         "done; train it first (run_or_load / run_grid)")
+    cfg = record.run_config().resolved()
+    data = load_data(cfg.data)
+    if record.dataset_fingerprint and record.dataset_fingerprint != data.fingerprint():
+        raise ValueError(f"run {record.name} [{record.config_hash}] was trained on other data "
+                         f"(fingerprint {record.dataset_fingerprint} vs {data.fingerprint()} "
+                         "now); run it again with run_or_load")
+    reason = stale_reason(record, data.fingerprint())
+    if reason is not None and not allow_stale:
+        raise ValueError(f"run {record.name} [{record.config_hash}] is stale: {reason}; run it "
+                         "again with run_or_load, or pass allow_stale=True")
+    model = build_model(cfg, data, device)
+    if model.trainable:
+        path = checkpoint_path(record)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the checkpoint of run {record.name} "
+                                    f"[{record.config_hash}] was deleted; run it again with "
+                                    "run_or_load(..., force=True)")
+        ck = read_checkpoint(path, device)
+        if ck["config_hash"] != record.config_hash:
+            raise CheckpointError(f"{path} belongs to run {ck['config_hash']}, not "
+                                  f"{record.config_hash}")
+        if ck["best_state"] is None:
+            raise CheckpointError(f"{path} holds no validated weights (best_state is empty)")
+        result = model.load_state_dict(ck["best_state"], strict=False)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        missing = sorted(trainable & set(result.missing_keys))
+        if result.unexpected_keys or missing:
+            raise CheckpointError(
+                f"{path} does not fit this model: unexpected {result.unexpected_keys[:5]}, "
+                f"trainable parameters missing {missing[:5]}")
+    model.eval()
+    return model, data
