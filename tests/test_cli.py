@@ -104,3 +104,33 @@ def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):
     assert "valid NDCG@10" in out and "test NDCG@10 (not used)" in out
     assert "chosen on validation NDCG@10: --set train.lr=" in out
     assert main([*args[:-2], "--space", "train.lr"]) == 2
+
+
+def test_readme_lists_every_command_and_only_real_ones():
+    """The README's "Command line" block names every (sub)command the parser has, and each
+    command it shows parses (the README and the CLI cannot drift apart)."""
+    import argparse
+    import re
+    import shlex
+    from pathlib import Path
+
+    from mmsr_lib.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Command line\n\n```bash\n(.*?)```", text, re.S).group(1)
+    lines = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.startswith("mmsr ")]
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    expected = set()
+    for name, sub in subs.choices.items():
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        expected |= {f"{name} {n}" for n in nested[0].choices} if nested else {name}
+    shown = set()
+    for line in lines:
+        words = shlex.split(line)[1:]
+        if not words or words[0].startswith("-"):
+            continue
+        two = " ".join(words[:2])
+        shown.add(two if two in expected else words[0])
+        parser.parse_args([w.replace("RUN_HASH", "0123456789abcdef") for w in words])
+    assert expected <= shown, f"commands missing from the README: {sorted(expected - shown)}"
