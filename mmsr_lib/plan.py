@@ -139,16 +139,21 @@ def cost_key(cfg: RunConfig) -> tuple:
 
 
 def build_key(cfg: RunConfig) -> tuple:
-    """What the frozen-prefix caches of `cfg` depend on (encoders, split, tokens, catalog): runs
-    with one key share the cache on disk, so a study pays for its build once."""
+    """What the frozen-prefix caches of `cfg` depend on (encoders, split, tokens, the catalog's
+    items): runs with one key share the cache on disk, so a study pays for its build once."""
     r = cfg.resolved()
-    return tuple((f, _get(r, f)) for f in BUILD_FIELDS) + (("data", _data_identity(r)),)
+    d = r.data
+    items = (d.source, d.path, json.dumps(dataclasses.asdict(d.synth), sort_keys=True)
+             if d.source == "synthetic" else None, d.min_user_interactions,
+             d.min_item_interactions)
+    return tuple((f, _get(r, f)) for f in BUILD_FIELDS) + (("items", items),)
 
 
 def is_content(cfg: RunConfig) -> bool:
-    """Items are encoded from their text or image (MMSR-T/-V/MMSR, VLP), not ID rows."""
+    """Items are encoded from their text or image (MMSR-T/-V/MMSR, VLP, content baselines),
+    so a step's cost grows with the distinct items of its batch."""
     m = cfg.resolved().model
-    return m.item_encoder not in (None, "id")
+    return any(n is not None for n in (m.text_encoder, m.vision_encoder, m.vlp))
 
 
 def describe_kind(cfg: RunConfig) -> str:
@@ -393,7 +398,7 @@ def _cache_mb(model: torch.nn.Module) -> float:
 
 
 def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isolated: bool,
-                  plugins: Sequence[str] = ()) -> dict:
+                  plugins: Sequence[str] = (), cache_dir: str | None = None) -> dict:
     """The probe itself; in a fresh process when `isolated` (see `probe`)."""
     from mmsr_lib.evaluate import evaluate_model
     from mmsr_lib.runs.runner import build_model, load_data
@@ -407,7 +412,7 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
         registry.load_plugins(plugins)
     dev = torch.device(device)
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mmsr-plan-"))
+        tmp = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="mmsr-plan-"))
         cfg = RunConfig.from_dict(cfg_dict).override(
             f"train.device={device}", f"train.feature_cache={tmp}", "train.init_from=none",
             "name=plan").resolved()
@@ -512,16 +517,20 @@ def _in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
 
 
 def probe(cfg: RunConfig, steps: int = 3, eval_rows: int = 512, device: str | None = None,
-          isolate: bool = True, plugins: Sequence[str] = ()) -> Probe:
+          isolate: bool = True, plugins: Sequence[str] = (), cache_dir: str | None = None
+          ) -> Probe:
     """Measure `cfg` on this machine: build, one warm-up and `steps` timed optimiser steps,
     one validation pass on `eval_rows` users, peak memory. `isolate` runs it in a fresh process
     (spawned), so a CPU peak RSS is this configuration's own and a CUDA context starts empty;
-    without it the probe is quicker and the CPU peak is this process's during the probe."""
+    without it the probe is quicker and the CPU peak is this process's during the probe.
+    The frozen-prefix caches go to `cache_dir` (default: a fresh temporary folder, so they are
+    built, never mapped from the shared ``train.feature_cache``)."""
     from mmsr_lib.train import resolve_device
 
     r = cfg.resolved()
     dev = str(resolve_device(device or r.train.device))
-    args = (r.to_dict(), int(steps), int(eval_rows), dev, bool(isolate), tuple(plugins))
+    args = (r.to_dict(), int(steps), int(eval_rows), dev, bool(isolate), tuple(plugins),
+            cache_dir)
     result = _in_fresh_process(_probe_worker, *args) if isolate else _probe_worker(*args)
     return Probe.from_dict(result)
 
@@ -695,9 +704,9 @@ ProbeFn = Callable[[RunConfig], Probe]
 
 
 def _default_probe(steps: int, eval_rows: int, device: str | None, isolate: bool,
-                   plugins: Sequence[str]) -> ProbeFn:
+                   plugins: Sequence[str], cache_dir: str | None = None) -> ProbeFn:
     return lambda c: probe(c, steps=steps, eval_rows=eval_rows, device=device, isolate=isolate,
-                           plugins=plugins)
+                           plugins=plugins, cache_dir=cache_dir)
 
 
 def fit_candidates(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
@@ -945,17 +954,60 @@ def _nb11(profile: str, overrides: Sequence[str]) -> list[Section]:
     return out
 
 
-# notebook -> (title, its grids); notebooks without a grid function yet are not listed
+def _nb04(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import comparisons
+
+    out = [Section("Table V", comparisons.table5_configs(profile, *overrides), _seeds(profile))]
+    if profile != "smoke":  # the notebook's include_movielens default
+        out.append(Section("Table V MovieLens-100K", comparisons.table5_configs(
+            profile, dataset="movielens-100k"), _seeds(profile)))
+    return out
+
+
+def _smoke_epoch(profile: str) -> tuple[str, ...]:
+    """Notebooks 05 and 06 train one epoch per row on smoke."""
+    return ("train.epochs=1",) if profile == "smoke" else ()
+
+
+def _nb05(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import comparisons
+
+    return [Section("Table VI", comparisons.table6_configs(
+        profile, *overrides, *_smoke_epoch(profile)), _seeds(profile))]
+
+
+def _nb06(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import comparisons
+
+    return [Section("Table VII", comparisons.table7_configs(
+        profile, *overrides, *_smoke_epoch(profile)), _seeds(profile))]
+
+
+def _nb12(profile: str, overrides: Sequence[str]) -> list[Section]:
+    from mmsr_lib.workbook import crossover
+
+    # the synthetic density sweep; the notebook's MovieLens point and subsampled real sweep
+    # (cpu and paper) are not listed here
+    return [Section("density sweep", crossover.density_sweep_configs(profile, None, *overrides),
+                    _seeds(profile))]
+
+
+# notebook -> (title, its grids). 04, 05, 06 and 12 read workbook modules that may not be in
+# every checkout yet: a notebook whose grid cannot be listed is reported, not fatal (`study_runs`)
 NOTEBOOK_GRIDS: dict[str, tuple[str, Callable[[str, Sequence[str]], list[Section]]]] = {
     "00": ("00_quickstart", _nb00),
     "01": ("01_item_encoders (Table II)", _nb01),
     "02": ("02_fusion (Table III)", _nb02),
     "03": ("03_sr_architectures (Table IV)", _nb03),
+    "04": ("04_overall_comparison (Table V)", _nb04),
+    "05": ("05_vlp_architectures (Table VI)", _nb05),
+    "06": ("06_vision_representations (Table VII)", _nb06),
     "07": ("07_cold_start (Table IV's runs)", _nb07),
     "08": ("08_transfer (Tables IX, X)", _nb08),
     "09": ("09_bag_of_tricks (Tables XI-XIV)", _nb09),
     "10": ("10_visualization (Table IV's SASRec runs)", _nb10),
     "11": ("11_protocol", _nb11),
+    "12": ("12_ids_vs_content (density sweep)", _nb12),
 }
 
 
@@ -977,22 +1029,40 @@ class PlannedRun:
     config: RunConfig
 
 
+class GridUnavailable(ValueError):
+    """A notebook's grid cannot be listed in this checkout (its module or function is missing
+    or changed); the message says which."""
+
+
 def notebook_runs(notebook: str, profile: str, *overrides: str) -> list[PlannedRun]:
     """Every run of a notebook's grids on `profile`: each configuration once per seed."""
     key = notebook_key(notebook)
+    try:
+        sections = NOTEBOOK_GRIDS[key][1](profile, overrides)
+    except (ImportError, AttributeError, TypeError) as err:
+        raise GridUnavailable(f"the grid of notebook {NOTEBOOK_GRIDS[key][0]} cannot be "
+                              f"listed here ({type(err).__name__}: {err})") from err
     out = []
-    for sec in NOTEBOOK_GRIDS[key][1](profile, overrides):
+    for sec in sections:
         for label, cfg in sec.configs.items():
             for seed in sec.seeds:
                 out.append(PlannedRun(key, sec.name, label, cfg.override(f"train.seed={seed}")))
     return out
 
 
-def study_runs(profile: str, *overrides: str,
-               notebooks: Iterable[str] | None = None) -> list[PlannedRun]:
-    """The runs of every notebook with a grid (`NOTEBOOK_GRIDS`), in notebook order."""
-    return [run for nb in (notebooks or NOTEBOOK_GRIDS)
-            for run in notebook_runs(nb, profile, *overrides)]
+def study_runs(profile: str, *overrides: str, notebooks: Iterable[str] | None = None,
+               unavailable: dict[str, str] | None = None) -> list[PlannedRun]:
+    """The runs of every notebook with a grid (`NOTEBOOK_GRIDS`), in notebook order; a notebook
+    whose grid cannot be listed here is left out and named in `unavailable`."""
+    out = []
+    for nb in notebooks or NOTEBOOK_GRIDS:
+        try:
+            out += notebook_runs(nb, profile, *overrides)
+        except GridUnavailable as err:
+            if unavailable is None:
+                raise
+            unavailable[nb] = str(err)
+    return out
 
 
 @dataclass
@@ -1042,7 +1112,20 @@ def plan_runs(runs: Sequence[PlannedRun], *, title: str = "", steps: int = 2,
     """Plan a list of runs: deduplicate them by run hash (a run two notebooks share trains once),
     probe each distinct `cost_key` once, predict every run from its shape's probe and its own
     data counts, and sum per shape. A frozen-prefix cache build is counted once per `build_key`
-    (later runs map it from the shared disk cache). Data generation/import is not counted."""
+    (later runs map it from the shared disk cache): the probes share one temporary cache folder,
+    so a cache is built (and timed) by the first probe that needs it and mapped by the others,
+    which are charged that first build's time. Data generation/import is not counted."""
+    with tempfile.TemporaryDirectory(prefix="mmsr-plan-cache-") as cache_dir:
+        return _plan_runs(runs, title, steps, eval_rows, device, isolate, plugins,
+                          max_probe_items, probe_fn, capacity_mb, with_suggestions, progress,
+                          cache_dir)
+
+
+def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: int,
+               device: str | None, isolate: bool, plugins: Sequence[str],
+               max_probe_items: int | None, probe_fn: ProbeFn | None,
+               capacity_mb: float | None, with_suggestions: bool,
+               progress: Callable[[str], None] | None, cache_dir: str) -> GridPlan:
     from mmsr_lib.train import resolve_device
 
     unique: dict[str, PlannedRun] = {}
@@ -1068,8 +1151,9 @@ def plan_runs(runs: Sequence[PlannedRun], *, title: str = "", steps: int = 2,
     first = next(iter(groups.values()))[0][1] if groups else None
     dev = str(resolve_device(device or (first.train.device if first else "auto")))
     cap = (capacity_mb, "given") if capacity_mb is not None else device_memory(dev)
-    fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, plugins)
+    fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, plugins, cache_dir)
     built: set[tuple] = set()
+    fresh: dict[tuple, float] = {}  # build key of a probed config -> its first (fresh) build
     rows = []
     for i, (key, members) in enumerate(groups.items()):
         rep = members[0][1]
@@ -1085,6 +1169,11 @@ def plan_runs(runs: Sequence[PlannedRun], *, title: str = "", steps: int = 2,
             rows.append(KindRow(kind, data, nbs, len(members), None, math.nan, math.nan,
                                 error=f"{type(err).__name__}: {err}", notes=notes[key]))
             continue
+        pk = build_key(probed)
+        if pk in fresh:  # mapped from an earlier probe's build: charge that build
+            p = dataclasses.replace(p, cache_seconds=fresh[pk])
+        else:
+            fresh[pk] = p.cache_seconds
         hb = he = 0.0
         pred = None
         for _, cfg in members:
@@ -1263,8 +1352,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                   isolate=not args.in_process, plugins=tuple(args.plugin or ()),
                   max_probe_items=args.probe_items, capacity_mb=args.memory_mb)
     if grid:
+        unavailable: dict[str, str] = {}
         if args.study:
-            runs = study_runs(profile, *args.overrides)
+            runs = study_runs(profile, *args.overrides, unavailable=unavailable)
             title = f"study on profile {profile}"
         else:
             key = notebook_key(args.notebook)
@@ -1272,6 +1362,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             title = f"notebook {NOTEBOOK_GRIDS[key][0]} on profile {profile}"
         result: Any = plan_runs(runs, title=title, progress=lambda s: print(s, file=sys.stderr),
                                 **common)
+        result.notes += [f"not in the total: {why}" for why in unavailable.values()]
         print(format_grid_plan(result))
         configs = {f"{r.notebook} {r.label} seed {r.config.train.seed}": r.config
                    for r in runs}
@@ -1294,10 +1385,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "ConfigPlan", "DataCounts", "GridPlan", "KindRow", "NOTEBOOK_GRIDS", "PlannedRun",
-    "Prediction", "Probe", "add_plan_parser", "build_key", "cmd_plan",
-    "cost_key", "data_counts", "describe_kind", "device_memory", "expected_epochs", "fits",
-    "fit_candidates", "format_config_plan", "format_grid_plan", "notebook_runs", "plan_config",
-    "plan_runs", "predict", "probe", "probe_config", "stand_in", "study_runs", "suggest",
-    "validate_plan",
+    "ConfigPlan", "DataCounts", "GridPlan", "GridUnavailable", "KindRow", "NOTEBOOK_GRIDS",
+    "PlannedRun", "Prediction", "Probe", "add_plan_parser", "build_key", "cmd_plan", "cost_key",
+    "data_counts", "describe_kind", "device_memory", "expected_epochs", "fit_candidates", "fits",
+    "format_config_plan", "format_grid_plan", "notebook_runs", "plan_config", "plan_runs",
+    "predict", "probe", "probe_config", "stand_in", "study_runs", "suggest", "validate_plan",
 ]

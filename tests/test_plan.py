@@ -130,8 +130,19 @@ def test_notebook_and_study_plans_print_a_total(monkeypatch, capsys):
 
 
 def test_unknown_notebook_is_one_line_error(capsys):
-    assert main(["plan", "--notebook", "05", "--profile", "smoke"]) == 2
-    assert "no grid for notebook '05'" in capsys.readouterr().err
+    assert main(["plan", "--notebook", "13", "--profile", "smoke"]) == 2
+    assert "no grid for notebook '13'" in capsys.readouterr().err
+
+
+def test_a_notebook_whose_grid_cannot_be_listed_is_left_out_of_the_study(monkeypatch):
+    def missing(profile, overrides):
+        from mmsr_lib.workbook import no_such_module  # noqa: F401
+
+    monkeypatch.setitem(plan.NOTEBOOK_GRIDS, "02", ("02_fusion", missing))
+    unavailable: dict[str, str] = {}
+    runs = plan.study_runs("smoke", notebooks=["00", "02"], unavailable=unavailable)
+    assert {r.notebook for r in runs} == {"00"} and list(unavailable) == ["02"]
+    assert "no_such_module" in unavailable["02"]
 
 
 # -- prediction arithmetic ---------------------------------------------------------------------------
