@@ -16,6 +16,7 @@ from mmsr_lib.runs.store import ResultsStore
 from mmsr_lib.runs.trained import load_trained
 from mmsr_lib.util.paths import resolve
 from mmsr_lib.workbook import crossover as xo
+from mmsr_lib.workbook.grids import table4_configs
 from mmsr_lib.workbook.quickstart import quickstart_configs
 
 CHEAP = ("data.synth.n_users=150", "data.synth.image_size=16")
@@ -57,6 +58,14 @@ def test_dense_point_is_the_quickstart_run():
     for enc in xo.SWEEP_ENCODERS:
         assert sweep["1,200 items", enc].hash() == quick[enc].hash()
     assert sweep["2,400 items", "IDSR"].hash() != quick["IDSR"].hash()
+
+
+def test_full_movielens_point_is_notebook_03s_runs():
+    """Fraction 1 is MovieLens-100K itself: Table IV's SASRec IDSR and MMSR-T runs."""
+    sweep = xo.subsample_sweep_configs("cpu", (1.0,), encoders=xo.TEXT_ONLY_ENCODERS)
+    table4 = table4_configs("cpu", dataset="movielens-100k")
+    for enc in xo.TEXT_ONLY_ENCODERS:
+        assert sweep["100% of interactions", enc].hash() == table4["SASRec", enc].hash()
 
 
 def _interactions(seqs: dict[str, list[str]]) -> pd.DataFrame:
