@@ -422,6 +422,11 @@ def notebook_grid(notebook: str, profile: str, *overrides: str) -> Grid:
         "02": lambda: table3_configs(profile, *overrides),
         "03": lambda: table4_configs(profile, *overrides),
     }
+    # Tables V-VII live in workbook.comparisons, which imports this module
+    from mmsr_lib.workbook import comparisons
+
+    for nb in ("04", "05", "06"):
+        grids[nb] = lambda nb=nb: comparisons.notebook_grid(nb, profile, *overrides)
     if key not in grids:
         raise ValueError(f"no grid for notebook {notebook!r}; choose one of {sorted(grids)}")
     return grids[key]()
