@@ -31,7 +31,7 @@ CHECKS = {
         r["n_rows"] == 11,
         _check_percent(r["best_hr10"]),
         r["n_claims"] == 6,  # every paired claim computed
-        "scratch_rows" not in r,  # the from-scratch section is cpu-only
+        "scratch_rows" not in r,  # the from-scratch section runs only when asked
     ),
     "02_fusion": lambda r: (
         r["n_rows"] == 12,
@@ -46,6 +46,34 @@ CHECKS = {
         len(r["improvements"]) == 3,
         r["cold_rows"] == 3,
         "movielens_rows" not in r and "scratch_rows" not in r,  # skipped on smoke, visibly
+    ),
+    "04_overall_comparison": lambda r: (
+        r["n_rows"] == 8,  # the paper's eight models
+        len(r["improv"]) == 6,  # HR and NDCG @10/20/50
+        all(c == "not converged" or c.startswith(("+", "-", "n.s.")) for c in r["improv"]),
+        set(r["best_baselines"]) <= {"GRU4Rec", "NextItNet", "SASRec", "FDSA", "CARCA++",
+                                     "VQRec", "MoRec++"},
+        _check_percent(r["mmsr_hr10"]),
+        r["paper_blocks"] == ["paper Amazon", "paper Bili", "paper HM", "paper Kwai"],
+        r["n_sentences"] == 11,  # 6 Improv. verdicts + 5 claims
+        r["figure"].endswith("04_overall_comparison_smoke.png"),
+        "movielens_rows" not in r,  # skipped on smoke, visibly
+    ),
+    "05_vlp_architectures": lambda r: (
+        r["n_rows"] == 6,  # five VLPs + MMSR (MMSR from scratch is a cpu row)
+        r["vlp_rows"] == ["CLIP", "GroupViT", "ViLT", "VisualBERT", "FLAVA"],
+        r["best_vlp"] in r["vlp_rows"],
+        r["epochs_per_row"] == 1,  # smoke's visible reduction
+        r["n_claims"] == 10,  # 7 model pairs + 3 paradigm pairs
+        r["figure"].endswith("05_vlp_architectures_smoke.png"),
+    ),
+    "06_vision_representations": lambda r: (
+        r["n_rows"] == 5,  # IDSR + four visual inputs
+        r["visual_inputs"] == ["Region", "Grid", "Patch-Emb", "Patch-ViT"],
+        r["best_input"] in r["visual_inputs"],
+        r["epochs_per_row"] == 1,
+        r["n_claims"] == 8,  # 4 vs IDSR, 3 vs Patch-ViT, Grid vs Region
+        r["figure"].endswith("06_vision_representations_smoke.png"),
     ),
     "07_cold_start": lambda r: (
         r["reproduced"] is True,  # the reloaded model gives its stored cold_test metrics
