@@ -31,7 +31,7 @@ on how often an item is seen. This module sweeps that density and finds the cros
   the mean difference interpolated linearly in log(interactions per item), with a bootstrap over
   seeds and users for its 95% interval. A crossover is claimed only where the *significant*
   points change sign; otherwise "no crossover in the swept range".
-* `PAPER_TABLE_I` / `paper_datasets`: the paper's four data sets' sizes (Table I) and density,
+* `paper_datasets`: the paper's four data sets' sizes (Table I, `paper_numbers.paper_table1`) and density,
   next to their IDSR vs MMSR numbers (Tables IV and VIII), for the computed conclusion.
 """
 
@@ -59,7 +59,7 @@ from mmsr_lib.runs.runner import load_data
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.util.paths import resolve
 from mmsr_lib.workbook.grids import Grid
-from mmsr_lib.workbook.paper_numbers import paper_wide
+from mmsr_lib.workbook.paper_numbers import paper_table1, paper_wide
 from mmsr_lib.workbook.report import relative_improvement
 from mmsr_lib.workbook.significance import ALPHA, converged, paired_test, per_user
 
@@ -87,23 +87,6 @@ METRICS = ("HR@10", "NDCG@10")
 N_BOOTSTRAP = 1000
 MATCH_FACTOR = 2.0  # a paper data set "sits at" a swept point within this density ratio
 COLOURS = {"IDSR": "#555555", "MMSR-T": "#1f77b4", "MMSR-V": "#2ca02c", "MMSR": "#d62728"}
-
-# The paper's Table I (after preprocessing), as printed: users ("200K" = 200,000), items, #cold
-# (truncated sub-sequences ending in a cold item), avg. sequence length, interaction type.
-# Table I prints no interaction count: interactions = users x avg. (derived, rounded).
-PAPER_TABLE_I_SOURCE = ("An Empirical Study of Training ID-Agnostic Multi-modal Sequential "
-                        "Recommenders, Table I (paper/mmsr_empirical_study.txt)")
-PAPER_TABLE_I: dict[str, dict] = {
-    "HM": {"users": 200_000, "items": 85_019, "cold": 204_988, "avg_seq_len": 31.39,
-           "types": "purchases"},
-    "Amazon": {"users": 100_000, "items": 63_456, "cold": 42_674, "avg_seq_len": 7.42,
-               "types": "purchases"},
-    "Bili": {"users": 100_000, "items": 76_178, "cold": 5_632, "avg_seq_len": 17.95,
-             "types": "comments"},
-    "Kwai": {"users": 200_000, "items": 39_410, "cold": 83_689, "avg_seq_len": 13.45,
-             "types": "comments"},
-}
-
 
 class SweepGrid(Grid):
     """A `Grid` keyed by (point, encoder) that also knows what each point is (``points``:
@@ -621,10 +604,11 @@ def paper_datasets() -> pd.DataFrame:
     and on cold items (Table VIII), and MMSR's relative gap to IDSR (the paper's numbers,
     single runs, no test)."""
     rows = []
-    for name, t in PAPER_TABLE_I.items():
-        inter = round(t["users"] * t["avg_seq_len"])
-        row = {"dataset": name, **t, "interactions (derived)": inter,
-               "interactions_per_item": inter / t["items"]}
+    for name, t in paper_table1().iterrows():
+        row = {"dataset": name, "users": int(t["users"]), "items": int(t["items"]),
+               "cold": int(t["cold"]), "avg_seq_len": float(t["avg_seq_len"]),
+               "types": t["type"], "interactions (derived)": int(t["interactions"]),
+               "interactions_per_item": float(t["interactions_per_item"])}
         iv = paper_wide("IV", name)
         iv = iv[iv["group"] == "SASRec"].set_index("row")["HR@10"]
         viii = paper_wide("VIII", name).set_index("row")["HR@10"]
