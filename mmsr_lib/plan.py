@@ -162,9 +162,11 @@ def describe_kind(cfg: RunConfig) -> str:
     from mmsr_lib.util import registry
 
     m, t = cfg.resolved().model, cfg.resolved().train
-    if m.recommender != "sequential":
-        return m.recommender
     size = f"d{m.dim} b{t.batch_size}"
+    if m.recommender != "sequential":
+        encoders = "+".join(n for n in (m.text_encoder, m.vision_encoder, m.vlp) if n)
+        return " ".join(x for x in (m.recommender, m.sequence or "", encoders,
+                                    size if m.recommender != "mostpop" else "") if x)
     if m.item_encoder == "id":
         return f"IDSR {m.sequence} {size}"
     label = registry.lookup("item_encoder", m.item_encoder).meta.get("label", m.item_encoder)
@@ -350,9 +352,11 @@ class Probe:
     catalog_seconds: float  # encoding the whole catalog once (one per validation)
     eval_rows: int
     eval_rows_seconds: float  # ranking `eval_rows` validation users against the catalog
-    peak_mb: float
+    peak_mb: float  # the larger of the two below
     static_mb: float  # after the build, before the first step
     memory_method: str
+    cache_peak_mb: float  # peak up to the end of the frozen-cache build (data, model, caches)
+    train_peak_mb: float  # peak of the steps and the validation (caches and model resident)
     cache_mb: float  # frozen-prefix tables held in host memory
     parameters: int
     trainable_parameters: int
@@ -384,6 +388,35 @@ def _rss_mb() -> float:
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _hwm_mb() -> float | None:
+    """The kernel's peak resident set of this process (Linux ``VmHWM``), or None."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset `_hwm_mb` to the current resident set (Linux >= 4.0); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return _hwm_mb() is not None
+    except OSError:
+        return False
+
+
+def _peak_so_far(dev: torch.device) -> float:
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    hwm = _hwm_mb()
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _cache_mb(model: torch.nn.Module) -> float:
@@ -421,18 +454,16 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
         data = load_data(cfg.data)
         counts = counts_of(data, cfg)
         data_s = time.perf_counter() - t0
-        peak = None
         if dev.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(dev)
             method = "torch.cuda.max_memory_allocated"
-        elif isolated:
+        elif isolated:  # the whole fresh process: interpreter, libraries, data, model
             method = "peak RSS of a fresh process"
-        else:
-            from mmsr_lib.workbook.tricks import PeakMemory
-
-            peak = stack.enter_context(PeakMemory("cpu"))
+        elif _reset_hwm():
             method = "peak RSS of this process during the probe (not a fresh process)"
+        else:
+            method = "peak RSS of this process so far (not a fresh process)"
         t0 = time.perf_counter()
         model = build_model(cfg, data, dev, cache=False)
         _sync(dev)
@@ -444,6 +475,12 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
         _sync(dev)
         cache_s = time.perf_counter() - t0
         static = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else _rss_mb()
+        cache_peak = _peak_so_far(dev)  # then measure the steps and the validation apart
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+            split = True
+        else:
+            split = _reset_hwm()
         times: list[float] = []
         B, L = cfg.train.batch_size, cfg.data.max_len
         if model.trainable:
@@ -477,15 +514,12 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
                            cfg.eval.batch_size, scorer=scorer)
             _sync(dev)
             rows_s = time.perf_counter() - t
+        train_peak = _peak_so_far(dev)
+        if not split:  # one peak for both phases
+            cache_peak = train_peak
         if dev.type == "cuda":
-            peak_mb = torch.cuda.max_memory_allocated(dev) / 2**20
             name = torch.cuda.get_device_name(dev)
         else:
-            if peak is not None:
-                peak.__exit__(None, None, None)  # closes the measure (again on exit: a no-op)
-                peak_mb = peak.base_mb + peak.peak_mb
-            else:
-                peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             import platform
 
             name = f"{platform.processor() or platform.machine()}, {threads} thread(s)"
@@ -496,7 +530,9 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
             step_seconds_all=timed, build_seconds=build_s, cache_seconds=cache_s,
             data_seconds=data_s,
             catalog_seconds=catalog_s, eval_rows=rows, eval_rows_seconds=rows_s,
-            peak_mb=float(peak_mb), static_mb=float(static), memory_method=method,
+            peak_mb=float(max(cache_peak, train_peak)), static_mb=float(static),
+            memory_method=method, cache_peak_mb=float(cache_peak),
+            train_peak_mb=float(train_peak),
             cache_mb=_cache_mb(model),
             parameters=sum(p.numel() for p in model.parameters()),
             trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -553,7 +589,9 @@ class Prediction:
     cache_seconds: float  # its frozen-prefix caches: once per `build_key` (shared on disk)
     budget_epochs: int
     expected_epochs: int
-    peak_mb: float
+    peak_mb: float  # the larger of the two below: what the device must hold
+    train_peak_mb: float  # training steps and validation
+    cache_peak_mb: float  # up to the end of the frozen-cache build (a run that builds them)
     capacity_mb: float | None
     capacity_what: str
     sources: dict[str, str] = field(default_factory=dict)  # quantity -> measured/counted/...
@@ -659,14 +697,15 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
     src["cache"] = "measured (a fresh build)" + (
         f" x {r_items:.1f} catalog size" if scaled else "")
     if not scaled:
-        peak = probe.peak_mb
+        train_peak, cache_peak = probe.train_peak_mb, probe.cache_peak_mb
         src["memory"] = f"measured ({probe.memory_method})"
     else:
         dim = r.model.dim
         item_tables = (counts.n_items - pc.n_items) * dim * 12 / 2**20  # fp32 + fp64 tables
         host = probe.cache_mb * (r_items - 1) if probe.device == "cpu" else 0.0
-        peak = probe.static_mb + (probe.peak_mb - probe.static_mb) * r_distinct \
+        train_peak = probe.static_mb + (probe.train_peak_mb - probe.static_mb) * r_distinct \
             + item_tables + host
+        cache_peak = probe.cache_peak_mb + host
         src["memory"] = (f"extrapolated from {probe.memory_method} on {pc.n_items:,} items: "
                          f"growth after the build x {r_distinct:.2f}, + item tables"
                          + (" + frozen caches" if host else "") + " for the catalog")
@@ -682,7 +721,8 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
         sequences_per_second=counts.batch_size / step_s if step_s > 0 else math.nan,
         epoch_seconds=steps * step_s, eval_seconds=eval_s, final_eval_seconds=final_s,
         build_seconds=probe.build_seconds, cache_seconds=cache_s, budget_epochs=budget,
-        expected_epochs=exp, peak_mb=peak,
+        expected_epochs=exp, peak_mb=max(train_peak, cache_peak), train_peak_mb=train_peak,
+        cache_peak_mb=cache_peak,
         capacity_mb=capacity[0], capacity_what=capacity[1], sources=src,
     )
 
@@ -817,6 +857,9 @@ def format_config_plan(plan: ConfigPlan) -> str:
     lines += [f"note: {n}" for n in p.notes]
     rows = [
         ("peak memory", _mb(p.peak_mb), p.sources["memory"]),
+        ("  training + validation", _mb(p.train_peak_mb), "the steps and the validation pass"),
+        ("  frozen-cache build", _mb(p.cache_peak_mb), "data, model and building the caches "
+         "(a run that maps them from disk stays below this)"),
         ("sequences / second", f"{p.sequences_per_second:,.0f}", p.sources["step"]),
         ("seconds / step", f"{p.step_seconds:.4f}", p.sources["step"]),
         ("steps / epoch", f"{p.steps_per_epoch:,}", p.sources["steps/epoch"]),
@@ -1153,7 +1196,7 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
     cap = (capacity_mb, "given") if capacity_mb is not None else device_memory(dev)
     fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, plugins, cache_dir)
     built: set[tuple] = set()
-    fresh: dict[tuple, float] = {}  # build key of a probed config -> its first (fresh) build
+    fresh: dict[tuple, tuple[float, float]] = {}  # probed build key -> first build: s, MiB
     rows = []
     for i, (key, members) in enumerate(groups.items()):
         rep = members[0][1]
@@ -1170,10 +1213,12 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
                                 error=f"{type(err).__name__}: {err}", notes=notes[key]))
             continue
         pk = build_key(probed)
-        if pk in fresh:  # mapped from an earlier probe's build: charge that build
-            p = dataclasses.replace(p, cache_seconds=fresh[pk])
+        if pk in fresh:  # mapped from an earlier probe's build: charge that build's time and
+            seconds, peak = fresh[pk]  # memory (the first run of this kind builds them)
+            p = dataclasses.replace(p, cache_seconds=seconds, cache_peak_mb=peak,
+                                    peak_mb=max(p.train_peak_mb, peak))
         else:
-            fresh[pk] = p.cache_seconds
+            fresh[pk] = (p.cache_seconds, p.cache_peak_mb)
         hb = he = 0.0
         pred = None
         for _, cfg in members:

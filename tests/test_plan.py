@@ -33,6 +33,7 @@ def fake_probe(cfg, step: float = 0.01, peak_per_row: float = 10.0, base: float 
         step_seconds=step, step_seconds_all=[step, step], build_seconds=1.0, cache_seconds=2.0,
         data_seconds=0.1, catalog_seconds=0.5, eval_rows=10, eval_rows_seconds=0.1,
         peak_mb=base + peak_per_row * b, static_mb=base, memory_method="fake", cache_mb=0.0,
+        cache_peak_mb=base + 1, train_peak_mb=base + peak_per_row * b,
         parameters=1000, trainable_parameters=100, trainable=True, counts=counts)
 
 
@@ -41,8 +42,10 @@ def test_probe_of_a_tiny_smoke_config_measures_positive_finite_numbers():
     cfg = tiny("model.item_encoder=mm", "model.finetune=top", "model.mask_ratio=0")
     p = plan.probe(cfg, steps=1, eval_rows=16, device="cpu", isolate=True)  # a fresh process
     assert p.memory_method == "peak RSS of a fresh process"
-    for value in (p.step_seconds, p.build_seconds, p.peak_mb, p.static_mb, p.eval_rows_seconds):
+    for value in (p.step_seconds, p.build_seconds, p.peak_mb, p.static_mb, p.eval_rows_seconds,
+                  p.cache_peak_mb, p.train_peak_mb):
         assert math.isfinite(value) and value > 0
+    assert p.peak_mb == max(p.cache_peak_mb, p.train_peak_mb)
     assert p.cache_seconds >= 0 and p.catalog_seconds >= 0 and p.cache_mb > 0  # text + MAE
     assert p.steps == 1 and p.batch_shape == (32, 8) and p.trainable_parameters > 0
     c = p.counts
@@ -116,6 +119,28 @@ def test_plan_runs_probes_each_cost_shape_once_and_counts_shared_runs_once():
     assert math.isclose(first.hours_budget * 3600, 6 * per_run + p.cache_seconds)
 
 
+def test_a_frozen_cache_built_by_one_kind_is_charged_once_with_its_build_peak():
+    seen = set()
+
+    def probe_fn(cfg):  # the first probe of an encoder set builds, later ones map
+        first = plan.build_key(cfg) not in seen
+        seen.add(plan.build_key(cfg))
+        p = fake_probe(cfg)
+        return dataclasses.replace(p, cache_seconds=10.0 if first else 0.1,
+                                   cache_peak_mb=5000.0 if first else 101.0)
+
+    base = tiny("model.item_encoder=mm")
+    runs = [plan.PlannedRun("02", "s", f, base.override(f"model.fusion={f}"))
+            for f in ("gate", "sum")]
+    result = plan.plan_runs(runs, probe_fn=probe_fn, device="cpu", capacity_mb=1e6)
+    gate, summ = (r.prediction for r in result.rows)
+    assert gate.cache_seconds == summ.cache_seconds == 10.0  # the mapped one is charged the build
+    assert gate.cache_peak_mb == summ.cache_peak_mb == 5000.0 == summ.peak_mb
+    assert math.isclose(result.rows[0].hours_budget - result.rows[1].hours_budget,
+                        (10.0 + gate.hours(3, cache=False) * 3600
+                         - summ.hours(3, cache=False) * 3600) / 3600)
+
+
 def test_notebook_and_study_plans_print_a_total(monkeypatch, capsys):
     monkeypatch.setattr(plan, "probe", lambda cfg, **kw: fake_probe(cfg))
     assert main(["plan", "--notebook", "02", "--profile", "smoke"]) == 0
@@ -168,9 +193,11 @@ def test_predict_scales_a_probe_on_a_smaller_catalog_by_the_counted_ratios():
     # one catalog encoding (x10 items) + 500 users at the measured per-user time (x10 items)
     assert math.isclose(scaled.eval_seconds, 0.5 * 10 + 0.01 * 10 * 500)
     assert math.isclose(scaled.cache_seconds, 20.0) and scaled.build_seconds == 1.0
-    growth = (p.peak_mb - p.static_mb) * 2
+    growth = (p.train_peak_mb - p.static_mb) * 2
     tables = (big.n_items - p.counts.n_items) * 16 * 12 / 2**20
-    assert math.isclose(scaled.peak_mb, p.static_mb + growth + tables)
+    assert math.isclose(scaled.train_peak_mb, p.static_mb + growth + tables)
+    assert scaled.cache_peak_mb == p.cache_peak_mb  # no host cache in this probe
+    assert scaled.peak_mb == max(scaled.train_peak_mb, scaled.cache_peak_mb)
     # an ID model's step does not depend on the distinct items of a batch
     idsr = tiny("model.item_encoder=id")
     assert math.isclose(plan.predict(idsr, fake_probe(idsr), big).step_seconds, 0.01)
