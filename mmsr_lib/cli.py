@@ -326,7 +326,7 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from mmsr_lib.workbook.grids import notebook_grid
+    from mmsr_lib.workbook.notebook_grids import notebook_grid
 
     profile = args.profile or default_profile()
     grid = notebook_grid(args.notebook, profile, *args.overrides)

@@ -74,7 +74,8 @@ class ModelConfig:
     fusion_heads: int | None = 4  # heads of the attention fusions
     finetune: str | None = "top"  # frozen (nothing trains) | top (the paper's top-k) | full
     top_blocks: int | None = None  # None = 2 for transformers, 3 for ResNet stages
-    text_max_tokens: int | None = 50
+    # None: the encoder's own default (50, the paper's; a VLP caps it at its position table)
+    text_max_tokens: int | None = None
     text_pooling: str | None = "cls"  # cls | mean
     mask_ratio: float | None = None  # MAE random masking; None = the encoder's default
     item_encoding: str | None = "fast"  # fast | plain (the paper's code path, for benchmarks)
@@ -372,6 +373,7 @@ _GROUP_FIELDS = {
     "encoders": ("finetune", "top_blocks", "item_encoding"),
 }
 _SEQUENCE_FIELDS = ("sequence", "n_layers", "n_heads")
+TEXT_TOKENS = 50  # the paper's text length (special tokens included)
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
@@ -417,6 +419,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
             m.fusion_layers = m.fusion_heads = None
     if "text" in uses or "vlp" in uses:
         uses.add("tokens")
+    if "text" in uses and m.text_max_tokens is None:
+        m.text_max_tokens = TEXT_TOKENS
     # fields this run does not read are None, so they can neither differ between equal runs
     # nor look as if they mattered
     for group, names in _GROUP_FIELDS.items():

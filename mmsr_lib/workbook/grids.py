@@ -412,21 +412,3 @@ def improvement_column(
     values = [relative_improvement(float(o), float(b), relative_to)
               for o, b in zip(df[ours], base, strict=True)]
     return pd.Series(values, index=df.index, name="Improv.", dtype=object)
-
-
-def notebook_grid(notebook: str, profile: str, *overrides: str) -> Grid:
-    """The grid a notebook runs, by its number or name ("02", "02_fusion")."""
-    key = notebook.split("_")[0].zfill(2)
-    grids = {
-        "01": lambda: table2_configs(profile, *overrides),
-        "02": lambda: table3_configs(profile, *overrides),
-        "03": lambda: table4_configs(profile, *overrides),
-    }
-    # Tables V-VII live in workbook.comparisons, which imports this module
-    from mmsr_lib.workbook import comparisons
-
-    for nb in ("04", "05", "06"):
-        grids[nb] = lambda nb=nb: comparisons.notebook_grid(nb, profile, *overrides)
-    if key not in grids:
-        raise ValueError(f"no grid for notebook {notebook!r}; choose one of {sorted(grids)}")
-    return grids[key]()
