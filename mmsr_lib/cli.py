@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(tune)
     tune.add_argument("--space", action="append", default=[], metavar="KEY=V1,V2",
                       help="a searched field and its candidates (default: lr, dropout, loss)")
+    tune.add_argument("--allow-stale", action="store_true",
+                      help="reuse trials stored by other code (their validation scores)")
 
     res = sub.add_parser("results", help="list or export stored runs")
     rsub = res.add_subparsers(dest="results_command", required=True)
@@ -286,7 +288,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             if not values:
                 raise ValueError(f"--space {item!r} is not of the form section.key=v1,v2")
             space[key.strip()] = tuple(v.strip() for v in values.split(","))
-    search = tune(_config(args), space, store=_store(args.results), progress=True)
+    search = tune(_config(args), space, store=_store(args.results), progress=True,
+                  allow_stale=args.allow_stale)
     import pandas as pd
 
     with pd.option_context("display.width", 160, "display.max_columns", None):

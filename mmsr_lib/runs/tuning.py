@@ -51,7 +51,8 @@ def grid(space: Mapping[str, Sequence]) -> list[dict[str, object]]:
 
 
 def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
-         store: ResultsStore | None = None, progress: bool = False) -> Search:
+         store: ResultsStore | None = None, progress: bool = False,
+         allow_stale: bool = False) -> Search:
     """Train every combination (one seed: `base`'s) and choose on validation NDCG@10.
 
     Converged runs are preferred: a combination whose best epoch hit the budget only wins if
@@ -64,7 +65,7 @@ def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
     for i, settings in enumerate(grid(space)):
         cfg = base.override(*(f"{k}={v}" for k, v in settings.items()),
                             f"name={base.name}-tune{i}")
-        rec = run_or_load(cfg, store=store, progress=progress)
+        rec = run_or_load(cfg, store=store, progress=progress, allow_stale=allow_stale)
         split, metric = SELECTION
         rows.append({**settings, "valid NDCG@10": rec.metrics[split][metric],
                      "test NDCG@10 (not used)": rec.metrics["test"][metric],
