@@ -101,7 +101,7 @@ def test_summary_prints_four_decimals_and_na_never_none() -> None:
                        extra={"epochs_run": 2})
     frame = summary(record, cfg, None)
     assert frame["HR@10"].iloc[0] == 1.234567  # exact, for recording and comparing
-    assert math.isnan(frame["cold HR@50"].iloc[0]) and math.isnan(frame["paper HR@10 (HM)"].iloc[0])
+    assert math.isnan(frame["cold HR@50"].iloc[0]) and math.isnan(frame["paper HR@10"].iloc[0])
     assert frame["paper row"].iloc[0] == "-"
     html = styled(frame).to_html()
     assert ">1.2346<" in html and ">0.5000<" in html and ">n/a<" in html
@@ -169,3 +169,8 @@ def test_the_notebook_cell_runs_on_its_own(tmp_path: Path, monkeypatch: pytest.M
     assert ex.config().hash() == row.hash() == ex.record.config_hash
     recorded = json.loads((tmp_path / "records.json").read_text())
     assert recorded["explorer_hr10"] == ex.record.metrics["test"]["HR@10"]
+
+
+def test_the_paper_column_follows_the_chosen_data_set():
+    assert paper_value("IV", "SASRec", "IDSR", dataset="Bili") != paper_value("IV", "SASRec",
+                                                                            "IDSR")

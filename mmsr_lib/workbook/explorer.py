@@ -31,13 +31,13 @@ if TYPE_CHECKING:  # matplotlib and pandas' Styler load only when a figure or ta
     from pandas.io.formats.style import Styler
 
 KINDS = {"IDSR": "id", "MMSR-T": "text", "MMSR-V": "vision", "MMSR": "mm"}
-PAPER_DATASET = "HM"
+PAPER_DATASET = "HM"  # the default column of the paper's tables (HM | Amazon | Bili | Kwai)
 # The fusion depths the slider offers and `Choice.validate` accepts, in one place: the paper's
 # 1, 2 and 4 merge-attention blocks (and 3). Deeper costs minutes per epoch on the cpu profile
 # and the paper found no gain from depth.
 FUSION_LAYERS = range(1, 5)
 # metric columns of `summary`, printed with the paper's 4 decimals (percent)
-METRIC_COLUMNS = ("HR@10", "NDCG@10", "cold HR@50", "paper HR@10 (HM)")
+METRIC_COLUMNS = ("HR@10", "NDCG@10", "cold HR@50", "paper HR@10")
 DECIMALS = 4
 MISSING = "n/a"  # how a number the run or the paper does not have is printed (as report.py does)
 
@@ -125,9 +125,10 @@ def paper_rows(profile: str, overrides: Sequence[str] = ()) -> dict[str, tuple[s
     return out
 
 
-def paper_value(table: str, group: str, row: str, metric: str = "HR@10") -> float | None:
-    """The paper's HM number for a row of Table II/III/IV, None when it has none."""
-    wide = paper_wide(table, PAPER_DATASET)
+def paper_value(table: str, group: str, row: str, metric: str = "HR@10",
+                dataset: str = PAPER_DATASET) -> float | None:
+    """The paper's number on `dataset` for a row of Table II/III/IV, None when it has none."""
+    wide = paper_wide(table, dataset)
     # the paper's spellings, mapped on both levels as `grids.compare_with_paper` maps them
     group, row = (grids.PAPER_LABELS.get(x, x) for x in (group, row))
     hit = wide[(wide["group"] == group) & (wide["row"] == row)]
@@ -137,7 +138,8 @@ def paper_value(table: str, group: str, row: str, metric: str = "HR@10") -> floa
     return None if pd.isna(value) else float(value)
 
 
-def summary(record: RunRecord, cfg: RunConfig, paper: tuple[str, str, str] | None) -> pd.DataFrame:
+def summary(record: RunRecord, cfg: RunConfig, paper: tuple[str, str, str] | None,
+            dataset: str = PAPER_DATASET) -> pd.DataFrame:
     """One row: what was run, epochs, test and cold-test HR/NDCG@10, and the paper's row.
 
     Numbers stay exact (NaN where the run or the paper has none) so they can be compared and
@@ -145,7 +147,7 @@ def summary(record: RunRecord, cfg: RunConfig, paper: tuple[str, str, str] | Non
     """
     test = record.metrics.get("test") or {}
     cold = record.metrics.get("cold_test") or {}
-    paper_hr = paper_value(*paper) if paper is not None else None
+    paper_hr = paper_value(*paper, dataset=dataset) if paper is not None else None
     row: dict[str, Any] = {
         "encoders": grids.describe_encoders(cfg),
         "sequence": cfg.model.sequence,
@@ -153,7 +155,8 @@ def summary(record: RunRecord, cfg: RunConfig, paper: tuple[str, str, str] | Non
         "HR@10": test.get("HR@10", float("nan")), "NDCG@10": test.get("NDCG@10", float("nan")),
         "cold HR@50": cold.get("HR@50", float("nan")),
         "paper row": f"Table {paper[0]}: {paper[1]} / {paper[2]}" if paper is not None else "-",
-        "paper HR@10 (HM)": float("nan") if paper_hr is None else paper_hr,
+        "paper HR@10": float("nan") if paper_hr is None else paper_hr,
+        "paper data set": dataset,
     }
     frame = pd.DataFrame([row], index=[record.name])
     return frame.astype({c: float for c in METRIC_COLUMNS})
@@ -172,8 +175,10 @@ class Explorer:
     """
 
     def __init__(self, profile: str | None = None, overrides: Sequence[str] = (),
-                 choice: Choice | None = None, store: ResultsStore | None = None) -> None:
+                 choice: Choice | None = None, store: ResultsStore | None = None,
+                 paper_dataset: str = PAPER_DATASET) -> None:
         self.profile = profile if profile is not None else default_profile()
+        self.paper_dataset = paper_dataset
         self.overrides = tuple(overrides)
         self.choice = choice or Choice()
         self.store = store
@@ -208,7 +213,7 @@ class Explorer:
 
         self.record = run_or_load(cfg, store=self.store, progress=progress,
                                   on_epoch_end=on_epoch_end, runner=runner)
-        self.last = summary(self.record, cfg, self._paper.get(cfg.hash()))
+        self.last = summary(self.record, cfg, self._paper.get(cfg.hash()), self.paper_dataset)
         return self.last
 
     def learning_curve(self) -> Figure | None:
