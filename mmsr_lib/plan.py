@@ -4,12 +4,13 @@ or the whole study take?
 A plan is a short probe on this machine followed by arithmetic, and every printed number says
 which of the two it comes from:
 
-* measured (`probe`): the model built on the target device (frozen-prefix caches included, into
-  a temporary folder so that the build is a fresh one), one warm-up and a few timed optimiser
-  steps through `train.train_step` (the trainer's own step) on real batches of the run's shape
-  with the fast item encoding, each step timed with its batch assembly as `fit` does; one
-  validation pass on a slice of users (the catalog encoding and the per-user ranking timed
-  apart); the peak memory: on CUDA ``torch.cuda.max_memory_allocated``, on CPU the peak
+* measured (`probe`): the model built on the target device and its frozen-prefix caches built
+  apart (into a temporary folder, so the build is a fresh one); one warm-up and a few timed
+  optimiser steps through `train.train_step` (the trainer's own step) on real batches of the
+  run's shape with its item encoding (fast unless set otherwise), each step timed with its batch
+  assembly as `fit` does; one validation pass on a slice of users (the catalog encoding and the
+  per-user ranking timed apart); the peak memory, up to the end of the cache build and during
+  the steps and validation: on CUDA ``torch.cuda.max_memory_allocated``, on CPU the peak
   resident set of a fresh process (`isolate`), so that it is this configuration's own;
 * counted (`data_counts`): steps per epoch as `TrainBatches` cuts them (training windows /
   batch size), validation, test and cold users, distinct items per batch;
@@ -56,8 +57,8 @@ from mmsr_lib.config import PROFILES, RunConfig, default_profile, profile_config
 
 # -- assumptions, stated once --------------------------------------------------------------------
 # expected epochs: the best validation at ~40% of the budget, then `patience` validations without
-# improvement stop the run (capped at the budget). The cpu profile's converged runs stop between
-# 20% and 60% of their budget; it is a planning figure, the budget is the bound.
+# improvement stop the run (capped at the budget). An assumption for planning, not a measurement:
+# the budget is the bound, and `validate_plan` shows how many epochs stored runs actually took.
 EXPECTED_BEST_SHARE = 0.4
 # a configuration fits when its predicted peak is at most this share of the device's memory
 # (CUDA: the allocator's reserved memory and fragmentation exceed what is allocated; CPU: other
@@ -503,17 +504,19 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
         valid = data.eval_set("valid")
         rows = min(eval_rows, len(valid))
         model.eval()
+        sub = valid.subset(np.arange(rows))
+        catalog_s = rows_s = math.inf
         with torch.no_grad():
-            _sync(dev)
-            t = time.perf_counter()
-            scorer = model.scorer()
-            _sync(dev)
-            catalog_s = time.perf_counter() - t
-            t = time.perf_counter()
-            evaluate_model(model, valid.subset(np.arange(rows)), cfg.eval.ks,
-                           cfg.eval.batch_size, scorer=scorer)
-            _sync(dev)
-            rows_s = time.perf_counter() - t
+            for _ in range(2):  # the faster of two: a run validates every epoch, warm
+                _sync(dev)
+                t = time.perf_counter()
+                scorer = model.scorer()
+                _sync(dev)
+                catalog_s = min(catalog_s, time.perf_counter() - t)
+                t = time.perf_counter()
+                evaluate_model(model, sub, cfg.eval.ks, cfg.eval.batch_size, scorer=scorer)
+                _sync(dev)
+                rows_s = min(rows_s, time.perf_counter() - t)
         train_peak = _peak_so_far(dev)
         if not split:  # one peak for both phases
             cache_peak = train_peak
@@ -548,8 +551,12 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
 def _in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(1) as pool:
+    pool = mp.get_context("spawn").Pool(1)
+    try:
         return pool.apply(fn, args)
+    finally:  # a clean exit of the worker (terminate leaves the tracker warning about leaks)
+        pool.close()
+        pool.join()
 
 
 def probe(cfg: RunConfig, steps: int = 3, eval_rows: int = 512, device: str | None = None,
@@ -677,7 +684,9 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
     steps = counts.steps_per_epoch if probe.trainable else 0
     src["steps/epoch"] = (f"counted ({counts.windows:,} training windows / batch "
                           f"{counts.batch_size})")
-    src["epoch"] = "extrapolated: steps/epoch x seconds/step"
+    # the last batch of an epoch is partial: an epoch costs windows / batch full steps
+    full_steps = counts.windows / counts.batch_size if probe.trainable else 0.0
+    src["epoch"] = "extrapolated: seconds/step x windows / batch (the last batch is partial)"
     per_row = probe.row_seconds * r_items
     catalog = probe.catalog_seconds * r_items
     evals = (1 + int(t.track_test)) if probe.trainable else 0
@@ -719,7 +728,7 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
         kind=describe_kind(r), data=describe_data(r), device=probe.device,
         steps_per_epoch=steps, step_seconds=step_s,
         sequences_per_second=counts.batch_size / step_s if step_s > 0 else math.nan,
-        epoch_seconds=steps * step_s, eval_seconds=eval_s, final_eval_seconds=final_s,
+        epoch_seconds=full_steps * step_s, eval_seconds=eval_s, final_eval_seconds=final_s,
         build_seconds=probe.build_seconds, cache_seconds=cache_s, budget_epochs=budget,
         expected_epochs=exp, peak_mb=max(train_peak, cache_peak), train_peak_mb=train_peak,
         cache_peak_mb=cache_peak,
@@ -802,7 +811,7 @@ def suggest(cfg: RunConfig, probe_fn: ProbeFn, capacity: tuple[float | None, str
     return out
 
 
-def plan_config(cfg: RunConfig, *, steps: int = 3, eval_rows: int = 512,
+def plan_config(cfg: RunConfig, *, steps: int = 5, eval_rows: int = 512,
                 device: str | None = None, isolate: bool = True, plugins: Sequence[str] = (),
                 max_probe_items: int | None = None, probe_fn: ProbeFn | None = None,
                 capacity_mb: float | None = None, with_suggestions: bool = True) -> ConfigPlan:
@@ -1146,7 +1155,7 @@ class GridPlan:
         return sum(r.hours_expected for r in self.rows)
 
 
-def plan_runs(runs: Sequence[PlannedRun], *, title: str = "", steps: int = 2,
+def plan_runs(runs: Sequence[PlannedRun], *, title: str = "", steps: int = 3,
               eval_rows: int = 256, device: str | None = None, isolate: bool = True,
               plugins: Sequence[str] = (), max_probe_items: int | None = None,
               probe_fn: ProbeFn | None = None, capacity_mb: float | None = None,
@@ -1294,13 +1303,15 @@ def format_grid_plan(plan: GridPlan) -> str:
 
 # -- checking predictions against measured runs ----------------------------------------------------
 def validate_plan(store: Any, configs: Mapping[Any, RunConfig] | Iterable[RunConfig], *,
-                  steps: int = 2, eval_rows: int = 256, device: str | None = None,
+                  steps: int = 3, eval_rows: int = 256, device: str | None = None,
                   isolate: bool = True, probe_fn: ProbeFn | None = None,
                   print_table: bool = True) -> Any:
     """Predicted vs measured seconds per training epoch (the history's ``train_seconds``,
     median over the run's epochs) and per validation (``eval_seconds``) for every configuration
     already stored as done in `store`; one probe per cost shape. Ratio = predicted / measured
-    (1 = exact; > 1 the plan over-estimates). Returns the table (a DataFrame)."""
+    (1 = exact; > 1 the plan over-estimates). The epochs each run took stand beside the
+    expected epochs of the patience rule (`expected_epochs`) and the budget. Returns the table
+    (a DataFrame)."""
     import pandas as pd
 
     from mmsr_lib.train import resolve_device
@@ -1329,7 +1340,8 @@ def validate_plan(store: Any, configs: Mapping[Any, RunConfig] | Iterable[RunCon
         rows.append({
             "run": " / ".join(map(str, label)) if isinstance(label, tuple) else str(label),
             "hash": r.hash(), "ran on": rec.extra.get("device", "?"), "probed on": p.device,
-            "epochs": len(train_s),
+            "epochs": len(train_s), "expected epochs": pred.expected_epochs,
+            "budget": pred.budget_epochs,
             "measured s/epoch": m_train, "predicted s/epoch": pred.epoch_seconds,
             "ratio": pred.epoch_seconds / m_train if m_train > 0 else math.nan,
             "measured eval s": m_eval, "predicted eval s": pred.eval_seconds,
@@ -1370,7 +1382,7 @@ def add_plan_parser(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--study", action="store_true",
                       help="plan every notebook's grids on the profile")
     p.add_argument("--steps", type=int, default=None,
-                   help="timed steps per probe (default 3 for one configuration, 2 for grids)")
+                   help="timed steps per probe (default 5 for one configuration, 3 for grids)")
     p.add_argument("--eval-users", type=int, default=None,
                    help="validation users ranked by the probe (default 512 / 256 for grids)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the config's)")
@@ -1391,7 +1403,7 @@ def add_plan_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     profile = args.profile or default_profile()
     grid = args.notebook is not None or args.study
-    steps = args.steps if args.steps is not None else (2 if grid else 3)
+    steps = args.steps if args.steps is not None else (3 if grid else 5)
     eval_rows = args.eval_users if args.eval_users is not None else (256 if grid else 512)
     common = dict(steps=steps, eval_rows=eval_rows, device=args.device,
                   isolate=not args.in_process, plugins=tuple(args.plugin or ()),
