@@ -14,12 +14,13 @@ which of the two it comes from:
   resident set of a fresh process (`isolate`), so that it is this configuration's own;
 * counted (`data_counts`): steps per epoch as `TrainBatches` cuts them (training windows /
   batch size), validation, test and cold users, distinct items per batch;
-* extrapolated (`predict`): seconds per epoch = steps x measured seconds per step; validation
-  = measured catalog encoding + measured seconds per user x validation users; hours for the
-  budget (the resolved ``train.epochs``) and for the epochs the patience rule is expected to
-  stop at (`EXPECTED_BEST_SHARE`). A probe on a smaller catalog than the run's
-  (`probe_config`: content models on CPU with a paper-size catalog) is scaled by the counted
-  ratios (distinct items per batch, catalog size), and says so.
+* extrapolated (`predict`): seconds per epoch = measured seconds per step x windows / batch;
+  validation = measured catalog encoding + measured seconds per user x validation users; hours
+  for the budget (the resolved ``train.epochs``) and for the epochs the patience rule is
+  expected to stop at (`EXPECTED_BEST_SHARE`). Content models on CPU with a catalog too large
+  to probe (a paper-size one) are probed on two smaller catalogs of the same kind (`measure`)
+  and each measurement is carried along the line through the two to the run's counted distinct
+  items per batch or catalog size (`extrapolate`), and say so.
 
 Grids (`plan_runs`: a notebook's, or the whole study's) probe each distinct *cost shape* once
 (`cost_key`: item encoder, encoders, fusion, sequence model, fine-tuning, width, batch, data
@@ -91,10 +92,12 @@ VISION_STAND_INS = {
     "swin-base": "random:vit-base",
     "resnet50": "random:vit-base",
 }
-# content models on CPU probe a catalog of at most this many items (a paper-size catalog's
-# frozen-prefix build alone would take hours on a CPU); 0 = always the run's own catalog
-CPU_PROBE_ITEMS = 500
+# content models on CPU: a synthetic catalog above this many items is probed at this size and
+# at half of it, and each measurement extrapolated along the line through the two (a paper-size
+# catalog's frozen-prefix build alone would take hours on a CPU); 0 = the run's own catalog
+CPU_PROBE_ITEMS = 2000
 PROBE_USERS = 1000  # users of a reduced probe catalog
+MIN_PROBE_ITEMS = 100  # no second, smaller probe below this
 
 
 # -- what changes the cost of a run --------------------------------------------------------------
@@ -256,8 +259,9 @@ def stand_in(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
 
 def probe_config(cfg: RunConfig, device: str, max_items: int | None = None) -> RunConfig:
     """The configuration a probe builds for `cfg`: itself, or (content models on CPU, synthetic
-    catalog above `max_items` items, default `CPU_PROBE_ITEMS`) the same model on a smaller
-    catalog of the same kind, whose measurements `predict` scales by the counted ratios."""
+    catalog above `max_items` items, default `CPU_PROBE_ITEMS`) the same model on a catalog of
+    `max_items` items and at most `PROBE_USERS` users, whose measurements `predict`
+    extrapolates to the run's catalog."""
     r = cfg.resolved()
     if max_items is None:
         max_items = CPU_PROBE_ITEMS if torch.device(device).type == "cpu" else 0
@@ -267,6 +271,20 @@ def probe_config(cfg: RunConfig, device: str, max_items: int | None = None) -> R
         return r
     return r.override(f"data.synth.n_items={max_items}",
                       f"data.synth.n_users={min(s.n_users, PROBE_USERS)}").resolved()
+
+
+def measure(cfg: RunConfig, probe_fn: Callable[[RunConfig], Probe], device: str,
+            max_items: int | None = None) -> tuple[RunConfig, Probe, Probe | None]:
+    """Probe `cfg` (after `stand_in`) as `probe_config` says: (what was probed, its probe, and
+    on a reduced catalog a second probe at half its items, for `predict`'s line; else None)."""
+    probed = probe_config(cfg, device, max_items)
+    main = probe_fn(probed)
+    small = None
+    if probed.hash() != cfg.resolved().hash():
+        half = probed.data.synth.n_items // 2
+        if half >= MIN_PROBE_ITEMS:
+            small = probe_fn(probe_config(cfg, device, half))
+    return probed, main, small
 
 
 # -- counting --------------------------------------------------------------------------------------
@@ -662,33 +680,66 @@ def device_memory(device: str) -> tuple[float | None, str]:
         return None, "unknown"
 
 
+def extrapolate(x: float, x1: float, y1: float, x2: float | None = None,
+                y2: float | None = None) -> tuple[float, str]:
+    """y at `x` from one measured point (proportional: y1 * x / x1) or two (the line through
+    them; where the second point shows no growth, the larger measurement, held flat)."""
+    if x == x1:
+        return y1, "measured"
+    if x2 is None or y2 is None or x2 == x1:
+        return y1 * x / max(x1, 1e-12), "proportional"
+    slope = (y1 - y2) / (x1 - x2)
+    if slope <= 0:
+        return max(y1, y2), "flat (no growth between the two probes)"
+    return y1 + slope * (x - x1), "linear through two probes"
+
+
 def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
-            capacity: tuple[float | None, str] = (None, "unknown")) -> Prediction:
+            capacity: tuple[float | None, str] = (None, "unknown"),
+            small: Probe | None = None) -> Prediction:
     """Extrapolate one run of `cfg` from `probe` and the run's own `counts` (default: the
-    probe's). When the probe ran on a smaller catalog the measured step, evaluation, build and
-    memory are scaled by the counted ratios of distinct items per batch and catalog size."""
+    probe's). When the probe ran on a smaller catalog (`probe_config`), each measurement is
+    carried to the run's catalog along the counted quantity it grows with (`extrapolate`): a
+    step along the distinct items per batch (content models; an ID step does not grow with
+    them), the catalog encoding, the per-user ranking and the cache build along the catalog
+    size; through `small` (a second probe on a still smaller catalog) when given, else in
+    proportion."""
     r = cfg.resolved()
     t = r.train
     counts = counts or probe.counts
     pc = probe.counts
     scaled = pc.n_items != counts.n_items
+    sc = small.counts if small is not None else None
     r_items = counts.n_items / max(pc.n_items, 1)
     r_distinct = counts.distinct_items / pc.distinct_items \
         if is_content(r) and pc.distinct_items else 1.0
     src: dict[str, str] = {}
-    step_s = probe.step_seconds * r_distinct
+
+    def along_items(attr: str) -> tuple[float, str]:
+        if not scaled:
+            return getattr(probe, attr), "measured"
+        return extrapolate(counts.n_items, pc.n_items, getattr(probe, attr),
+                           sc.n_items if sc else None, getattr(small, attr) if small else None)
+
     timed = f"median of {probe.steps} timed step(s) after a warm-up"
-    src["step"] = (f"measured ({timed})" if not scaled else
-                   f"extrapolated: measured on {pc.n_items:,} items x {r_distinct:.2f} "
-                   "(distinct items per batch, counted)")
+    if not scaled or not is_content(r):
+        step_s, how = probe.step_seconds, "measured"
+    else:
+        step_s, how = extrapolate(counts.distinct_items, pc.distinct_items, probe.step_seconds,
+                                  sc.distinct_items if sc else None,
+                                  small.step_seconds if small else None)
+    src["step"] = (f"measured ({timed})" if how == "measured" else
+                   f"extrapolated ({how}) from {pc.distinct_items:.0f}"
+                   + (f" and {sc.distinct_items:.0f}" if sc else "")
+                   + f" to {counts.distinct_items:.0f} distinct items per batch (counted)")
     steps = counts.steps_per_epoch if probe.trainable else 0
     src["steps/epoch"] = (f"counted ({counts.windows:,} training windows / batch "
                           f"{counts.batch_size})")
     # the last batch of an epoch is partial: an epoch costs windows / batch full steps
     full_steps = counts.windows / counts.batch_size if probe.trainable else 0.0
     src["epoch"] = "extrapolated: seconds/step x windows / batch (the last batch is partial)"
-    per_row = probe.row_seconds * r_items
-    catalog = probe.catalog_seconds * r_items
+    catalog, how_items = along_items("catalog_seconds")
+    per_row, _ = along_items("row_seconds")
     evals = (1 + int(t.track_test)) if probe.trainable else 0
     eval_rows = counts.n_valid + (counts.n_test if t.track_test else 0)
     eval_s = evals * catalog + per_row * eval_rows if probe.trainable else 0.0
@@ -698,13 +749,13 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
         src["validation"] = (f"measured catalog encoding + ranking of {probe.eval_rows:,} "
                              f"users, extrapolated to {eval_rows:,} users"
                              + (" (track_test: test too)" if t.track_test else "")
-                             + (f", x {r_items:.1f} catalog size" if scaled else ""))
+                             + (f"; to {counts.n_items:,} items ({how_items})" if scaled else ""))
     final_rows = counts.n_valid + counts.n_test + counts.n_cold_valid + counts.n_cold_test
     final_s = catalog + per_row * final_rows
-    cache_s = probe.cache_seconds * (r_items if scaled else 1.0)
+    cache_s, how_cache = along_items("cache_seconds")
     src["build"] = "measured"
     src["cache"] = "measured (a fresh build)" + (
-        f" x {r_items:.1f} catalog size" if scaled else "")
+        f", extrapolated to {counts.n_items:,} items ({how_cache})" if scaled else "")
     if not scaled:
         train_peak, cache_peak = probe.train_peak_mb, probe.cache_peak_mb
         src["memory"] = f"measured ({probe.memory_method})"
@@ -716,8 +767,8 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
             + item_tables + host
         cache_peak = probe.cache_peak_mb + host
         src["memory"] = (f"extrapolated from {probe.memory_method} on {pc.n_items:,} items: "
-                         f"growth after the build x {r_distinct:.2f}, + item tables"
-                         + (" + frozen caches" if host else "") + " for the catalog")
+                         f"growth after the build x {r_distinct:.2f} (distinct items), + item "
+                         "tables" + (" + frozen caches" if host else "") + " for the catalog")
     budget = int(t.epochs or 0) if probe.trainable else 0
     exp = expected_epochs(budget, t.patience, t.eval_every)
     src["epochs"] = (f"budget: train.epochs={budget}; expected: best at "
@@ -747,6 +798,7 @@ class ConfigPlan:
     probe: Probe
     probed: RunConfig  # what the probe built
     suggestions: list[dict] = field(default_factory=list)
+    small: Probe | None = None  # the second probe on a reduced catalog (`measure`)
 
 
 ProbeFn = Callable[[RunConfig], Probe]
@@ -785,7 +837,8 @@ def fit_candidates(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
 
 def suggest(cfg: RunConfig, probe_fn: ProbeFn, capacity: tuple[float | None, str],
             counts_fn: Callable[[RunConfig], DataCounts | None] | None = None,
-            device: str = "cpu", limit: int = MAX_SUGGESTIONS) -> list[dict]:
+            device: str = "cpu", limit: int = MAX_SUGGESTIONS,
+            max_items: int | None = None) -> list[dict]:
     """For a configuration that does not fit: re-probe each of `fit_candidates` (at most
     `limit`) and report the memory it would need, whether that fits, and its seconds per
     epoch; stops at the first batch size that fits and after the first encoder change that
@@ -796,9 +849,10 @@ def suggest(cfg: RunConfig, probe_fn: ProbeFn, capacity: tuple[float | None, str
         if batch_fitted and change.startswith("train.batch_size"):
             continue
         try:
-            p = probe_fn(probe_config(cand, device))
-            counts = counts_fn(cand) if counts_fn is not None else None
-            pred = predict(cand, p, counts, capacity)
+            probed, p, small = measure(cand, probe_fn, device, max_items)
+            counts = counts_fn(cand) if counts_fn is not None and probed.hash() != \
+                cand.resolved().hash() else None
+            pred = predict(cand, p, counts, capacity, small)
         except Exception as err:  # a candidate that cannot run is reported, not fatal
             out.append({"change": change, "error": f"{type(err).__name__}: {err}"})
             continue
@@ -823,17 +877,22 @@ def plan_config(cfg: RunConfig, *, steps: int = 5, eval_rows: int = 512,
     planned, notes = stand_in(cfg)
     dev = str(resolve_device(device or planned.train.device))
     fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, plugins)
-    probed = probe_config(planned, dev, max_probe_items)
-    p = fn(probed)
+    probed, p, small = measure(planned, fn, dev, max_probe_items)
     cap = (capacity_mb, "given") if capacity_mb is not None else device_memory(dev)
     counts = p.counts if probed.hash() == planned.hash() else data_counts(planned)
-    pred = predict(planned, p, counts, cap)
-    pred.notes = notes + ([f"probed on a smaller catalog ({describe_data(probed)}) and scaled"]
-                          if probed.hash() != planned.hash() else [])
-    out = ConfigPlan(planned, pred, p, probed)
+    pred = predict(planned, p, counts, cap, small)
+    pred.notes = notes + ([_reduced_note(probed, small)] if probed.hash() != planned.hash()
+                          else [])
+    out = ConfigPlan(planned, pred, p, probed, small=small)
     if with_suggestions and pred.fits is False:
-        out.suggestions = suggest(planned, fn, cap, data_counts, dev)
+        out.suggestions = suggest(planned, fn, cap, data_counts, dev, max_items=max_probe_items)
     return out
+
+
+def _reduced_note(probed: RunConfig, small: Probe | None) -> str:
+    return (f"probed on a smaller catalog ({describe_data(probed)}"
+            + (f", and {small.counts.n_items:,} items" if small is not None else "")
+            + ") and extrapolated to the run's (see each line)")
 
 
 def _h(seconds: float) -> str:
@@ -1214,9 +1273,8 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
         if progress is not None:
             progress(f"[{i + 1}/{len(groups)}] probing {kind} on {data} "
                      f"({len(members)} run(s))")
-        probed = probe_config(rep, dev, max_probe_items)
         try:
-            p = fn(probed)
+            probed, p, small = measure(rep, fn, dev, max_probe_items)
         except Exception as err:  # one shape that cannot run does not sink the plan
             rows.append(KindRow(kind, data, nbs, len(members), None, math.nan, math.nan,
                                 error=f"{type(err).__name__}: {err}", notes=notes[key]))
@@ -1232,7 +1290,7 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
         pred = None
         for _, cfg in members:
             counts = p.counts if probed.hash() == cfg.hash() else data_counts(cfg)
-            pred = predict(cfg, p, counts, cap)
+            pred = predict(cfg, p, counts, cap, small)
             bk = build_key(cfg)
             first_build = bk not in built
             built.add(bk)
@@ -1240,10 +1298,10 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
             he += pred.hours(pred.expected_epochs, cache=first_build)
         row_notes = list(notes[key])
         if probed.hash() != rep.hash():
-            row_notes.append(f"probed on {describe_data(probed)} and scaled")
+            row_notes.append(_reduced_note(probed, small))
         row = KindRow(kind, data, nbs, len(members), pred, hb, he, notes=row_notes)
         if with_suggestions and pred is not None and pred.fits is False:
-            row.suggestions = suggest(rep, fn, cap, data_counts, dev)
+            row.suggestions = suggest(rep, fn, cap, data_counts, dev, max_items=max_probe_items)
         rows.append(row)
     profile = first.profile if first else "?"
     return GridPlan(title, profile, dev, rows, len(unique), len(runs), skipped,
@@ -1318,7 +1376,7 @@ def validate_plan(store: Any, configs: Mapping[Any, RunConfig] | Iterable[RunCon
 
     items = list(configs.items()) if isinstance(configs, Mapping) else \
         [(c.name, c) for c in configs]
-    probes: dict[tuple, Probe] = {}
+    probes: dict[tuple, tuple[RunConfig, Probe, Probe | None]] = {}
     rows = []
     for label, cfg in items:
         r = cfg.resolved()
@@ -1330,9 +1388,9 @@ def validate_plan(store: Any, configs: Mapping[Any, RunConfig] | Iterable[RunCon
         fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, ())
         key = cost_key(planned)
         if key not in probes:
-            probes[key] = fn(probe_config(planned, dev))
-        p = probes[key]
-        pred = predict(planned, p, data_counts(planned))
+            probes[key] = measure(planned, fn, dev)
+        _, p, small = probes[key]
+        pred = predict(planned, p, data_counts(planned), small=small)
         train_s = [h["train_seconds"] for h in rec.history if "train_seconds" in h]
         eval_s = [h["eval_seconds"] for h in rec.history if "eval_seconds" in h]
         m_train = float(np.median(train_s)) if train_s else math.nan
@@ -1390,8 +1448,9 @@ def add_plan_parser(sub: argparse._SubParsersAction) -> None:
                    help="probe in this process (quicker; the CPU peak is then this process's "
                         "during the probe, not a fresh process's)")
     p.add_argument("--probe-items", type=int, default=None,
-                   help=f"largest catalog a content model is probed on (default: "
-                        f"{CPU_PROBE_ITEMS} on CPU, the run's own on CUDA; 0 = the run's own)")
+                   help=f"a content model on a larger synthetic catalog is probed at this many "
+                        f"items and half as many and extrapolated (default: {CPU_PROBE_ITEMS} on "
+                        f"CPU; CUDA and 0: the run's own catalog)")
     p.add_argument("--memory-mb", type=float, default=None,
                    help="plan for a device with this much memory instead of this one's")
     p.add_argument("--validate", action="store_true",

@@ -204,6 +204,35 @@ def test_predict_scales_a_probe_on_a_smaller_catalog_by_the_counted_ratios():
     assert math.isclose(plan.predict(idsr, fake_probe(idsr), big).step_seconds, 0.01)
 
 
+def test_extrapolate_through_one_or_two_points():
+    assert plan.extrapolate(10, 10, 3.0) == (3.0, "measured")
+    assert plan.extrapolate(20, 10, 3.0) == (6.0, "proportional")
+    value, how = plan.extrapolate(40, 10, 3.0, 5, 2.0)  # y = 1 + 0.2 x
+    assert math.isclose(value, 9.0) and how == "linear through two probes"
+    assert plan.extrapolate(40, 10, 3.0, 5, 3.5)[0] == 3.5  # no growth measured: held flat
+
+
+def test_a_catalog_too_large_to_probe_is_probed_twice_and_extrapolated_along_a_line():
+    cfg = tiny("model.item_encoder=text", "data.synth.n_items=400", "data.synth.n_users=300")
+
+    def probe_fn(c):  # a step that costs 10 ms + 1 ms per distinct item; ranking flat per user
+        p = fake_probe(c)
+        return dataclasses.replace(p, step_seconds=0.01 + 0.001 * p.counts.distinct_items,
+                                   catalog_seconds=0.002 * p.counts.n_items)
+
+    out = plan.plan_config(cfg, probe_fn=probe_fn, device="cpu", max_probe_items=200,
+                           capacity_mb=1e6)
+    assert out.probed.data.synth.n_items == 200 and out.small.counts.n_items == 100
+    target = plan.data_counts(out.config)
+    assert target.n_items > 200 and target.distinct_items > out.probe.counts.distinct_items
+    pred = out.prediction
+    assert math.isclose(pred.step_seconds, 0.01 + 0.001 * target.distinct_items)
+    assert "linear through two probes" in pred.sources["step"]
+    assert math.isclose(pred.eval_seconds, 0.002 * target.n_items + 0.01 * target.n_valid)
+    assert pred.steps_per_epoch == target.steps_per_epoch
+    assert any("probed on a smaller catalog" in n for n in pred.notes)
+
+
 def test_track_test_adds_a_test_evaluation_per_epoch():
     cfg = tiny("model.item_encoder=id")
     p = fake_probe(cfg)
