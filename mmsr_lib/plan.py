@@ -694,16 +694,23 @@ def extrapolate(x: float, x1: float, y1: float, x2: float | None = None,
     return y1 + slope * (x - x1), "linear through two probes"
 
 
+def encoded_items(counts: DataCounts, loss: str) -> float:
+    """Items a training step runs through the item encoder: the distinct items of its batch
+    (BCE, fast item encoding), or every catalog item (``train.loss=ce``: softmax over the
+    catalog)."""
+    return float(counts.n_items) if loss == "ce" else counts.distinct_items
+
+
 def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
             capacity: tuple[float | None, str] = (None, "unknown"),
             small: Probe | None = None) -> Prediction:
     """Extrapolate one run of `cfg` from `probe` and the run's own `counts` (default: the
     probe's). When the probe ran on a smaller catalog (`probe_config`), each measurement is
     carried to the run's catalog along the counted quantity it grows with (`extrapolate`): a
-    step along the distinct items per batch (content models; an ID step does not grow with
-    them), the catalog encoding, the per-user ranking and the cache build along the catalog
-    size; through `small` (a second probe on a still smaller catalog) when given, else in
-    proportion."""
+    step along the items it encodes (`encoded_items`; content models; an ID step does not
+    grow with them), the catalog encoding, the per-user ranking and the cache build along the
+    catalog size; through `small` (a second probe on a still smaller catalog) when given, else
+    in proportion."""
     r = cfg.resolved()
     t = r.train
     counts = counts or probe.counts
@@ -711,8 +718,12 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
     scaled = pc.n_items != counts.n_items
     sc = small.counts if small is not None else None
     r_items = counts.n_items / max(pc.n_items, 1)
-    r_distinct = counts.distinct_items / pc.distinct_items \
-        if is_content(r) and pc.distinct_items else 1.0
+    # what a step encodes: the distinct items of its batch, or (softmax over the catalog, ce)
+    # every item of the catalog
+    what = "catalog items (loss ce)" if t.loss == "ce" else "distinct items per batch"
+    x_run, x_probe = encoded_items(counts, t.loss), encoded_items(pc, t.loss)
+    x_small = encoded_items(sc, t.loss) if sc is not None else None
+    r_distinct = x_run / x_probe if is_content(r) and x_probe else 1.0
     src: dict[str, str] = {}
 
     def along_items(attr: str) -> tuple[float, str]:
@@ -725,13 +736,12 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
     if not scaled or not is_content(r):
         step_s, how = probe.step_seconds, "measured"
     else:
-        step_s, how = extrapolate(counts.distinct_items, pc.distinct_items, probe.step_seconds,
-                                  sc.distinct_items if sc else None,
+        step_s, how = extrapolate(x_run, x_probe, probe.step_seconds, x_small,
                                   small.step_seconds if small else None)
     src["step"] = (f"measured ({timed})" if how == "measured" else
-                   f"extrapolated ({how}) from {pc.distinct_items:.0f}"
-                   + (f" and {sc.distinct_items:.0f}" if sc else "")
-                   + f" to {counts.distinct_items:.0f} distinct items per batch (counted)")
+                   f"extrapolated ({how}) from {x_probe:,.0f}"
+                   + (f" and {x_small:,.0f}" if x_small is not None else "")
+                   + f" to {x_run:,.0f} {what} (counted)")
     steps = counts.steps_per_epoch if probe.trainable else 0
     src["steps/epoch"] = (f"counted ({counts.windows:,} training windows / batch "
                           f"{counts.batch_size})")
@@ -767,7 +777,7 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
             + item_tables + host
         cache_peak = probe.cache_peak_mb + host
         src["memory"] = (f"extrapolated from {probe.memory_method} on {pc.n_items:,} items: "
-                         f"growth after the build x {r_distinct:.2f} (distinct items), + item "
+                         f"growth after the build x {r_distinct:.2f} ({what}), + item "
                          "tables" + (" + frozen caches" if host else "") + " for the catalog")
     budget = int(t.epochs or 0) if probe.trainable else 0
     exp = expected_epochs(budget, t.patience, t.eval_every)

@@ -233,6 +233,19 @@ def test_a_catalog_too_large_to_probe_is_probed_twice_and_extrapolated_along_a_l
     assert any("probed on a smaller catalog" in n for n in pred.notes)
 
 
+def test_a_softmax_step_is_extrapolated_along_the_catalog_not_the_batch():
+    cfg = tiny("model.item_encoder=text", "train.loss=ce")
+    p = fake_probe(cfg)
+    c = p.counts
+    big = dataclasses.replace(p.counts, n_items=10 * c.n_items)
+    small = dataclasses.replace(p, counts=dataclasses.replace(c, n_items=c.n_items // 2),
+                                step_seconds=0.005)  # 5 ms at half the catalog, 10 ms at it
+    pred = plan.predict(cfg, p, big, small=small)
+    assert math.isclose(pred.step_seconds, 0.01 + (0.005 / (c.n_items - c.n_items // 2))
+                        * (big.n_items - c.n_items))
+    assert "catalog items (loss ce)" in pred.sources["step"]
+
+
 def test_track_test_adds_a_test_evaluation_per_epoch():
     cfg = tiny("model.item_encoder=id")
     p = fake_probe(cfg)
