@@ -888,7 +888,7 @@ def plan_config(cfg: RunConfig, *, steps: int = 5, eval_rows: int = 512,
     dev = str(resolve_device(device or planned.train.device))
     fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, plugins)
     probed, p, small = measure(planned, fn, dev, max_probe_items)
-    cap = (capacity_mb, "given") if capacity_mb is not None else device_memory(dev)
+    cap = (capacity_mb, "memory given") if capacity_mb is not None else device_memory(dev)
     counts = p.counts if probed.hash() == planned.hash() else data_counts(planned)
     pred = predict(planned, p, counts, cap, small)
     pred.notes = notes + ([_reduced_note(probed, small)] if probed.hash() != planned.hash()
@@ -1214,6 +1214,7 @@ class GridPlan:
     planned: int  # runs as the notebooks list them (seeds included)
     skipped: dict[str, str]  # run label -> why it cannot be planned here
     notes: list[str] = field(default_factory=list)
+    capacity: tuple[float | None, str] = (None, "unknown")  # the device's memory (MiB), what
 
     @property
     def hours_budget(self) -> float:
@@ -1271,7 +1272,7 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
         all_notes.update(n)
     first = next(iter(groups.values()))[0][1] if groups else None
     dev = str(resolve_device(device or (first.train.device if first else "auto")))
-    cap = (capacity_mb, "given") if capacity_mb is not None else device_memory(dev)
+    cap = (capacity_mb, "memory given") if capacity_mb is not None else device_memory(dev)
     fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, plugins, cache_dir)
     built: set[tuple] = set()
     fresh: dict[tuple, tuple[float, float]] = {}  # probed build key -> first build: s, MiB
@@ -1315,16 +1316,17 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
         rows.append(row)
     profile = first.profile if first else "?"
     return GridPlan(title, profile, dev, rows, len(unique), len(runs), skipped,
-                    sorted(all_notes))
+                    sorted(all_notes), cap)
 
 
 def format_grid_plan(plan: GridPlan) -> str:
     """The table of a grid plan: one line per configuration kind, then the total."""
     unit = "gpu" if plan.device.startswith("cuda") else "cpu"
     header = (f"{plan.title}: {plan.runs} distinct run(s) ({plan.planned} as the notebooks list "
-              f"them), {len(plan.rows)} configuration kind(s), probed on {plan.device}")
+              f"them), {len(plan.rows)} configuration kind(s), probed on {plan.device} "
+              f"({plan.capacity[1]}: {_mb(plan.capacity[0])})")
     cols = ("configuration kind", "data", "nb", "runs", "peak", "fits", "s/epoch", "epochs",
-            f"{unit}-h budget", f"{unit}-h expected")
+            f"{unit} time (budget)", f"{unit} time (expected)")
     table = []
     for r in plan.rows:
         p = r.prediction
@@ -1336,9 +1338,9 @@ def format_grid_plan(plan: GridPlan) -> str:
         table.append((r.kind, r.data, ",".join(r.notebooks), str(r.runs), _mb(p.peak_mb), fit,
                       f"{p.epoch_seconds + p.eval_seconds:.2f}",
                       f"{p.budget_epochs}/{p.expected_epochs}",
-                      f"{r.hours_budget:.3g}", f"{r.hours_expected:.3g}"))
+                      _h(3600 * r.hours_budget), _h(3600 * r.hours_expected)))
     table.append(("total", "", "", str(sum(r.runs for r in plan.rows)), "", "", "", "",
-                  f"{plan.hours_budget:.3g}", f"{plan.hours_expected:.3g}"))
+                  _h(3600 * plan.hours_budget), _h(3600 * plan.hours_expected)))
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
     right = {3, 4, 6, 7, 8, 9}
 
@@ -1358,6 +1360,7 @@ def format_grid_plan(plan: GridPlan) -> str:
                "encoder and catalog; data generation/import is not counted.")
     out += [f"note: {n}" for n in plan.notes]
     for r in plan.rows:
+        out += [f"note: {r.kind} on {r.data}: {n}" for n in r.notes if n not in plan.notes]
         if r.error:
             out.append(f"cannot probe {r.kind} on {r.data}: {r.error}")
         for s in r.suggestions:

@@ -150,8 +150,8 @@ def test_notebook_and_study_plans_print_a_total(monkeypatch, capsys):
     assert main(["plan", "--study", "--profile", "smoke", "--memory-mb", "1e6"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("study on profile smoke") and "total:" in out
-    total = next(line for line in out.splitlines() if line.startswith("total "))
-    assert float(total.split()[-1]) > 0
+    total = next(line for line in out.splitlines() if line.startswith("total: "))
+    assert float(total.split()[1]) > 0
 
 
 def test_unknown_notebook_is_one_line_error(capsys):
