@@ -769,6 +769,8 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
     if not scaled:
         train_peak, cache_peak = probe.train_peak_mb, probe.cache_peak_mb
         src["memory"] = f"measured ({probe.memory_method})"
+        if probe.device.startswith("cuda"):
+            src["memory"] += "; the CUDA context and the allocator's cache come on top"
     else:
         dim = r.model.dim
         item_tables = (counts.n_items - pc.n_items) * dim * 12 / 2**20  # fp32 + fp64 tables
@@ -938,7 +940,8 @@ def format_config_plan(plan: ConfigPlan) -> str:
         ("  training + validation", _mb(p.train_peak_mb), "the steps and the validation pass"),
         ("  frozen-cache build", _mb(p.cache_peak_mb), "data, model and building the caches "
          "(a run that maps them from disk stays below this)"),
-        ("sequences / second", f"{p.sequences_per_second:,.0f}", p.sources["step"]),
+        ("sequences / second", f"{p.sequences_per_second:,.0f}"
+         if math.isfinite(p.sequences_per_second) else "-", p.sources["step"]),
         ("seconds / step", f"{p.step_seconds:.4f}", p.sources["step"]),
         ("steps / epoch", f"{p.steps_per_epoch:,}", p.sources["steps/epoch"]),
         ("training / epoch", _h(p.epoch_seconds), p.sources["epoch"]),
@@ -948,10 +951,11 @@ def format_config_plan(plan: ConfigPlan) -> str:
          "with these encoders and catalog map them from train.feature_cache"),
         ("final evaluation", _h(p.final_eval_seconds),
          "extrapolated: valid, test and cold users, one catalog encoding"),
-        (f"budget: {p.budget_epochs} epochs", f"{p.hours_budget:.3g} {unit}-h",
-         "extrapolated (build, caches, epochs x (training + validation), final evaluation)"),
-        (f"expected: {p.expected_epochs} epochs", f"{p.hours_expected:.3g} {unit}-h",
-         p.sources["epochs"]),
+        (f"budget: {p.budget_epochs} epochs", f"{_h(3600 * p.hours_budget)}",
+         f"{p.hours_budget:.3g} {unit}-hours, extrapolated (build, caches, epochs x (training "
+         "+ validation), final evaluation)"),
+        (f"expected: {p.expected_epochs} epochs", f"{_h(3600 * p.hours_expected)}",
+         f"{p.hours_expected:.3g} {unit}-hours; {p.sources['epochs']}"),
     ]
     w = max(len(r[0]) for r in rows)
     v = max(len(r[1]) for r in rows)
