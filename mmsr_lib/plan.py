@@ -143,8 +143,9 @@ def cost_key(cfg: RunConfig) -> tuple:
 
 
 def build_key(cfg: RunConfig) -> tuple:
-    """What the frozen-prefix caches of `cfg` depend on (encoders, split, tokens, the catalog's
-    items): runs with one key share the cache on disk, so a study pays for its build once."""
+    """What the frozen-prefix caches of `cfg` depend on besides the weights (encoders, split,
+    tokens, the catalog's items): `plan_runs` pays each cache (by its `FrozenCache` key) once
+    per build key, as runs sharing them map them from the shared disk cache."""
     r = cfg.resolved()
     d = r.data
     items = (d.source, d.path, json.dumps(dataclasses.asdict(d.synth), sort_keys=True)
@@ -367,6 +368,7 @@ class Probe:
     step_seconds_all: list[float]
     build_seconds: float  # the model on the device, without its frozen-prefix caches
     cache_seconds: float  # building the frozen-prefix caches (fresh, in a temporary folder)
+    caches: list[dict]  # per cached branch: key, kind, seconds, peak_mb, built (`_build_caches`)
     data_seconds: float
     catalog_seconds: float  # encoding the whole catalog once (one per validation)
     eval_rows: int
@@ -449,6 +451,39 @@ def _cache_mb(model: torch.nn.Module) -> float:
     return total / 2**20
 
 
+def _reset_peak(dev: torch.device) -> bool:
+    """Start a new peak-memory phase; False where a CPU peak cannot be reset."""
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        return True
+    return _reset_hwm()
+
+
+def _build_caches(model: torch.nn.Module, cfg: RunConfig, dev: torch.device,
+                  folder: str) -> list[dict]:
+    """The frozen-prefix caches `build_model` would build (``enable_cache("auto")``), one
+    branch at a time so that each branch's build is timed and its peak measured apart: a list
+    of {key, kind, seconds, peak_mb, built} (built False: mapped from `folder`)."""
+    from mmsr_lib.encoders.frozen_cache import FrozenCache
+
+    encoder = getattr(model, "item_encoder", None)
+    if cfg.model.item_encoding != "fast" or not hasattr(encoder, "enable_cache"):
+        return []
+    out = []
+    for branch in encoder.branches():
+        if FrozenCache.invalid_reason(branch.encoder):
+            continue  # not cacheable (full fine-tuning, MAE masking): `enable_cache` skips it
+        key = FrozenCache.key_for(branch, encoder.n_items)
+        existed = (Path(folder) / FrozenCache.file_name(key)).exists()
+        split = _reset_peak(dev)
+        t0 = time.perf_counter()
+        branch.cache = FrozenCache.build(branch, encoder.n_items, cache_dir=folder)
+        _sync(dev)
+        out.append({"key": key, "kind": branch.kind, "seconds": time.perf_counter() - t0,
+                    "peak_mb": _peak_so_far(dev) if split else math.nan, "built": not existed})
+    return out
+
+
 def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isolated: bool,
                   plugins: Sequence[str] = (), cache_dir: str | None = None) -> dict:
     """The probe itself; in a fresh process when `isolated` (see `probe`)."""
@@ -487,19 +522,13 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
         model = build_model(cfg, data, dev, cache=False)
         _sync(dev)
         build_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        encoder = getattr(model, "item_encoder", None)  # the caches as `build_model` makes them
-        if cfg.model.item_encoding == "fast" and hasattr(encoder, "enable_cache"):
-            encoder.enable_cache("auto", cache_dir=tmp)
-        _sync(dev)
-        cache_s = time.perf_counter() - t0
+        peak_build = _peak_so_far(dev)
+        caches = _build_caches(model, cfg, dev, tmp)
+        cache_s = sum(c["seconds"] for c in caches)
         static = torch.cuda.memory_allocated(dev) / 2**20 if dev.type == "cuda" else _rss_mb()
-        cache_peak = _peak_so_far(dev)  # then measure the steps and the validation apart
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-            split = True
-        else:
-            split = _reset_hwm()
+        cache_peak = max([peak_build, *(c["peak_mb"] for c in caches
+                                        if math.isfinite(c["peak_mb"]))])
+        split = _reset_peak(dev)  # then the steps and the validation, measured apart
         times: list[float] = []
         B, L = cfg.train.batch_size, cfg.data.max_len
         if model.trainable:
@@ -548,7 +577,7 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
         out = Probe(
             device=str(dev), device_name=name, threads=threads, steps=len(timed),
             batch_shape=(B, L), step_seconds=float(np.median(timed)) if timed else 0.0,
-            step_seconds_all=timed, build_seconds=build_s, cache_seconds=cache_s,
+            step_seconds_all=timed, build_seconds=build_s, cache_seconds=cache_s, caches=caches,
             data_seconds=data_s,
             catalog_seconds=catalog_s, eval_rows=rows, eval_rows_seconds=rows_s,
             peak_mb=float(max(cache_peak, train_peak)), static_mb=float(static),
@@ -611,7 +640,7 @@ class Prediction:
     eval_seconds: float  # the validation (and test, with track_test) of one epoch
     final_eval_seconds: float  # valid, test and their cold subsets at the best epoch
     build_seconds: float  # the model, every run
-    cache_seconds: float  # its frozen-prefix caches: once per `build_key` (shared on disk)
+    cache_seconds: float  # its frozen-prefix caches: paid once per branch and catalog (on disk)
     budget_epochs: int
     expected_epochs: int
     peak_mb: float  # the larger of the two below: what the device must hold
@@ -622,10 +651,11 @@ class Prediction:
     sources: dict[str, str] = field(default_factory=dict)  # quantity -> measured/counted/...
     notes: list[str] = field(default_factory=list)
 
-    def hours(self, epochs: int, cache: bool = True) -> float:
-        """Hours of a run of `epochs` epochs; `cache`: it also builds the frozen caches."""
+    def hours(self, epochs: int, cache: float = 1.0) -> float:
+        """Hours of a run of `epochs` epochs that also builds the share `cache` of its frozen
+        caches (1: all of them; 0: it maps caches an earlier run built)."""
         run = epochs * (self.epoch_seconds + self.eval_seconds) + self.final_eval_seconds
-        return (run + self.build_seconds + (self.cache_seconds if cache else 0.0)) / 3600
+        return (run + self.build_seconds + cache * self.cache_seconds) / 3600
 
     @property
     def hours_budget(self) -> float:
@@ -1237,10 +1267,11 @@ def plan_runs(runs: Sequence[PlannedRun], *, title: str = "", steps: int = 3,
               ) -> GridPlan:
     """Plan a list of runs: deduplicate them by run hash (a run two notebooks share trains once),
     probe each distinct `cost_key` once, predict every run from its shape's probe and its own
-    data counts, and sum per shape. A frozen-prefix cache build is counted once per `build_key`
+    data counts, and sum per shape. A frozen-prefix cache is paid once per branch and catalog
     (later runs map it from the shared disk cache): the probes share one temporary cache folder,
-    so a cache is built (and timed) by the first probe that needs it and mapped by the others,
-    which are charged that first build's time. Data generation/import is not counted."""
+    so a branch's cache is built (timed, its peak measured) by the first probe that needs it and
+    mapped by the others, whose kind is still shown with that build's time and peak
+    (`_as_if_built`). Data generation/import is not counted."""
     with tempfile.TemporaryDirectory(prefix="mmsr-plan-cache-") as cache_dir:
         return _plan_runs(runs, title, steps, eval_rows, device, isolate, plugins,
                           max_probe_items, probe_fn, capacity_mb, with_suggestions, progress,
@@ -1278,8 +1309,8 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
     dev = str(resolve_device(device or (first.train.device if first else "auto")))
     cap = (capacity_mb, "memory given") if capacity_mb is not None else device_memory(dev)
     fn = probe_fn or _default_probe(steps, eval_rows, dev, isolate, plugins, cache_dir)
-    built: set[tuple] = set()
-    fresh: dict[tuple, tuple[float, float]] = {}  # probed build key -> first build: s, MiB
+    fresh: dict[str, tuple[float, float]] = {}  # cache key -> its first build: seconds, MiB
+    charged: set[tuple] = set()  # (cache key, a run's catalog): a build some run already paid
     rows = []
     for i, (key, members) in enumerate(groups.items()):
         rep = members[0][1]
@@ -1294,23 +1325,20 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
             rows.append(KindRow(kind, data, nbs, len(members), None, math.nan, math.nan,
                                 error=f"{type(err).__name__}: {err}", notes=notes[key]))
             continue
-        pk = build_key(probed)
-        if pk in fresh:  # mapped from an earlier probe's build: charge that build's time and
-            seconds, peak = fresh[pk]  # memory (the first run of this kind builds them)
-            p = dataclasses.replace(p, cache_seconds=seconds, cache_peak_mb=peak,
-                                    peak_mb=max(p.train_peak_mb, peak))
-        else:
-            fresh[pk] = (p.cache_seconds, p.cache_peak_mb)
+        p = _as_if_built(p, fresh)
+        small = _as_if_built(small, fresh) if small is not None else None
         hb = he = 0.0
         pred = None
+        total = sum(fresh[c["key"]][0] for c in p.caches)
         for _, cfg in members:
             counts = p.counts if probed.hash() == cfg.hash() else data_counts(cfg)
             pred = predict(cfg, p, counts, cap, small)
-            bk = build_key(cfg)
-            first_build = bk not in built
-            built.add(bk)
-            hb += pred.hours(pred.budget_epochs, cache=first_build)
-            he += pred.hours(pred.expected_epochs, cache=first_build)
+            mine = build_key(cfg)[-1]  # the run's catalog: the probe's caches, on its items
+            new = [c["key"] for c in p.caches if (c["key"], mine) not in charged]
+            charged.update((k, mine) for k in new)
+            share = sum(fresh[k][0] for k in new) / total if total > 0 else 0.0
+            hb += pred.hours(pred.budget_epochs, cache=share)
+            he += pred.hours(pred.expected_epochs, cache=share)
         row_notes = list(notes[key])
         if probed.hash() != rep.hash():
             row_notes.append(_reduced_note(probed, small))
@@ -1321,6 +1349,22 @@ def _plan_runs(runs: Sequence[PlannedRun], title: str, steps: int, eval_rows: in
     profile = first.profile if first else "?"
     return GridPlan(title, profile, dev, rows, len(unique), len(runs), skipped,
                     sorted(all_notes), cap)
+
+
+def _as_if_built(p: Probe, fresh: dict[str, tuple[float, float]]) -> Probe:
+    """`p` with the build time and peak of every cache it mapped replaced by those of the probe
+    that built it (recorded in `fresh`, which this fills): a kind is planned as if it built its
+    own caches, and `plan_runs` charges each build once."""
+    for c in p.caches:
+        if c["built"] or c["key"] not in fresh:
+            fresh.setdefault(c["key"], (c["seconds"], c["peak_mb"]))
+    if not p.caches:
+        return p
+    builds = [fresh[c["key"]] for c in p.caches]
+    peaks = [peak for _, peak in builds if math.isfinite(peak)]
+    cache_peak = max([p.cache_peak_mb, *peaks])
+    return dataclasses.replace(p, cache_seconds=sum(sec for sec, _ in builds),
+                               cache_peak_mb=cache_peak, peak_mb=max(p.train_peak_mb, cache_peak))
 
 
 def format_grid_plan(plan: GridPlan) -> str:

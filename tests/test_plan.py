@@ -28,9 +28,13 @@ def fake_probe(cfg, step: float = 0.01, peak_per_row: float = 10.0, base: float 
     r = cfg.resolved()
     counts = plan.counts_of(load_data(r.data), r)
     b = r.train.batch_size
+    content = plan.is_content(r)
+    caches = [{"key": f"{r.model.text_encoder}-{r.data.synth.n_items}", "kind": "text",
+               "seconds": 2.0, "peak_mb": base + 1, "built": True}] if content else []
     return plan.Probe(
         device="cpu", device_name="fake", threads=1, steps=2, batch_shape=(b, r.data.max_len),
-        step_seconds=step, step_seconds_all=[step, step], build_seconds=1.0, cache_seconds=2.0,
+        step_seconds=step, step_seconds_all=[step, step], build_seconds=1.0,
+        cache_seconds=2.0 if content else 0.0, caches=caches,
         data_seconds=0.1, catalog_seconds=0.5, eval_rows=10, eval_rows_seconds=0.1,
         peak_mb=base + peak_per_row * b, static_mb=base, memory_method="fake", cache_mb=0.0,
         cache_peak_mb=base + 1, train_peak_mb=base + peak_per_row * b,
@@ -47,6 +51,8 @@ def test_probe_of_a_tiny_smoke_config_measures_positive_finite_numbers():
         assert math.isfinite(value) and value > 0
     assert p.peak_mb == max(p.cache_peak_mb, p.train_peak_mb)
     assert p.cache_seconds >= 0 and p.catalog_seconds >= 0 and p.cache_mb > 0  # text + MAE
+    assert [c["kind"] for c in p.caches] == ["text", "vision"]
+    assert all(c["built"] and math.isfinite(c["peak_mb"]) for c in p.caches)
     assert p.steps == 1 and p.batch_shape == (32, 8) and p.trainable_parameters > 0
     c = p.counts
     assert c.windows > 0 and c.n_items == 60 and 0 < c.distinct_items <= 60
@@ -113,32 +119,43 @@ def test_plan_runs_probes_each_cost_shape_once_and_counts_shared_runs_once():
     assert result.planned == 8 and result.runs == 7  # the shared run trains once
     first = result.rows[0]
     assert first.runs == 6 and first.notebooks == ["01", "02"]
-    # every run: build + 3 epochs x (training + validation) + final; caches once per shape
+    # every run: build + 3 epochs x (training + validation) + final evaluation (no caches)
     p = first.prediction
     per_run = 3 * (p.epoch_seconds + p.eval_seconds) + p.final_eval_seconds + p.build_seconds
-    assert math.isclose(first.hours_budget * 3600, 6 * per_run + p.cache_seconds)
+    assert p.cache_seconds == 0 and math.isclose(first.hours_budget * 3600, 6 * per_run)
 
 
 def test_a_frozen_cache_built_by_one_kind_is_charged_once_with_its_build_peak():
-    seen = set()
+    built = set()
 
-    def probe_fn(cfg):  # the first probe of an encoder set builds, later ones map
-        first = plan.build_key(cfg) not in seen
-        seen.add(plan.build_key(cfg))
+    def probe_fn(cfg):  # the first probe of a branch builds its cache, later ones map it
         p = fake_probe(cfg)
-        return dataclasses.replace(p, cache_seconds=10.0 if first else 0.1,
-                                   cache_peak_mb=5000.0 if first else 101.0)
+        r = cfg.resolved()
+        caches = []
+        for kind, name in (("text", r.model.text_encoder), ("vision", r.model.vision_encoder)):
+            if name:
+                first = name not in built
+                built.add(name)
+                caches.append({"key": name, "kind": kind, "seconds": 10.0 if first else 0.1,
+                               "peak_mb": 5000.0 if first else 101.0, "built": first})
+        return dataclasses.replace(p, caches=caches, cache_peak_mb=101.0,
+                                   cache_seconds=sum(c["seconds"] for c in caches))
 
-    base = tiny("model.item_encoder=mm")
-    runs = [plan.PlannedRun("02", "s", f, base.override(f"model.fusion={f}"))
-            for f in ("gate", "sum")]
+    base = tiny()
+    runs = [plan.PlannedRun("nb", "s", label, base.override(*settings)) for label, settings in (
+        ("text", ("model.item_encoder=text",)),
+        ("text seed 2", ("model.item_encoder=text", "train.seed=2")),
+        ("vision", ("model.item_encoder=vision", "model.mask_ratio=0")),
+        ("mm", ("model.item_encoder=mm", "model.mask_ratio=0")))]
     result = plan.plan_runs(runs, probe_fn=probe_fn, device="cpu", capacity_mb=1e6)
-    gate, summ = (r.prediction for r in result.rows)
-    assert gate.cache_seconds == summ.cache_seconds == 10.0  # the mapped one is charged the build
-    assert gate.cache_peak_mb == summ.cache_peak_mb == 5000.0 == summ.peak_mb
-    assert math.isclose(result.rows[0].hours_budget - result.rows[1].hours_budget,
-                        (10.0 + gate.hours(3, cache=False) * 3600
-                         - summ.hours(3, cache=False) * 3600) / 3600)
+    text, vision, mm = result.rows
+    assert mm.prediction.cache_seconds == 20.0  # shown as if it built both of its caches
+    assert mm.prediction.cache_peak_mb == 5000.0 == mm.prediction.peak_mb
+    # but paid for once in the totals: by the first text run and by the vision run
+    assert math.isclose(text.hours_budget, text.prediction.hours(3) * 2
+                        - text.prediction.cache_seconds / 3600)
+    assert math.isclose(vision.hours_budget, vision.prediction.hours(3))
+    assert math.isclose(mm.hours_budget, mm.prediction.hours(3, cache=0))
 
 
 def test_notebook_and_study_plans_print_a_total(monkeypatch, capsys):
