@@ -185,6 +185,8 @@ def describe_kind(cfg: RunConfig) -> str:
         parts.append(f"{m.text_max_tokens}tok")
     if m.mask_ratio is not None:
         parts.append(f"mask{m.mask_ratio:g}")
+    if m.visual_input is not None:
+        parts.append(m.visual_input)
     if t.loss != "bce":
         parts.append(t.loss)
     return " ".join([*parts, size])
@@ -465,10 +467,24 @@ def _build_caches(model: torch.nn.Module, cfg: RunConfig, dev: torch.device,
     branch at a time so that each branch's build is timed and its peak measured apart: a list
     of {key, kind, seconds, peak_mb, built} (built False: mapped from `folder`)."""
     from mmsr_lib.encoders.frozen_cache import FrozenCache
+    from mmsr_lib.encoders.multimodal import MultiModalItemEncoder
 
     encoder = getattr(model, "item_encoder", None)
     if cfg.model.item_encoding != "fast" or not hasattr(encoder, "enable_cache"):
         return []
+    if not isinstance(encoder, MultiModalItemEncoder):  # VLP: its own rules, timed as a whole
+        before = set(os.listdir(folder))
+        split = _reset_peak(dev)
+        t0 = time.perf_counter()
+        kinds = encoder.enable_cache("auto", cache_dir=folder)
+        _sync(dev)
+        keys = sorted(c.key for c in getattr(encoder, "caches", {}).values())
+        if not kinds:
+            return []
+        return [{"key": "+".join(keys) or f"{cfg.hash()}-caches", "kind": "+".join(kinds),
+                 "seconds": time.perf_counter() - t0,
+                 "peak_mb": _peak_so_far(dev) if split else math.nan,
+                 "built": bool(set(os.listdir(folder)) - before)}]
     out = []
     for branch in encoder.branches():
         if FrozenCache.invalid_reason(branch.encoder):
