@@ -594,14 +594,22 @@ def test_dataset_statistics_table_one(tmp_path):
         dataset_statistics(42)  # type: ignore[arg-type]
 
 
-def test_every_format_is_registered_with_one_signature():
+def test_every_format_is_registered_with_one_signature(tmp_path):
+    """(src, out, **options) with the options of `ImportOptions`; a misspelled option is an
+    error that lists the known ones."""
+    import dataclasses
     import inspect
 
-    expected = ["src", "out", "users", "seed", "image_size", "overwrite", "duplicates", "name",
-                "images", "min_user_interactions"]
+    from mmsr_lib.data.importer import ImportOptions
+
+    assert [f.name for f in dataclasses.fields(ImportOptions)] == [
+        "users", "seed", "image_size", "overwrite", "duplicates", "name", "images",
+        "min_user_interactions"]
     names = registry.names("data_format")
     assert {"csv", "hm", "amazon2018", "amazon2023", "pixelrec"} <= set(names)
     for n in ("csv", "hm", "amazon2018", "amazon2023", "pixelrec"):
         params = inspect.signature(registry.lookup("data_format", n).factory).parameters
-        assert list(params) == expected, n
-        assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY for p in expected[2:])
+        assert list(params) == ["src", "out", "options"], n
+        assert params["options"].kind is inspect.Parameter.VAR_KEYWORD
+        with pytest.raises(TypeError, match="unknown import options.*image_size"):
+            registry.create("data_format", n, tmp_path, tmp_path / "out", imagesize=8)

@@ -26,7 +26,7 @@ import stat
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -257,6 +257,39 @@ def image_source(images: ImageSource | str | os.PathLike | None) -> ImageSource 
 
 
 # -- the core --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImportOptions:
+    """The options every data format takes (`mmsr data import --format NAME`), in one place:
+    each adapter is ``(src, out, **options)`` and reads them through `ImportOptions.of`."""
+
+    users: int | None = None  # sample this many users (among those with enough interactions)
+    seed: int = 0  # seed of the user sample
+    image_size: int = 224
+    overwrite: bool = False  # replace an earlier data set at `out`
+    duplicates: str = "keep"  # repeated (user, item, timestamp) rows: keep | drop
+    name: str | None = None
+    images: str | os.PathLike | None = None  # the image folder / LMDB, else the format's default
+    min_user_interactions: int = 5
+
+    @classmethod
+    def of(cls, options: dict[str, Any]) -> ImportOptions:
+        """The options of a call, checked: an unknown name is an error that lists the known."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown import options {unknown}; the options are {sorted(known)}")
+        opts = cls(**options)
+        check_import_options(opts.image_size, opts.duplicates, opts.users,
+                             opts.min_user_interactions)
+        return opts
+
+    def frames(self) -> dict[str, Any]:
+        """The keyword arguments of `import_frames` these options set."""
+        return {"image_size": self.image_size, "name": self.name, "overwrite": self.overwrite,
+                "duplicates": self.duplicates, "users": self.users, "seed": self.seed,
+                "min_user_interactions": self.min_user_interactions}
+
+
 def check_import_options(image_size: int, duplicates: str, users: int | None,
                          min_user_interactions: int = 5) -> None:
     """Fail before any file is read when an option is out of range."""
@@ -908,22 +941,15 @@ def import_tables(
     items_csv: str | os.PathLike,
     image_dir: str | os.PathLike | None,
     out_dir: str | os.PathLike,
-    *,
-    image_size: int = 224,
-    name: str | None = None,
-    overwrite: bool = False,
-    duplicates: str = "keep",
-    users: int | None = None,
-    seed: int = 0,
-    min_user_interactions: int = 5,
+    **options: Any,
 ) -> ImportReport:
     """Import ``user,item,timestamp`` and ``item,text[,image]`` tables (CSV or TSV, delimiter
-    detected, extra columns ignored) with images in `image_dir` (None: text only). Every item
-    row is kept, except with `users`: then items none of the sampled users touched are left
-    out (and their images not decoded)."""
+    detected, extra columns ignored) with images in `image_dir` (None: text only); `options`
+    are `ImportOptions`. Every item row is kept, except with ``users``: then items none of the
+    sampled users touched are left out (and their images not decoded)."""
     interactions_csv, items_csv = Path(interactions_csv), Path(items_csv)
-    check_import_options(image_size, duplicates, users, min_user_interactions)
-    check_writable_target(Path(out_dir), overwrite)
+    opts = ImportOptions.of(options)
+    check_writable_target(Path(out_dir), opts.overwrite)
     inter, inter_lines = read_delimited(interactions_csv, required=INTERACTION_COLUMNS,
                                         usecols=INTERACTION_COLUMNS, what="interactions")
     items, _ = read_delimited(items_csv, required=("item", "text"), what="items")
@@ -935,10 +961,8 @@ def import_tables(
     inter["timestamp"] = parse_timestamps(inter["timestamp"], interactions_csv,
                                           line_of=inter_lines)
     return import_frames(
-        inter, items[["item", "text", "image"]], image_dir, out_dir, image_size=image_size,
-        name=name, overwrite=overwrite, duplicates=duplicates, users=users, seed=seed,
-        min_user_interactions=min_user_interactions, drop_unused_items=users is not None,
-        fmt="csv",
+        inter, items[["item", "text", "image"]], image_dir, out_dir, **opts.frames(),
+        drop_unused_items=opts.users is not None, fmt="csv",
         source=f"imported from {interactions_csv.name}, {items_csv.name}"
                + (f" and images in {image_dir}" if image_dir is not None else ""),
         inputs={"interactions": str(interactions_csv), "items": str(items_csv),
@@ -952,19 +976,11 @@ def import_dataset(
     items_csv: str | os.PathLike,
     image_dir: str | os.PathLike | None,
     out_dir: str | os.PathLike,
-    image_size: int = 224,
-    name: str | None = None,
-    *,
-    overwrite: bool = False,
-    duplicates: str = "keep",
-    users: int | None = None,
-    seed: int = 0,
+    **options: Any,
 ) -> Path:
     """`import_tables` returning only the data set's path (the original API); the counts are
     in its ``meta.json``. Timestamps may be integers (e.g. Unix seconds) or date strings."""
-    return import_tables(interactions_csv, items_csv, image_dir, out_dir, image_size=image_size,
-                         name=name, overwrite=overwrite, duplicates=duplicates, users=users,
-                         seed=seed).path
+    return import_tables(interactions_csv, items_csv, image_dir, out_dir, **options).path
 
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".tab")
@@ -986,29 +1002,17 @@ def find_table(src: Path, stem: str) -> Path:
 @register("data_format", "csv",
           description="generic tables: <src>/interactions.csv (user,item,timestamp), "
                       "<src>/items.csv (item,text[,image]), images in <src>/images/")
-def import_csv(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    users: int | None = None,
-    seed: int = 0,
-    image_size: int = 224,
-    overwrite: bool = False,
-    duplicates: str = "keep",
-    name: str | None = None,
-    images: str | os.PathLike | None = None,
-    min_user_interactions: int = 5,
-) -> ImportReport:
-    """The generic importer with the adapters' signature: `src` is a folder holding
+def import_csv(src: str | os.PathLike, out: str | os.PathLike, **options: Any) -> ImportReport:
+    """The generic importer as a data format (`ImportOptions`): `src` is a folder holding
     ``interactions.{csv,tsv}`` and ``items.{csv,tsv}``; images from `images`, else from
     ``<src>/images`` when it exists, else text only."""
+    opts = ImportOptions.of(options)
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"--src {src} is not a folder; it must hold interactions.csv "
                                 "and items.csv (docs/adapters.md)")
+    images = opts.images
     if images is None and (src / "images").is_dir():
         images = src / "images"
     return import_tables(find_table(src, "interactions"), find_table(src, "items"), images, out,
-                         image_size=image_size, name=name, overwrite=overwrite,
-                         duplicates=duplicates, users=users, seed=seed,
-                         min_user_interactions=min_user_interactions)
+                         **opts.frames())

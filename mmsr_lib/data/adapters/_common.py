@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mmsr_lib.data.format import check_writable_target
-from mmsr_lib.data.importer import FolderImages, ImageSource, check_import_options, image_source
+from mmsr_lib.data.importer import FolderImages, ImageSource, ImportOptions, image_source
 
 _TAG_RE = re.compile(r"<[^>]*>")
 _SPACE_RE = re.compile(r"\s+")
@@ -70,11 +70,12 @@ def source_dir(src: str | os.PathLike, fmt: str, layout: str) -> Path:
     return path
 
 
-def start(out: str | os.PathLike, image_size: int, duplicates: str, users: int | None,
-          min_user_interactions: int, overwrite: bool) -> None:
-    """Check the options and the output folder before reading any (large) input."""
-    check_import_options(image_size, duplicates, users, min_user_interactions)
-    check_writable_target(Path(out), overwrite)
+def start(out: str | os.PathLike, options: dict[str, Any]) -> ImportOptions:
+    """The call's options, checked, and the output folder checked, before reading any (large)
+    input."""
+    opts = ImportOptions.of(options)
+    check_writable_target(Path(out), opts.overwrite)
+    return opts
 
 
 def default_images(src: Path, images: str | os.PathLike | None,

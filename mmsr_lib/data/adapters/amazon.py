@@ -255,15 +255,13 @@ def _read_meta(path: Path, schema: _Schema) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame({"item": ids, "text": texts, "has_url": urls}), no_id
 
 
-def _import_amazon(schema: _Schema, src: str | os.PathLike, out: str | os.PathLike, *,
-                   users: int | None, seed: int, image_size: int, overwrite: bool,
-                   duplicates: str, name: str | None, images: str | os.PathLike | None,
-                   min_user_interactions: int) -> ImportReport:
-    start(out, image_size, duplicates, users, min_user_interactions, overwrite)
+def _import_amazon(schema: _Schema, src: str | os.PathLike, out: str | os.PathLike,
+                   options: dict[str, Any]) -> ImportReport:
+    opts = start(out, options)
     reviews_path, meta_path = amazon_files(src)
     inter = _read_reviews(reviews_path, schema)
     meta, no_id = _read_meta(meta_path, schema)
-    image_path = default_images(reviews_path.parent, images, ("images",))
+    image_path = default_images(reviews_path.parent, opts.images, ("images",))
     if image_path is None:
         log.warning("no images/ folder beside %s and no --images given: importing text only",
                     reviews_path)
@@ -272,10 +270,7 @@ def _import_amazon(schema: _Schema, src: str | os.PathLike, out: str | os.PathLi
                           "image_url": meta["has_url"]})
     try:
         report = import_frames(
-            inter, items, source, out, image_size=image_size, name=name, overwrite=overwrite,
-            duplicates=duplicates, users=users, seed=seed,
-            min_user_interactions=min_user_interactions, drop_unused_items=True,
-            fmt=schema.fmt, source=f"Amazon reviews ({schema.fmt}) {reviews_path.name}",
+            inter, items, source, out, **opts.frames(), drop_unused_items=True, fmt=schema.fmt, source=f"Amazon reviews ({schema.fmt}) {reviews_path.name}",
             inputs={"reviews": str(reviews_path), "metadata": str(meta_path),
                     "images": str(image_path) if image_path is not None else None},
             extra_meta={"text_recipe": schema.recipe, "timestamp_unit": schema.unit,
@@ -296,42 +291,14 @@ def _import_amazon(schema: _Schema, src: str | os.PathLike, out: str | os.PathLi
 @register("data_format", "amazon2018",
           description="Amazon Review Data 2018: <Category>.json[.gz] (reviewerID, asin, "
                       "unixReviewTime) + meta_<Category>.json[.gz]; images/<asin>.jpg")
-def import_amazon2018(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    users: int | None = None,
-    seed: int = 0,
-    image_size: int = 224,
-    overwrite: bool = False,
-    duplicates: str = "keep",
-    name: str | None = None,
-    images: str | os.PathLike | None = None,
-    min_user_interactions: int = 5,
-) -> ImportReport:
+def import_amazon2018(src: str | os.PathLike, out: str | os.PathLike, **options: Any) -> ImportReport:
     """Import an Amazon 2018 category (layout in the module docstring); items = asin."""
-    return _import_amazon(SCHEMA_2018, src, out, users=users, seed=seed, image_size=image_size,
-                          overwrite=overwrite, duplicates=duplicates, name=name, images=images,
-                          min_user_interactions=min_user_interactions)
+    return _import_amazon(SCHEMA_2018, src, out, options)
 
 
 @register("data_format", "amazon2023",
           description="Amazon Reviews'23: <Category>.jsonl[.gz] (user_id, parent_asin, "
                       "timestamp ms) + meta_<Category>.jsonl[.gz]; images/<parent_asin>.jpg")
-def import_amazon2023(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    users: int | None = None,
-    seed: int = 0,
-    image_size: int = 224,
-    overwrite: bool = False,
-    duplicates: str = "keep",
-    name: str | None = None,
-    images: str | os.PathLike | None = None,
-    min_user_interactions: int = 5,
-) -> ImportReport:
+def import_amazon2023(src: str | os.PathLike, out: str | os.PathLike, **options: Any) -> ImportReport:
     """Import an Amazon 2023 category (layout in the module docstring); items = parent_asin."""
-    return _import_amazon(SCHEMA_2023, src, out, users=users, seed=seed, image_size=image_size,
-                          overwrite=overwrite, duplicates=duplicates, name=name, images=images,
-                          min_user_interactions=min_user_interactions)
+    return _import_amazon(SCHEMA_2023, src, out, options)

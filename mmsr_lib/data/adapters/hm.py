@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,26 +92,14 @@ def hm_image_key(article_id: str) -> str:
 @register("data_format", "hm",
           description="H&M Personalized Fashion Recommendations (Kaggle): <src>/"
                       "transactions_train.csv, articles.csv, images/0XX/0XXXXXXXXX.jpg")
-def import_hm(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    users: int | None = None,
-    seed: int = 0,
-    image_size: int = 224,
-    overwrite: bool = False,
-    duplicates: str = "keep",
-    name: str | None = None,
-    images: str | os.PathLike | None = None,
-    min_user_interactions: int = 5,
-) -> ImportReport:
+def import_hm(src: str | os.PathLike, out: str | os.PathLike, **options: Any) -> ImportReport:
     """Import the H&M data in `src` (layout in the module docstring) into a data set at `out`.
 
     `images` overrides ``<src>/images``; without either the import is text only. Articles that
     nobody (of the sampled users) bought are left out, so their images are never decoded.
     """
     src = source_dir(src, "hm", _LAYOUT)
-    start(out, image_size, duplicates, users, min_user_interactions, overwrite)
+    opts = start(out, options)
     tx_path, art_path = src / TRANSACTIONS, src / ARTICLES
     cols = ("t_dat", "customer_id", "article_id")
     tx, lines = read_delimited(tx_path, required=cols, usecols=cols, categorical=cols,
@@ -127,7 +116,7 @@ def import_hm(
         log.warning("%s lacks the text columns %s; item texts are built without them",
                     art_path, absent)
     ids = normalise_article_ids(arts["article_id"])
-    image_path = _images_path(src, images)
+    image_path = _images_path(src, opts.images)
     source = image_source(image_path) if image_path is not None else None
     if source is None:
         keys = np.full(len(ids), "", dtype=object)
@@ -139,9 +128,7 @@ def import_hm(
                           "image": keys})
     try:
         return import_frames(
-            inter, items, source, out, image_size=image_size, name=name, overwrite=overwrite,
-            duplicates=duplicates, users=users, seed=seed,
-            min_user_interactions=min_user_interactions, drop_unused_items=True, fmt="hm",
+            inter, items, source, out, **opts.frames(), drop_unused_items=True, fmt="hm",
             source=f"H&M Personalized Fashion Recommendations (Kaggle) from {src}",
             inputs={"transactions": str(tx_path), "articles": str(art_path),
                     "images": str(image_path) if image_path is not None else None},

@@ -23,6 +23,7 @@ import csv
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -135,22 +136,11 @@ def find_covers(src: Path) -> Path | None:
 @register("data_format", "pixelrec", aliases=("bili", "kwai", "microlens"),
           description="PixelRec / MicroLens / Bili / Kwai style: interaction table (user, item, "
                       "timestamp), item table (item, title), covers/<item_id>.jpg or LMDB")
-def import_pixelrec(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    users: int | None = None,
-    seed: int = 0,
-    image_size: int = 224,
-    overwrite: bool = False,
-    duplicates: str = "keep",
-    name: str | None = None,
-    images: str | os.PathLike | None = None,
-    min_user_interactions: int = 5,
-) -> ImportReport:
+def import_pixelrec(src: str | os.PathLike, out: str | os.PathLike,
+                    **options: Any) -> ImportReport:
     """Import a short-video data set laid out as the module docstring says."""
     src = source_dir(src, "pixelrec", _LAYOUT)
-    start(out, image_size, duplicates, users, min_user_interactions, overwrite)
+    opts = start(out, options)
     inter_path, items_path = find_tables(src)
     header = _header(inter_path) or []
     ucol, icol, tcol = (pick_column(header, c) for c in (USER_COLUMNS, ITEM_COLUMNS,
@@ -169,7 +159,7 @@ def import_pixelrec(
     table, _ = read_delimited(items_path, required=(item_col, title_col),
                               usecols=(item_col, title_col), what="items")
     ids = table[item_col].astype(str).str.strip()
-    image_path = default_images(src, images, ()) or find_covers(src)
+    image_path = default_images(src, opts.images, ()) or find_covers(src)
     if image_path is None:
         log.warning("%s has no cover folder or LMDB database and no --images was given: "
                     "importing text only", src)
@@ -178,10 +168,7 @@ def import_pixelrec(
                           "image": keys})
     try:
         return import_frames(
-            inter, items, source, out, image_size=image_size, name=name, overwrite=overwrite,
-            duplicates=duplicates, users=users, seed=seed,
-            min_user_interactions=min_user_interactions, drop_unused_items=True,
-            fmt="pixelrec", source=f"short-video data (PixelRec style) from {src}",
+            inter, items, source, out, **opts.frames(), drop_unused_items=True, fmt="pixelrec", source=f"short-video data (PixelRec style) from {src}",
             inputs={"interactions": str(inter_path), "items": str(items_path),
                     "images": str(image_path) if image_path is not None else None,
                     "columns": {"user": ucol, "item": icol, "timestamp": tcol,
