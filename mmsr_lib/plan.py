@@ -68,13 +68,6 @@ HEADROOM = 0.9
 DISTINCT_BATCHES = 20  # batches whose distinct items are counted per data set
 MAX_SUGGESTIONS = 6  # re-probes tried for a configuration that does not fit
 
-# the paper's data sets (Table I): users, items, mean sequence length
-PAPER_DATASETS: dict[str, tuple[int, int, float]] = {
-    "HM": (200_000, 85_019, 31.39),
-    "Amazon": (100_000, 63_456, 7.42),
-    "Bili": (100_000, 76_178, 17.95),
-    "Kwai": (200_000, 39_410, 13.45),
-}
 DEFAULT_PAPER_DATASET = "HM"  # the data set of the paper's main tables
 # the stand-in stores 32-px images: the paper-size encoders resize every image to their 224-px
 # input, so a step costs what a 224-px image costs; small stored images keep the catalog cheap
@@ -207,10 +200,14 @@ def paper_dataset_size(path: str | None) -> tuple[str, int, int, float]:
     """The paper's data set a ``data.path`` stands for, read from its folder name ("data/hm",
     "data/hm-100k" -> HM with 100K users; Table I otherwise; HM when there is no path):
     (label, users, items, mean sequence length)."""
+    from mmsr_lib.workbook.paper_numbers import paper_table1
+
+    table = paper_table1()
     name = Path(path).name if path else DEFAULT_PAPER_DATASET
-    base = next((k for k in PAPER_DATASETS if name.lower().startswith(k.lower())),
+    base = next((k for k in table.index if name.lower().startswith(k.lower())),
                 DEFAULT_PAPER_DATASET)
-    users, items, mean = PAPER_DATASETS[base]
+    users, items = int(table.loc[base, "users"]), int(table.loc[base, "items"])
+    mean = float(table.loc[base, "avg_seq_len"])
     m = re.search(r"(\d+)\s*k\b", name.lower())
     if m:
         users = int(m.group(1)) * 1000
@@ -1163,8 +1160,9 @@ def _nb12(profile: str, overrides: Sequence[str]) -> list[Section]:
                     _seeds(profile))]
 
 
-# notebook -> (title, its grids). 04, 05, 06 and 12 read workbook modules that may not be in
-# every checkout yet: a notebook whose grid cannot be listed is reported, not fatal (`study_runs`)
+# notebook -> (title, its grids as the notebook runs them: its sections, their seeds and the
+# notebook's defaults per profile). A notebook whose grid cannot be listed (a workbook module
+# changed) is reported by `study_runs`, not fatal
 NOTEBOOK_GRIDS: dict[str, tuple[str, Callable[[str, Sequence[str]], list[Section]]]] = {
     "00": ("00_quickstart", _nb00),
     "01": ("01_item_encoders (Table II)", _nb01),
