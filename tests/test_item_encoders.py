@@ -414,3 +414,36 @@ def test_vision_grid_pools_image_tokens_to_regions(smoke) -> None:
     _, model = make(smoke, *frozen)
     assert model.item_encoder.vision.grid == 1
     assert torch.isfinite(model.item_encoder(torch.arange(1, 6))).all()
+
+
+def test_a_frozen_vision_branch_is_computed_once_and_equals_the_per_step_path(smoke) -> None:
+    """Frozen mode: every item's vision output (pooled vector and vision_grid regions) is kept
+    in memory after the first call, with the same values as re-pooling the cached feature map
+    at each step, in training and eval mode; a branch that trains, or a catalog whose outputs
+    exceed the budget, keeps the per-step path."""
+    frozen = ("model.item_encoder=vision", "model.finetune=frozen", "model.dropout=0",
+              "model.vision_encoder=tiny-resnet", "model.vision_grid=2")
+    _, model = make(smoke, *frozen)
+    branch = model.item_encoder.vision
+    ids = torch.tensor([3, 1, 7, 3, 12])
+    for mode in (True, False):
+        model.train(mode)
+        memo = branch(ids)
+        assert branch._memo_out is not None
+        branch._no_memo, saved = True, branch._memo_out
+        branch._memo_out = None
+        step = branch(ids)
+        branch._no_memo, branch._memo_out = False, saved
+        assert torch.equal(memo.tokens, step.tokens) and torch.equal(memo.pooled, step.pooled)
+        assert torch.equal(memo.mask, step.mask)
+    assert torch.count_nonzero(branch._memo_out.pooled[0]) == 0  # row 0: padding
+
+    _, small = make(smoke, *frozen)
+    small.item_encoder.vision.memo_max_bytes = 1
+    small.item_encoder.vision(ids)
+    assert small.item_encoder.vision._memo_out is None and small.item_encoder.vision._no_memo
+
+    _, top = make(smoke, "model.item_encoder=vision", "model.finetune=top",
+                  "model.vision_encoder=tiny-resnet")
+    top.item_encoder.vision(ids)
+    assert getattr(top.item_encoder.vision, "_memo_out", None) is None

@@ -125,8 +125,69 @@ class ModalityBranch(nn.Module):
             return input_ids.to(device), mask.to(device)
         return (self.inputs.rows(ids).to(device),)
 
+    # a fully frozen vision branch's outputs are kept in memory up to this size (bytes)
+    memo_max_bytes: int = 1 << 30
+
+    def _is_constant(self) -> bool:
+        """True when this branch's output for an item can never change: its frozen prefix is
+        cached, no encoder parameter trains, and nothing left draws randomness or batch
+        statistics (dropout, drop-path, BatchNorm in training mode, timm's head dropout)."""
+        enc = self.encoder
+        if self.cache is None or any(p.requires_grad for p in enc.parameters()):
+            return False
+        for m in enc.modules():
+            dropout = isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+            if m.training and (dropout or isinstance(m, nn.modules.batchnorm._BatchNorm)
+                               or float(getattr(m, "drop_prob", 0) or 0) > 0):
+                return False
+        backbone = getattr(enc, "backbone", None)
+        return not (backbone is not None and backbone.training
+                    and float(getattr(backbone, "drop_rate", 0) or 0) > 0)
+
+    def _memo(self, device: torch.device) -> ModalityOutput | None:
+        """Every item's output of a constant vision branch, computed once (row 0 = padding).
+
+        Frozen mode (`model.finetune=frozen`): the head is cached, and what remains (pooling to
+        the pooled vector and to the `vision_grid` map) would otherwise re-read the whole
+        feature-map cache and re-pool it at every step, most of an MMSR-V step on CPU. Same
+        values: the same per-item operations on the same cached rows. Catalogs whose outputs
+        exceed `memo_max_bytes` keep the per-step path."""
+        memo = getattr(self, "_memo_out", None)
+        if memo is not None:
+            if memo.tokens.device != device:
+                memo = ModalityOutput(memo.tokens.to(device), memo.mask.to(device),
+                                      memo.pooled.to(device))
+                self._memo_out = memo
+            return memo
+        if self.kind != "vision" or not self._is_constant() or getattr(self, "_no_memo", False):
+            return None
+        n = len(self.cache) - 1
+        with torch.no_grad():
+            first = pool_grid(self.encoder.forward_top(self.cache.get(
+                torch.ones(1, dtype=torch.long)).to(device)), self.grid)
+        per_item = (first.tokens[0].numel() + first.pooled[0].numel()) * first.pooled.element_size()
+        if per_item * (n + 1) > self.memo_max_bytes:
+            self._no_memo = True
+            log.info("%s outputs of %d items exceed %d bytes: pooled per step instead",
+                     self.encoder.name, n, self.memo_max_bytes)
+            return None
+        parts = []
+        with torch.no_grad():
+            for chunk in torch.arange(1, n + 1).split(256):
+                parts.append(pool_grid(self.encoder.forward_top(self.cache.get(chunk).to(device)),
+                                       self.grid))
+        tokens = torch.cat([torch.zeros_like(first.tokens)] + [o.tokens for o in parts])
+        pooled = torch.cat([torch.zeros_like(first.pooled)] + [o.pooled for o in parts])
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=device)
+        self._memo_out = ModalityOutput(tokens=tokens, mask=mask, pooled=pooled)
+        return self._memo_out
+
     def forward(self, ids: torch.Tensor) -> ModalityOutput:
         device = ids.device
+        memo = self._memo(device) if self.cache is not None else None
+        if memo is not None:
+            return ModalityOutput(tokens=memo.tokens[ids], mask=memo.mask[ids],
+                                  pooled=memo.pooled[ids])
         if self.cache is not None:
             hidden = self.cache.get(ids).to(device)
             if self.kind == "text":
@@ -279,6 +340,7 @@ class MultiModalItemEncoder(ItemEncoder):
                 continue
             b.cache = FrozenCache.build(b, self.n_items, batch_size=batch_size,
                                         cache_dir=cache_dir, dtype=dtype)
+            b._memo_out, b._no_memo = None, False
             built.append(b.kind)
         return built
 
