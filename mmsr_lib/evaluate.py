@@ -22,7 +22,7 @@ slow float64 arithmetic.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,22 +247,22 @@ def evaluate_ranking(
     return RankingResult(metrics_from_ranks(out, ks), out, n_eval)
 
 
-def rank_batches(
+def masked_batches(
     scores: Callable[[int, int], Tensor],
     targets: np.ndarray,
     history: History,
     batch_size: int,
-) -> np.ndarray:
-    """0-based ranks of `targets` (one per row) under ``TIE_RULE``, batch by batch.
+) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+    """``(b0, b1, masked scores, targets)`` of rows b0..b1-1, batch by batch, without gradients.
 
-    ``scores(b0, b1)`` returns the [b1 - b0, N+1] scores of rows b0..b1-1 (column 0 = padding);
-    they are masked in place (padding, history except the target) and ranked. The one ranking
-    loop behind `evaluate_ranking` and `evaluate_model`.
+    ``scores(b0, b1)`` returns the [b1 - b0, N+1] scores of those rows (column 0 = padding);
+    they are masked in place (padding, history except the target). The one loop behind
+    `rank_batches` and the tie-rule variants (`evaluate_variants`), so every evaluation masks
+    and checks alike.
     """
     n = len(targets)
     if history.n_users != n:
         raise ValueError(f"history has {history.n_users} rows but there are {n} targets")
-    out = np.empty(n, dtype=np.int64)
     with torch.no_grad():
         for b0 in range(0, n, batch_size):
             b1 = min(b0 + batch_size, n)
@@ -272,7 +272,20 @@ def rank_batches(
             bt = targets[b0:b1]
             _check_targets(bt, s.shape[1] - 1)
             masked = _mask(s, history.rows(b0, b1), bt)
-            out[b0:b1] = target_ranks(masked, torch.from_numpy(bt).to(s.device)).cpu().numpy()
+            yield b0, b1, masked, torch.from_numpy(bt).to(s.device)
+
+
+def rank_batches(
+    scores: Callable[[int, int], Tensor],
+    targets: np.ndarray,
+    history: History,
+    batch_size: int,
+) -> np.ndarray:
+    """0-based ranks of `targets` (one per row) under ``TIE_RULE``, batch by batch
+    (`masked_batches`): the one ranking loop behind `evaluate_ranking` and `evaluate_model`."""
+    out = np.empty(len(targets), dtype=np.int64)
+    for b0, b1, masked, bt in masked_batches(scores, targets, history, batch_size):
+        out[b0:b1] = target_ranks(masked, bt).cpu().numpy()
     return out
 
 

@@ -20,7 +20,7 @@ from mmsr_lib.evaluate import (
     _as_numpy_ids,
     _check_ks,
     _check_targets,
-    _mask,
+    masked_batches,
     target_ranks,
 )
 
@@ -120,21 +120,10 @@ def tie_count_batches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`tie_counts` of every row, batch by batch, with the masking of `rank_batches` (padding
     and history items except the target never count): int64 arrays ``greater`` and ``equal``."""
-    n = len(targets)
-    if history.n_users != n:
-        raise ValueError(f"history has {history.n_users} rows but there are {n} targets")
-    greater, equal = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-    with torch.no_grad():
-        for b0 in range(0, n, batch_size):
-            b1 = min(b0 + batch_size, n)
-            s = scores(b0, b1)
-            if s.shape[0] != b1 - b0:
-                raise ValueError(f"the scorer returned {s.shape[0]} rows for {b1 - b0} users")
-            bt = targets[b0:b1]
-            _check_targets(bt, s.shape[1] - 1)
-            masked = _mask(s, history.rows(b0, b1), bt)
-            g, e = tie_counts(masked, torch.from_numpy(bt).to(s.device))
-            greater[b0:b1], equal[b0:b1] = g.cpu().numpy(), e.cpu().numpy()
+    greater, equal = np.empty(len(targets), dtype=np.int64), np.empty(len(targets), dtype=np.int64)
+    for b0, b1, masked, bt in masked_batches(scores, targets, history, batch_size):
+        g, e = tie_counts(masked, bt)
+        greater[b0:b1], equal[b0:b1] = g.cpu().numpy(), e.cpu().numpy()
     return greater, equal
 
 

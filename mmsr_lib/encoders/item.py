@@ -37,6 +37,68 @@ class ItemEncoder(nn.Module):
         return torch.cat([self(chunk) for chunk in ids.split(batch_size)])
 
 
+class ContentItemEncoder(ItemEncoder):
+    """Base of the encoders that compute an item's vector from its content (MMSR, VLPs).
+
+    ``fast`` (default): the distinct real ids go through `encode` in groups of similar text
+    length, padding (id 0) maps to the zero vector without running any network. ``plain``: the
+    reference path, every slot (padding included) through everything, then padding zeroed.
+    Subclasses implement `encode` and may override `length_groups`.
+    """
+
+    item_encoding: str = "fast"
+    text_buckets: int = 4  # groups of similar text length per call; 1 turns bucketing off
+    min_bucket: int = 64  # never split into groups smaller than this (tiny kernels are slow)
+
+    @property
+    def plain(self) -> bool:
+        return self.item_encoding == "plain"
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """Vectors for real item ids (no padding handling)."""
+        raise NotImplementedError
+
+    def length_groups(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Positions of `ids` encoded together; one group unless a subclass groups by length."""
+        return [torch.arange(len(ids), device=ids.device)]
+
+    def groups_by_length(self, ids: torch.Tensor, attention_mask: torch.Tensor
+                         ) -> list[torch.Tensor]:
+        """Positions of `ids` in `text_buckets` groups of similar text length, shortest first.
+
+        Trimming drops the token columns that are padding in *every* row, so one long text
+        makes a whole batch pay for its length; groups of similar length each pay for their own
+        longest text. Same function when padding is masked everywhere and no item's vector
+        depends on the others (callers check that), fewer padded positions.
+        """
+        n = len(ids)
+        k = min(self.text_buckets, n // self.min_bucket)
+        if k < 2:
+            return [torch.arange(n, device=ids.device)]
+        lengths = attention_mask[ids.cpu()].sum(1)
+        order = torch.argsort(lengths, stable=True).to(ids.device)
+        return list(order.tensor_split(k))
+
+    def encode_grouped(self, ids: torch.Tensor) -> torch.Tensor:
+        """`encode` over `length_groups`, rows back in the order of `ids`."""
+        groups = self.length_groups(ids)
+        if len(groups) == 1:
+            return self.encode(ids)
+        vecs = torch.cat([self.encode(ids[g]) for g in groups])
+        return vecs[torch.argsort(torch.cat(groups))]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.plain:  # the reference: every slot, padding included, through everything
+            return self.encode(ids) * (ids > 0).unsqueeze(-1)
+        out = torch.zeros(*ids.shape, self.dim, device=ids.device)
+        real = ids > 0
+        if real.any():
+            vecs = self.encode_grouped(ids[real])
+            out = out.to(vecs.dtype)
+            out[real] = vecs
+        return out
+
+
 class IDItemEncoder(ItemEncoder):
     """A learned embedding per item index: the IDSR baseline. Padding maps to the zero vector."""
 

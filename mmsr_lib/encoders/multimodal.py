@@ -25,7 +25,7 @@ from mmsr_lib.data.images import ImageStore
 from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.encoders.frozen_cache import FrozenCache
-from mmsr_lib.encoders.item import ItemEncoder
+from mmsr_lib.encoders.item import ContentItemEncoder
 from mmsr_lib.encoders.text import TextEncoder, create_text_encoder
 from mmsr_lib.encoders.vision import VisionEncoder, create_vision_encoder
 from mmsr_lib.fusion import create_fusion
@@ -205,7 +205,7 @@ class ModalityBranch(nn.Module):
         return self.encoder.forward_frozen(self.inputs.rows(ids).to(ids.device))
 
 
-class MultiModalItemEncoder(ItemEncoder):
+class MultiModalItemEncoder(ContentItemEncoder):
     """text, vision or both (+ fusion) -> an item vector of the recommender's width.
 
     Padding (id 0) maps to the zero vector without running any encoder in fast mode.
@@ -245,10 +245,6 @@ class MultiModalItemEncoder(ItemEncoder):
             self.proj = nn.Sequential(nn.LayerNorm(branch.encoder.out_dim),
                                       nn.Linear(branch.encoder.out_dim, dim), nn.LayerNorm(dim))
 
-    @property
-    def plain(self) -> bool:
-        return self.item_encoding == "plain"
-
     def branches(self) -> list[ModalityBranch]:
         return [b for b in (self.text, self.vision) if b is not None]
 
@@ -272,50 +268,16 @@ class MultiModalItemEncoder(ItemEncoder):
             out = self.proj((t if t is not None else v).pooled)
         return out * self.dim**-0.5
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.plain:  # the reference: every slot, padding included, through everything
-            return self.encode(ids) * (ids > 0).unsqueeze(-1)
-        out = torch.zeros(*ids.shape, self.dim, device=ids.device)
-        real = ids > 0
-        if real.any():
-            vecs = self.encode_grouped(ids[real])
-            out = out.to(vecs.dtype)
-            out[real] = vecs
-        return out
-
-    # -- length buckets (fast mode) --------------------------------------------------------
-    text_buckets: int = 4  # groups of similar text length per call; 1 turns bucketing off
-    min_bucket: int = 64  # never split into groups smaller than this (tiny kernels are slow)
-
     def length_groups(self, ids: torch.Tensor) -> list[torch.Tensor]:
-        """Positions of `ids` in groups of similar text length, shortest first.
-
-        Trimming drops the token columns that are padding in *every* row, so one long text
-        makes a whole batch pay for its length in the text blocks and the token fusion. Encoding
-        groups of similar length separately lets each pay for its own longest text: same
-        function (padding is masked everywhere and no item's vector depends on the others),
-        fewer padded positions. Off when a BatchNorm is in training mode (its statistics would
-        then depend on the grouping) and when there is no text branch.
-        """
-        n = len(ids)
-        k = min(self.text_buckets, n // self.min_bucket)
-        if self.text is None or k < 2 or self._batchnorm_training():
-            return [torch.arange(n, device=ids.device)]
-        lengths = self.text.inputs.attention_mask[ids.cpu()].sum(1)
-        order = torch.argsort(lengths, stable=True).to(ids.device)
-        return list(order.tensor_split(k))
+        """`groups_by_length` of the text; off when a BatchNorm is in training mode (its
+        statistics would then depend on the grouping) and when there is no text branch."""
+        if self.text is None or self._batchnorm_training():
+            return super().length_groups(ids)
+        return self.groups_by_length(ids, self.text.inputs.attention_mask)
 
     def _batchnorm_training(self) -> bool:
         return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
                    for b in self.branches() for m in b.encoder.modules())
-
-    def encode_grouped(self, ids: torch.Tensor) -> torch.Tensor:
-        """`encode` over `length_groups`, rows back in the order of `ids`."""
-        groups = self.length_groups(ids)
-        if len(groups) == 1:
-            return self.encode(ids)
-        vecs = torch.cat([self.encode(ids[g]) for g in groups])
-        return vecs[torch.argsort(torch.cat(groups))]
 
     # -- frozen-prefix cache ---------------------------------------------------------------
     def enable_cache(self, mode: str = "auto", batch_size: int = 256,

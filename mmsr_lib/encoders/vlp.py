@@ -42,7 +42,7 @@ from torch import nn
 from mmsr_lib.data.images import ImageStore
 from mmsr_lib.encoders import offline_weights, zoo
 from mmsr_lib.encoders.frozen_cache import FrozenCache
-from mmsr_lib.encoders.item import ItemEncoder
+from mmsr_lib.encoders.item import ContentItemEncoder
 from mmsr_lib.encoders.regions import RegionExtractor, RegionFeatures, VisualExtractor
 from mmsr_lib.encoders.vlp_models import IMAGE, JOINT, SPECS, TEXT, VLPBackbone, create_vlp, pack
 from mmsr_lib.util import registry
@@ -146,14 +146,11 @@ class _Branch:
                                      visual)
 
 
-class VLPItemEncoder(ItemEncoder):
+class VLPItemEncoder(ContentItemEncoder):
     """text + image -> a VLP -> LayerNorm, dropout, Linear, LayerNorm -> [dim].
 
     Padding (id 0) maps to the zero vector without running the model in fast mode.
     """
-
-    text_buckets: int = 4  # groups of similar text length per call (fast mode); 1 = off
-    min_bucket: int = 64  # never split into groups smaller than this
 
     def __init__(self, n_items: int, dim: int, vlp: VLPBackbone, texts: list[str],
                  images: ItemImages, dropout: float = 0.1, item_encoding: str = "fast") -> None:
@@ -172,10 +169,6 @@ class VLPItemEncoder(ItemEncoder):
         if isinstance(vlp.extractor, RegionExtractor):
             self.regions = RegionFeatures(vlp.extractor, images.store)
         self.caches: dict[str, FrozenCache] = {}
-
-    @property
-    def plain(self) -> bool:
-        return self.item_encoding == "plain"
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return self.vlp.pretrained_parameters()
@@ -219,34 +212,9 @@ class VLPItemEncoder(ItemEncoder):
             states[stream] = self.vlp.frozen(stream, input_ids, mask, visual)
         return self.head(self.vlp.top(states)) * self.dim**-0.5
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.plain:  # the reference: every slot, padding included, through everything
-            return self.encode(ids) * (ids > 0).unsqueeze(-1)
-        out = torch.zeros(*ids.shape, self.dim, device=ids.device)
-        real = ids > 0
-        if real.any():
-            vecs = self.encode_grouped(ids[real])
-            out = out.to(vecs.dtype)
-            out[real] = vecs
-        return out
-
     def length_groups(self, ids: torch.Tensor) -> list[torch.Tensor]:
-        """Positions of `ids` in groups of similar text length, shortest first: each group pays
-        for its own longest text (no batch statistics anywhere, so grouping is exact)."""
-        n = len(ids)
-        k = min(self.text_buckets, n // self.min_bucket)
-        if k < 2:
-            return [torch.arange(n, device=ids.device)]
-        lengths = self.text.attention_mask[ids.cpu()].sum(1)
-        order = torch.argsort(lengths, stable=True).to(ids.device)
-        return list(order.tensor_split(k))
-
-    def encode_grouped(self, ids: torch.Tensor) -> torch.Tensor:
-        groups = self.length_groups(ids)
-        if len(groups) == 1:
-            return self.encode(ids)
-        vecs = torch.cat([self.encode(ids[g]) for g in groups])
-        return vecs[torch.argsort(torch.cat(groups))]
+        """`groups_by_length` of the text (no batch statistics anywhere, so grouping is exact)."""
+        return self.groups_by_length(ids, self.text.attention_mask)
 
     # -- frozen-prefix caches ------------------------------------------------------------------------
     def branches(self) -> list[_Branch]:
