@@ -41,7 +41,7 @@ def fake_probe(cfg, step: float = 0.01, peak_per_row: float = 10.0, base: float 
         parameters=1000, trainable_parameters=100, trainable=True, counts=counts)
 
 
-# -- the probe --------------------------------------------------------------------------------------
+# -- the probe -------------------------------------------------------------------------------------
 def test_probe_of_a_tiny_smoke_config_measures_positive_finite_numbers():
     cfg = tiny("model.item_encoder=mm", "model.finetune=top", "model.mask_ratio=0")
     p = plan.probe(cfg, steps=1, eval_rows=16, device="cpu", isolate=True)  # a fresh process
@@ -82,7 +82,7 @@ def test_in_process_plan_of_notebook_00_probes_every_kind_once():
     assert "total" in plan.format_grid_plan(result)
 
 
-# -- what changes cost ------------------------------------------------------------------------------
+# -- what changes cost -----------------------------------------------------------------------------
 def test_cost_key_ignores_seed_rates_windows_and_names_but_not_the_shape():
     base = tiny("model.item_encoder=mm")
     key = plan.cost_key(base)
@@ -187,7 +187,7 @@ def test_a_notebook_whose_grid_cannot_be_listed_is_left_out_of_the_study(monkeyp
     assert "no_such_module" in unavailable["02"]
 
 
-# -- prediction arithmetic ---------------------------------------------------------------------------
+# -- prediction arithmetic -------------------------------------------------------------------------
 def test_expected_epochs_follow_the_patience_rule():
     assert plan.expected_epochs(200, 20) == 100  # best at 80, then 20 more
     assert plan.expected_epochs(150, 15) == 75
@@ -272,7 +272,7 @@ def test_track_test_adds_a_test_evaluation_per_epoch():
     assert math.isclose(b.eval_seconds, 2 * 0.5 + 0.01 * (c.n_valid + c.n_test))
 
 
-# -- memory ------------------------------------------------------------------------------------------
+# -- memory ----------------------------------------------------------------------------------------
 def test_fits_uses_the_headroom():
     assert plan.fits(899, 1000) is True and plan.fits(901, 1000) is False
     assert plan.fits(10, None) is None
@@ -305,7 +305,7 @@ def test_encoder_changes_are_suggested_for_content_models():
                plan.fit_candidates(tiny("model.item_encoder=id")))
 
 
-# -- stand-ins -----------------------------------------------------------------------------------------
+# -- stand-ins -------------------------------------------------------------------------------------
 def test_paper_profile_offline_uses_paper_size_stand_ins():
     from mmsr_lib.util import registry
 
@@ -325,7 +325,7 @@ def test_paper_profile_offline_uses_paper_size_stand_ins():
     assert plan.paper_dataset_size("data/bili-20k") == ("Bili-20K", 20_000, 76_178, 17.95)
 
 
-# -- predicted vs measured ------------------------------------------------------------------------------
+# -- predicted vs measured -------------------------------------------------------------------------
 def test_validate_plan_compares_with_runs_it_trained(tmp_path, capsys):
     store = ResultsStore(tmp_path / "r.sqlite")
     configs = {name: tiny(*s, "train.epochs=2", f"name={name}")
