@@ -27,6 +27,7 @@ from mmsr_lib.encoders.multimodal import (
 from mmsr_lib.encoders.text import create_text_encoder
 from mmsr_lib.encoders.vision import create_vision_encoder
 from mmsr_lib.fusion import Fusion
+from mmsr_lib.recommender import bce_loss
 
 # (text width, vision width, model width) -> the module that turns two pooled vectors into one
 CombineFactory = Callable[[int, int, int], Fusion]
@@ -99,3 +100,19 @@ def embed_items(encoder: nn.Module, *ids: torch.Tensor) -> list[torch.Tensor]:
         out.append(vecs[start : start + t.numel()].view(*t.shape, -1))
         start += t.numel()
     return out
+
+
+class PositionBCE:
+    """The loss of the baselines trained as their papers train them: BCE on every real
+    position's next item against one sampled negative (the paper's Eq. 6), from the model's
+    ``position_logits(batch) -> (positive, negative)`` logits [B, L]."""
+
+    def position_logits(self, batch: dict[str, torch.Tensor]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def loss(self, batch: dict[str, torch.Tensor], denominator: float | None = None
+             ) -> torch.Tensor:
+        pos, neg = self.position_logits(batch)
+        valid = batch["targets"] > 0
+        return bce_loss(pos[valid], neg[valid], denominator)

@@ -47,13 +47,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsr_lib.baselines._content import ContentEncoder, build_content_encoder, embed_items
+from mmsr_lib.baselines._content import (
+    ContentEncoder,
+    PositionBCE,
+    build_content_encoder,
+    embed_items,
+)
 from mmsr_lib.config import RunConfig
 from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.encoders.item import IDItemEncoder
 from mmsr_lib.fusion import Fusion
-from mmsr_lib.recommender import Recommender, Scorer, bce_loss
+from mmsr_lib.recommender import Recommender, Scorer
 from mmsr_lib.sequence import create_sequence_model
 from mmsr_lib.sequence.base import SequenceModel
 from mmsr_lib.util import registry
@@ -116,7 +121,7 @@ class CrossAttentionHead(nn.Module):
         return self.out(a * cand).squeeze(-1)
 
 
-class CARCA(Recommender):
+class CARCA(PositionBCE, Recommender):
     """ID + multi-modal item representations, a causal profile encoder, cross-attention scoring.
 
     `item_encoder` is the feature encoder (text + image -> one vector per item): it carries that
@@ -164,13 +169,6 @@ class CARCA(Recommender):
         allowed = causal.unsqueeze(0) & mask.unsqueeze(1)  # [B, L(query), L(key)]
         logits = self.head(torch.cat([pos, neg], 1), states, torch.cat([allowed, allowed], 1))
         return logits[:, :n], logits[:, n:]
-
-    def loss(self, batch: dict[str, torch.Tensor], denominator: float | None = None
-             ) -> torch.Tensor:
-        """BCE on every real position's next item against its negative (the paper's Eq. 6)."""
-        pos, neg = self.position_logits(batch)
-        valid = batch["targets"] > 0
-        return bce_loss(pos[valid], neg[valid], denominator)
 
     @torch.no_grad()
     def item_table(self, batch_size: int = 512) -> torch.Tensor:

@@ -30,13 +30,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmsr_lib.baselines._content import ContentEncoder, build_content_encoder, embed_items
+from mmsr_lib.baselines._content import (
+    ContentEncoder,
+    PositionBCE,
+    build_content_encoder,
+    embed_items,
+)
 from mmsr_lib.config import RunConfig
 from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.encoders.item import IDItemEncoder
 from mmsr_lib.fusion import Fusion, VectorProjection
-from mmsr_lib.recommender import DotScorer, Recommender, bce_loss
+from mmsr_lib.recommender import DotScorer, Recommender
 from mmsr_lib.sequence import create_sequence_model
 from mmsr_lib.sequence.base import SequenceModel
 from mmsr_lib.util import registry
@@ -62,7 +67,7 @@ class VanillaAttention(Fusion):
         return (weights * feats).sum(1)
 
 
-class FDSA(Recommender):
+class FDSA(PositionBCE, Recommender):
     """Item-ID stream + feature stream, concatenated, scored against the ID embeddings.
 
     `item_encoder` is the feature encoder (text + image -> one vector per item): it carries that
@@ -106,13 +111,6 @@ class FDSA(Recommender):
         h = self.states(batch["inputs"])
         pos, neg = self.ids(batch["targets"]), self.ids(batch["negatives"])
         return (h * pos).sum(-1), (h * neg).sum(-1)
-
-    def loss(self, batch: dict[str, torch.Tensor], denominator: float | None = None
-             ) -> torch.Tensor:
-        """BCE on every real position's next item against its negative (the paper's Eq. 6)."""
-        pos, neg = self.position_logits(batch)
-        valid = batch["targets"] > 0
-        return bce_loss(pos[valid], neg[valid], denominator)
 
     @torch.no_grad()
     def user_vectors(self, inputs: torch.Tensor, batch_size: int = 512,
