@@ -266,7 +266,17 @@ class _ShallowTwoStream(VLPBackbone):
     family = "two-stream, shallow fusion"
     default_top = 2
 
-    def _setup_text(self, text_model: nn.Module, top_blocks: int | None) -> None:
+    def _setup_text(self, model: nn.Module, tokenizer: Any, pixels: Pixels, *, name: str,
+                    display_name: str, pretrained: bool, max_tokens: int | None,
+                    top_blocks: int | None) -> None:
+        """The common part of the two-tower models: identity, tokenizer, pixels, and the text
+        tower split into frozen and top blocks (`self.backbone` starts here)."""
+        text_model = model.text_model
+        self._init_common(name=name, display_name=display_name, pretrained=pretrained,
+                          tokenizer=tokenizer, max_tokens=max_tokens,
+                          max_positions=int(text_model.config.max_position_embeddings),
+                          pixels=pixels)
+        self.backbone = nn.ModuleDict()
         self.text_config = text_model.config
         self.backbone["text_embeddings"] = text_model.embeddings
         self.backbone["text_layers"] = text_model.encoder.layers
@@ -314,11 +324,8 @@ class ClipVLP(_ShallowTwoStream):
                  finetune: str = "top", top_blocks: int | None = None) -> None:
         super().__init__()
         text_cfg = model.text_model.config
-        self._init_common(name=name, display_name=display_name, pretrained=pretrained,
-                          tokenizer=tokenizer, max_tokens=max_tokens,
-                          max_positions=int(text_cfg.max_position_embeddings), pixels=pixels)
-        self.backbone = nn.ModuleDict()
-        self._setup_text(model.text_model, top_blocks)
+        self._setup_text(model, tokenizer, pixels, name=name, display_name=display_name,
+                         pretrained=pretrained, max_tokens=max_tokens, top_blocks=top_blocks)
         vm = model.vision_model
         self.backbone["image_embeddings"] = vm.embeddings
         self.backbone["image_pre_norm"] = vm.pre_layrnorm
@@ -375,11 +382,8 @@ class GroupViTVLP(_ShallowTwoStream):
                  finetune: str = "top", top_blocks: int | None = None) -> None:
         super().__init__()
         text_cfg = model.text_model.config
-        self._init_common(name=name, display_name=display_name, pretrained=pretrained,
-                          tokenizer=tokenizer, max_tokens=max_tokens,
-                          max_positions=int(text_cfg.max_position_embeddings), pixels=pixels)
-        self.backbone = nn.ModuleDict()
-        self._setup_text(model.text_model, top_blocks)
+        self._setup_text(model, tokenizer, pixels, name=name, display_name=display_name,
+                         pretrained=pretrained, max_tokens=max_tokens, top_blocks=top_blocks)
         vm = model.vision_model
         self.backbone["image_embeddings"] = vm.embeddings
         self.backbone["image_stages"] = vm.encoder.stages
