@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from mmsr_lib.config import PROFILES, RunConfig, default_profile, profile_config
+from mmsr_lib.util.memory import peak_rss_bytes, reset_peak_rss
 
 # -- assumptions, stated once --------------------------------------------------------------------
 # expected epochs: the best validation at ~40% of the budget, then `patience` validations without
@@ -411,25 +412,9 @@ def _rss_mb() -> float:
 
 
 def _hwm_mb() -> float | None:
-    """The kernel's peak resident set of this process (Linux ``VmHWM``), or None."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_hwm() -> bool:
-    """Reset `_hwm_mb` to the current resident set (Linux >= 4.0); False where it cannot."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return _hwm_mb() is not None
-    except OSError:
-        return False
+    """The kernel's peak resident set of this process in MiB (Linux ``VmHWM``), or None."""
+    peak = peak_rss_bytes()
+    return None if peak is None else peak / 1024**2
 
 
 def _peak_so_far(dev: torch.device) -> float:
@@ -455,7 +440,7 @@ def _reset_peak(dev: torch.device) -> bool:
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         return True
-    return _reset_hwm()
+    return reset_peak_rss()
 
 
 def _build_caches(model: torch.nn.Module, cfg: RunConfig, dev: torch.device,
@@ -527,7 +512,7 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
             method = "torch.cuda.max_memory_allocated"
         elif isolated:  # the whole fresh process: interpreter, libraries, data, model
             method = "peak RSS of a fresh process"
-        elif _reset_hwm():
+        elif reset_peak_rss():
             method = "peak RSS of this process during the probe (not a fresh process)"
         else:
             method = "peak RSS of this process so far (not a fresh process)"

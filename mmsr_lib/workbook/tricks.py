@@ -60,6 +60,7 @@ import pandas as pd
 from mmsr_lib.config import PROFILES, RunConfig, profile_config, profile_seeds
 from mmsr_lib.encoders.vision import DEFAULT_MAE_MASK_RATIO
 from mmsr_lib.runs.store import ResultsStore, RunRecord
+from mmsr_lib.util.memory import peak_rss_bytes, reset_peak_rss
 from mmsr_lib.util.paths import resolve
 from mmsr_lib.workbook.grids import (
     FROM_SCRATCH,
@@ -263,27 +264,6 @@ def _page_size() -> int:
     return os.sysconf("SC_PAGE_SIZE")
 
 
-def _hwm_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_hwm() -> bool:
-    """Reset the kernel's peak RSS of this process to its current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return _hwm_bytes() is not None
-    except OSError:
-        return False
-
-
 def _malloc_trim() -> None:
     """Give freed heap pages back to the system (glibc), so that memory an earlier run freed
     but the allocator kept resident does not hide this run's growth."""
@@ -328,7 +308,7 @@ class PeakMemory:
             self.method = "cuda-allocated"
         else:
             _malloc_trim()
-            if self.requested in ("auto", "vmhwm") and _reset_hwm():
+            if self.requested in ("auto", "vmhwm") and reset_peak_rss():
                 self.method = "vmhwm"
                 self._base = _rss_bytes() or 0
             elif self.requested == "vmhwm":
@@ -354,7 +334,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device)
         elif self.method == "vmhwm":
-            peak = _hwm_bytes() or 0
+            peak = peak_rss_bytes() or 0
         elif self.method == "sampled":
             self._stop.set()
             if self._thread is not None:
