@@ -51,7 +51,8 @@ def test_table11_is_the_papers_rows_with_the_finetune_mode_set_per_row(profile):
 def test_table12_is_the_papers_learning_rate_grid(profile):
     grid = tricks.table12_configs(profile)
     assert list(grid) == _paper_rows("XII", "Bili")
-    scale = 1.0 if profile == "paper" else 10.0
+    # the profile's downstream rate over the paper's 1e-4 (cpu: 3e-3, tuned on validation)
+    scale = {"paper": 1.0, "smoke": 10.0, "cpu": 30.0}[profile]
     assert tricks.lr_scale(profile) == pytest.approx(scale)
     for (_, row), cfg in grid.items():
         top, down = (float(x) * scale for x in row.split("/"))
