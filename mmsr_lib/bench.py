@@ -481,8 +481,73 @@ def bench_data(n_users: int = 200_000, n_items: int = 85_000, mean_seq_len: floa
     }
 
 
+def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "auto",
+                 profile: str = "cpu", vision_encoder: str | None = None) -> dict:
+    """A frozen vision branch (the cpu profile's MMSR-V / MMSR rows): its outputs computed once
+    and kept (`ModalityBranch._memo`) vs re-pooled from the feature-map cache at every step.
+
+    The quick start's configuration on `profile` (encoders frozen); two copies of one model with the same weights and
+    dropout off train on the same first `steps` batches, one per path; the first step of each
+    (which builds the memo) is not timed into the throughput.
+    """
+    import copy
+
+    from mmsr_lib.data.loaders import TrainBatches
+    from mmsr_lib.runs.runner import build_model, load_data
+    from mmsr_lib.train import build_optimizer, build_schedule, resolve_device, train_step
+    from mmsr_lib.workbook.quickstart import quickstart_configs
+
+    label = {"vision": "MMSR-V", "mm": "MMSR"}[item_encoder]
+    chosen = (f"model.vision_encoder={vision_encoder}",) if vision_encoder else ()
+    cfg = quickstart_configs(profile, "model.finetune=frozen", *chosen)[label].resolved()
+    dev = resolve_device(device)
+    data = load_data(cfg.data)
+    memo = build_model(cfg, data, dev)
+    disable_dropout(memo)
+    per_step = copy.deepcopy(memo)
+    per_step.item_encoder.vision.memo_max_bytes = 0  # the per-step path
+    batches = TrainBatches(data, cfg.train.batch_size, cfg.train.seed)
+    batches.set_epoch(0)
+    res = {}
+    for name, model in (("per_step", per_step), ("memo", memo)):
+        model.train()
+        opt = build_optimizer(model, cfg)
+        sched = build_schedule(opt, cfg, len(batches))
+        losses, times = [], []
+        for i in range(steps):
+            batch = {k: v.to(dev) for k, v in batches[i % len(batches)].items()}
+            _sync(dev)
+            t = time.perf_counter()
+            losses.append(float(train_step(model, batch, opt, sched, cfg).item()))
+            _sync(dev)
+            times.append(time.perf_counter() - t)
+        res[name] = {"losses": losses, "step_seconds": float(np.median(times[1:] or times))}
+    if getattr(memo.item_encoder.vision, "_memo_out", None) is None:
+        raise ValueError(f"{cfg.model.vision_encoder}'s frozen branch is not constant here (random "
+                         "masking, dropout or no cache), so there is nothing to compare; pick "
+                         "another vision_encoder")
+    bs = cfg.train.batch_size
+    return {
+        "benchmark": "frozen",
+        "settings": {"steps": steps, "device": str(dev), "row": f"quickstart {label}",
+                     "profile": profile,
+                     "vision_encoder": cfg.model.vision_encoder, "vision_grid": cfg.model.vision_grid,
+                     "n_items": data.n_items, "batch_size": bs, "loss": cfg.train.loss,
+                     "threads": torch.get_num_threads()},
+        "per_step_sequences_per_second": bs / res["per_step"]["step_seconds"],
+        "memo_sequences_per_second": bs / res["memo"]["step_seconds"],
+        "speedup": res["per_step"]["step_seconds"] / res["memo"]["step_seconds"],
+        "max_abs_loss_difference": max(abs(a - b) for a, b in zip(
+            res["per_step"]["losses"], res["memo"]["losses"], strict=True)),
+        "losses_per_step": res["per_step"]["losses"],
+        "losses_memo": res["memo"]["losses"],
+        "machine": machine(),
+    }
+
+
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "train": bench_train,
+    "frozen": bench_frozen,
     "gpu": bench_gpu,
     "train-scaling": bench_train_scaling,
     "scaling": bench_scaling,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mmsr_lib.bench import bench_eval, bench_train
+import math
+
+from mmsr_lib.bench import bench_eval, bench_frozen, bench_train
 
 
 def test_bench_eval_fast_equals_reference_loop():
@@ -35,3 +37,10 @@ def test_scaling_measures_plain_and_fast_and_draws_both(tmp_path):
     ev = bench_eval_scaling_both(catalogs=(200, 400), n_users=16, dim=8, reference_up_to=200)
     assert [(r["n_items"], r["mode"]) for r in ev["rows"]] == [(200, "fast"), (400, "fast"),
                                                               (200, "plain")]
+
+
+def test_bench_frozen_memo_and_per_step_paths_compute_the_same_losses():
+    r = bench_frozen(steps=3, profile="smoke", vision_encoder="tiny-resnet")
+    assert r["max_abs_loss_difference"] < 1e-5
+    assert len(r["losses_memo"]) == 3 and all(math.isfinite(x) for x in r["losses_memo"])
+    assert r["speedup"] > 0
