@@ -192,3 +192,17 @@ def test_batch_runner_reports_and_skips_what_is_done(tmp_path, capsys, monkeypat
     assert notebooks.run_batch(["00_quick"], "smoke", tmp_path, {"data_path": "x"}) == 0
     assert notebooks.run_batch(["00_quick"], "smoke", tmp_path, force=True) == 0
     assert ran == ["00_quickstart"] * 3
+
+
+def test_runner_passes_notebook_parameters(tmp_path, monkeypatch):
+    """`-p NAME VALUE` reaches the notebook as papermill's -p does: literals parsed, other text
+    kept as a string, so `-p include_movielens False` switches a section off."""
+    from mmsr_lib.workbook import notebooks
+
+    seen: list[dict] = []
+    monkeypatch.setattr(notebooks, "run_notebook",
+                        lambda nb, profile, out, params: seen.append(params) or {})
+    assert notebooks.main(["run", "00_quick", "--profile", "smoke", "--out", str(tmp_path),
+                           "-p", "include_movielens", "False", "-p", "seeds", "(42, 43)",
+                           "-p", "paper_dataset", "HM"]) == 0
+    assert seen == [{"include_movielens": False, "seeds": (42, 43), "paper_dataset": "HM"}]

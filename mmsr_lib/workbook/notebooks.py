@@ -8,6 +8,7 @@ pattern, without scrapbook): values go to the JSON file named by `MMSR_RECORD_FI
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -161,6 +162,15 @@ def run_batch(names: list[str] | None, profile: str, out: str | Path | None = No
     return failures
 
 
+def parse_parameter(text: str) -> Any:
+    """A command-line parameter value as the notebook's first cell would write it: a Python
+    literal (False, 3, (42, 43), None) when it parses as one, else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmsr_lib.workbook.notebooks")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -171,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="a data set in the mmsr format for the paper profile (data_path)")
     run.add_argument("--out", default=None, help="folder of the executed copies")
     run.add_argument("--force", action="store_true", help="run notebooks that are done again")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"),
+                     help="a notebook parameter, as papermill's -p (a Python literal, else a "
+                          "string), e.g. -p include_movielens False; repeatable")
     strip = sub.add_parser("strip", help="strip outputs before committing")
     strip.add_argument("names", nargs="*")
     args = parser.parse_args(argv)
@@ -181,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.cmd == "run":
         params = {"data_path": args.data_path} if args.data_path else {}
+        params.update({name: parse_parameter(value) for name, value in args.parameter})
         return 1 if run_batch(args.names, args.profile, args.out, params, args.force) else 0
     for nb in paths:
         if strip_outputs(nb):
