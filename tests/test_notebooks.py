@@ -205,4 +205,4 @@ def test_runner_passes_notebook_parameters(tmp_path, monkeypatch):
     assert notebooks.main(["run", "00_quick", "--profile", "smoke", "--out", str(tmp_path),
                            "-p", "include_movielens", "False", "-p", "seeds", "(42, 43)",
                            "-p", "paper_dataset", "HM"]) == 0
-    assert seen == [{"include_movielens": False, "seeds": (42, 43), "paper_dataset": "HM"}]
+    assert seen == [{"include_movielens": False, "seeds": [42, 43], "paper_dataset": "HM"}]

@@ -164,11 +164,13 @@ def run_batch(names: list[str] | None, profile: str, out: str | Path | None = No
 
 def parse_parameter(text: str) -> Any:
     """A command-line parameter value as the notebook's first cell would write it: a Python
-    literal (False, 3, (42, 43), None) when it parses as one, else the text itself."""
+    literal (False, 3, [42, 43], None) when it parses as one, else the text itself. Tuples
+    become lists: papermill writes a tuple into the notebook as its text."""
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+    return list(value) if isinstance(value, tuple) else value
 
 
 def main(argv: list[str] | None = None) -> int:
