@@ -19,13 +19,12 @@ import re
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from model_helpers import batch_of, step_losses_and_grads
 
 from mmsr_lib.baselines import vqrec
 from mmsr_lib.baselines.carca import CARCA
 from mmsr_lib.baselines.fdsa import FDSA
 from mmsr_lib.config import RunConfig, profile_config
-from mmsr_lib.data.loaders import TrainBatches
 from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.encoders.multimodal import MultiModalItemEncoder
 from mmsr_lib.recommender import Recommender, SequentialRecommender
@@ -59,12 +58,6 @@ def make(smoke, name: str, *overrides: str, cache: bool = True) -> tuple[RunConf
     return cfg, build_model(cfg, data, "cpu", cache=cache)
 
 
-def batch_of(data: SequenceData, n_users: int = 8, index: int = 0) -> dict[str, torch.Tensor]:
-    batches = TrainBatches(data, n_users, seed=0)
-    batches.set_epoch(0)
-    return batches[index]
-
-
 def position_logits(model: Recommender, batch: dict[str, torch.Tensor]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits [B, L] of each position's target and negative, for every kind of model here."""
@@ -74,16 +67,6 @@ def position_logits(model: Recommender, batch: dict[str, torch.Tensor]
     x, pos, neg = model.embed(batch["inputs"], batch["targets"], batch["negatives"])
     h = model.sequence_model(x, batch["inputs"] > 0)
     return (h * pos).sum(-1), (h * neg).sum(-1)
-
-
-def zero_dropout(model: nn.Module) -> None:
-    """Dropout off everywhere while staying in train mode (modules and float rates)."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-        for attr in ("attention_dropout", "attn_dropout", "dropout", "dropout_prob", "drop_prob"):
-            if isinstance(getattr(m, attr, None), float):
-                setattr(m, attr, 0.0)
 
 
 # -- registry and configuration ------------------------------------------------------------------
@@ -173,16 +156,7 @@ def test_fast_and_plain_give_the_same_loss_and_gradients(smoke, name) -> None:
     assert all(b.cache is None for b in plain.item_encoder.branches())
     plain.load_state_dict(fast.state_dict())
     batch = batch_of(smoke[1], n_users=6)
-    losses, grads = [], []
-    for model in (fast, plain):
-        model.train()
-        zero_dropout(model)
-        loss = model.loss(batch)
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
-    torch.testing.assert_close(losses[0], losses[1], atol=LOSS_ATOL, rtol=0.0)
-    assert grads[0].keys() == grads[1].keys()
+    grads = step_losses_and_grads((fast, plain), batch, LOSS_ATOL)
     for n, g in grads[0].items():
         assert (g is None) == (grads[1][n] is None), n
         if g is not None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_sequences
+from model_helpers import batch_of, step_losses_and_grads, zero_dropout
 from torch import nn
 
 from mmsr_lib.config import RunConfig, profile_config
-from mmsr_lib.data.loaders import TrainBatches
 from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.encoders.multimodal import MultiModalItemEncoder
 from mmsr_lib.fusion import fusion_names
@@ -52,23 +52,6 @@ def make(smoke, *overrides: str, cache: bool = True) -> tuple[RunConfig, Recomme
     base, data = smoke
     cfg = base.override(*overrides)
     return cfg, build_model(cfg, data, "cpu", cache=cache)
-
-
-def batch_of(data: SequenceData, n_users: int = 8, index: int = 0) -> dict[str, torch.Tensor]:
-    batches = TrainBatches(data, n_users, seed=0)
-    batches.set_epoch(0)
-    return batches[index]
-
-
-def zero_dropout(model: nn.Module) -> None:
-    """Dropout off everywhere while staying in train mode: nn.Dropout modules and the float
-    rates that attention kernels read (HF `attention_dropout`, ours `attn_dropout`/`dropout`)."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-        for attr in ("attention_dropout", "attn_dropout", "dropout", "dropout_prob", "drop_prob"):
-            if isinstance(getattr(m, attr, None), float):
-                setattr(m, attr, 0.0)
 
 
 def encoder_params(model: Recommender) -> list[tuple[str, nn.Parameter]]:
@@ -139,16 +122,7 @@ def test_fast_and_plain_give_the_same_loss_and_gradients(smoke, overrides) -> No
     assert all(b.cache is None for b in plain.item_encoder.branches())
     plain.load_state_dict(fast.state_dict())
     batch = batch_of(smoke[1], n_users=6)
-    losses, grads = [], []
-    for model in (fast, plain):
-        model.train()
-        zero_dropout(model)
-        loss = model.loss(batch)
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
-    torch.testing.assert_close(losses[0], losses[1], atol=LOSS_ATOL, rtol=0.0)
-    assert grads[0].keys() == grads[1].keys()
+    grads = step_losses_and_grads((fast, plain), batch, LOSS_ATOL)
     for name in grads[0]:
         g_fast, g_plain = grads[0][name], grads[1][name]
         assert (g_fast is None) == (g_plain is None), name

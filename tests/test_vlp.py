@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from model_helpers import batch_of as batch_of_n
+from model_helpers import step_losses_and_grads, zero_dropout
 
 from mmsr_lib.config import RunConfig, profile_config
-from mmsr_lib.data.loaders import TrainBatches
 from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.encoders import vlp_models as vm
 from mmsr_lib.encoders.regions import (
@@ -72,19 +72,7 @@ def make(smoke, vlp: str, *overrides: str, visual_input: str | None = None,
 
 
 def batch_of(data: SequenceData, n_users: int = 6) -> dict[str, torch.Tensor]:
-    batches = TrainBatches(data, n_users, seed=0)
-    batches.set_epoch(0)
-    return batches[0]
-
-
-def zero_dropout(model: nn.Module) -> None:
-    """Dropout off everywhere while staying in train mode (modules and float rates)."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-        for attr in ("attention_dropout", "dropout", "dropout_prob"):
-            if isinstance(getattr(m, attr, None), float):
-                setattr(m, attr, 0.0)
+    return batch_of_n(data, n_users)
 
 
 # -- the split forward is the Hugging Face forward ---------------------------------------------------
@@ -201,16 +189,7 @@ def test_fast_and_plain_give_the_same_loss_and_gradients(smoke, vlp, visual_inpu
     assert plain.item_encoder.plain and not plain.item_encoder.caches
     plain.load_state_dict(fast.state_dict())
     batch = batch_of(smoke[1])
-    losses, grads = [], []
-    for model in (fast, plain):
-        model.train()
-        zero_dropout(model)
-        loss = model.loss(batch)
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
-    torch.testing.assert_close(losses[0], losses[1], atol=LOSS_ATOL, rtol=0.0)
-    assert grads[0].keys() == grads[1].keys()
+    grads = step_losses_and_grads((fast, plain), batch, LOSS_ATOL)
     for name, g in grads[0].items():
         assert g is not None and grads[1][name] is not None, name
         torch.testing.assert_close(g, grads[1][name], atol=GRAD_ATOL, rtol=GRAD_RTOL, msg=name)
