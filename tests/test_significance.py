@@ -28,7 +28,10 @@ def test_paired_test_detects_a_shift_and_not_noise():
     shifted = base + 2.0 + rng.normal(0, 1, 2000)
     t = sig.paired_test(shifted, base)
     assert t.significant and t.diff == pytest.approx(2.0, abs=0.1) and t.ci_low > 0
-    assert "beats" in sig.verdict(t, "MMSR", "IDSR")
+    assert sig.verdict(t, "MMSR", "IDSR").startswith("MMSR beats IDSR (NDCG@10 ")
+    # the winner is the second of the pair: the sentence says whose numbers come first
+    swapped = sig.paired_test(base, shifted)
+    assert sig.verdict(swapped, "IDSR", "MMSR").startswith("MMSR beats IDSR (IDSR vs MMSR: ")
     noise = base + rng.normal(0, 1, 2000)
     n = sig.paired_test(noise, base)
     assert not n.significant and n.ci_low < 0 < n.ci_high

@@ -284,7 +284,8 @@ def _short_verdict(test: PairedTest, a: str, b: str, conv_a: bool, conv_b: bool)
     if not test.significant:
         return f"{a} vs {b}: no significant difference ({nums})"
     better, worse = (a, b) if test.diff > 0 else (b, a)
-    return (f"{better} beats {worse} ({nums}, difference {test.diff:+.2f}, 95% CI "
+    order = "" if better == a else f"{a} vs {b}: "  # the numbers are in the pair's order
+    return (f"{better} beats {worse} ({order}{nums}, difference {test.diff:+.2f}, 95% CI "
             f"{test.ci_low:+.2f}..{test.ci_high:+.2f})")
 
 
