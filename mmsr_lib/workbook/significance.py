@@ -121,9 +121,8 @@ def verdict(test: PairedTest, name_a: str, name_b: str, converged_a: bool = True
     if not test.significant:
         return f"{name_a} vs {name_b}: no significant difference ({test})"
     better, worse = (name_a, name_b) if test.diff > 0 else (name_b, name_a)
-    # the numbers are in the pair's order (A vs B); name it when the winner is B
-    return f"{better} beats {worse} ({test})" if better == name_a else \
-        f"{better} beats {worse} ({name_a} vs {name_b}: {test})"
+    order = "" if better == name_a else f"{name_a} vs {name_b}: "  # the numbers are A's, then B's
+    return f"{better} beats {worse} ({order}{test})"
 
 
 def summarize(runs: Sequence[RunRecord], split: str = "test",
