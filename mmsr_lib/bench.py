@@ -484,7 +484,9 @@ def bench_data(n_users: int = 200_000, n_items: int = 85_000, mean_seq_len: floa
 def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "auto",
                  profile: str = "cpu", vision_encoder: str | None = None) -> dict:
     """A frozen vision branch (the cpu profile's MMSR-V / MMSR rows): its outputs computed once
-    and kept (`ModalityBranch._memo`) vs re-pooled from the feature-map cache at every step.
+    and kept (`ModalityBranch._memo`) vs re-pooled from the feature-map cache at every step, and
+    the memo read as views of the catalog (`memo_views`, the softmax loss asks for every item)
+    vs gathered item by item.
 
     The quick start's configuration on `profile` (encoders frozen); two copies of one model with the same weights and
     dropout off train on the same first `steps` batches, one per path; the first step of each
@@ -506,10 +508,12 @@ def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "a
     disable_dropout(memo)
     per_step = copy.deepcopy(memo)
     per_step.item_encoder.vision.memo_max_bytes = 0  # the per-step path
+    gather = copy.deepcopy(memo)
+    gather.item_encoder.vision.memo_views = False  # the memo read by gathering every item
     batches = TrainBatches(data, cfg.train.batch_size, cfg.train.seed)
     batches.set_epoch(0)
     res = {}
-    for name, model in (("per_step", per_step), ("memo", memo)):
+    for name, model in (("per_step", per_step), ("memo_gather", gather), ("memo", memo)):
         model.train()
         opt = build_optimizer(model, cfg)
         sched = build_schedule(opt, cfg, len(batches))
@@ -536,11 +540,70 @@ def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "a
                      "threads": torch.get_num_threads()},
         "per_step_sequences_per_second": bs / res["per_step"]["step_seconds"],
         "memo_sequences_per_second": bs / res["memo"]["step_seconds"],
+        "memo_gather_sequences_per_second": bs / res["memo_gather"]["step_seconds"],
         "speedup": res["per_step"]["step_seconds"] / res["memo"]["step_seconds"],
-        "max_abs_loss_difference": max(abs(a - b) for a, b in zip(
-            res["per_step"]["losses"], res["memo"]["losses"], strict=True)),
+        "speedup_views_over_gather": res["memo_gather"]["step_seconds"]
+        / res["memo"]["step_seconds"],
+        "max_abs_loss_difference": max(abs(a - b) for other in ("per_step", "memo_gather")
+                                       for a, b in zip(res[other]["losses"], res["memo"]["losses"],
+                                                       strict=True)),
         "losses_per_step": res["per_step"]["losses"],
         "losses_memo": res["memo"]["losses"],
+        "machine": machine(),
+    }
+
+
+def bench_grid(epochs: int = 8, rows: tuple[str, ...] | str = ("IDSR", "MMSR-T"),
+               seeds: tuple[int, ...] | int = (42, 43), profile: str = "cpu") -> dict:
+    """A grid's runs one after the other in this process (all usable cores as threads, what a
+    grid did before) vs side by side in one single-threaded process per core
+    (`runs.parallel`), on the quick start's rows for `epochs` epochs each.
+
+    Both write to their own temporary store and checkpoint folder (the data and feature caches
+    are shared, so neither pays for building them). Same configurations and seeds; the metrics
+    of each run are compared (threads change the order of float sums, so agreement is to
+    rounding, reported as the largest difference)."""
+    import tempfile
+
+    from mmsr_lib.runs.runner import run_grid
+    from mmsr_lib.runs.store import ResultsStore
+    from mmsr_lib.util.threads import configure_threads, usable_cores
+    from mmsr_lib.workbook.quickstart import quickstart_configs
+
+    rows = (rows,) if isinstance(rows, str) else tuple(rows)
+    seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
+    cores = usable_cores()
+    before = torch.get_num_threads()
+    out: dict = {}
+    records = {}
+    with tempfile.TemporaryDirectory(prefix="mmsr-bench-grid-") as tmp:
+        for mode, workers in (("one_process", 1), ("side_by_side", cores)):
+            grid = quickstart_configs(profile, f"train.epochs={epochs}",
+                                      f"train.patience={epochs + 1}",
+                                      f"train.checkpoint_dir={tmp}/{mode}")
+            grid = {k: grid[k] for k in rows}
+            configure_threads(cores if workers == 1 else 1)
+            t0 = time.perf_counter()
+            records[mode] = run_grid(grid, store=ResultsStore(f"{tmp}/{mode}.sqlite"),
+                                     progress=False, seeds=seeds, workers=workers)
+            out[mode] = {"seconds": time.perf_counter() - t0, "processes": workers,
+                         "threads_each": cores if workers == 1 else max(1, cores // workers)}
+    configure_threads(before)
+    diffs = [abs(a.metrics["test"][m] - b.metrics["test"][m])
+             for k in records["one_process"]
+             for a, b in zip(records["one_process"][k], records["side_by_side"][k], strict=True)
+             for m in ("HR@10", "NDCG@10")]
+    return {
+        "benchmark": "grid",
+        "settings": {"profile": profile, "rows": list(rows), "seeds": list(seeds),
+                     "epochs": epochs, "runs": len(rows) * len(seeds), "cores": cores},
+        **out,
+        "speedup": out["one_process"]["seconds"] / out["side_by_side"]["seconds"],
+        "test_metrics": {mode: {f"{k} seed {r.config['train']['seed']}":
+                                {m: r.metrics["test"][m] for m in ("HR@10", "NDCG@10")}
+                                for k, runs in recs.items() for r in runs}
+                         for mode, recs in records.items()},
+        "max_abs_metric_difference": max(diffs),
         "machine": machine(),
     }
 
@@ -548,6 +611,7 @@ def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "a
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "train": bench_train,
     "frozen": bench_frozen,
+    "grid": bench_grid,
     "gpu": bench_gpu,
     "train-scaling": bench_train_scaling,
     "scaling": bench_scaling,

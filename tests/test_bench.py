@@ -44,3 +44,16 @@ def test_bench_frozen_memo_and_per_step_paths_compute_the_same_losses():
     assert r["max_abs_loss_difference"] < 1e-5
     assert len(r["losses_memo"]) == 3 and all(math.isfinite(x) for x in r["losses_memo"])
     assert r["speedup"] > 0
+
+
+def test_bench_grid_one_process_and_side_by_side_store_the_same_metrics():
+    from mmsr_lib.bench import bench_grid
+
+    r = bench_grid(epochs=1, rows=("IDSR", "MMSR-T"), seeds=(42,), profile="smoke")
+    assert r["settings"]["runs"] == 2
+    assert set(r["test_metrics"]["one_process"]) == {"IDSR seed 42", "MMSR-T seed 42"}
+    assert r["one_process"]["processes"] == 1 and r["side_by_side"]["processes"] >= 1
+    # same configurations and seeds: the same numbers up to float rounding of the thread
+    # count, which can move at most a tie-breaking user or so (one of ~300 is 0.33 points)
+    assert r["max_abs_metric_difference"] < 0.5
+    assert r["speedup"] > 0

@@ -285,3 +285,51 @@ def test_every_smoke_config_builds_and_takes_a_finite_step(tmp_path) -> None:
     # shared runs: Table III's MergeAttn-1 is Table II's Ro.+MAE, and Table IV's SASRec row is
     # Table II's MMSR-T RoBERTa, MMSR-V Swin and Ro.+Swin
     assert len(seen) == 11 + 12 + 12 - 4
+
+
+def test_run_grid_in_two_processes_stores_what_one_process_computes(tmp_path, monkeypatch
+                                                                     ) -> None:
+    """`workers=2` trains the pending runs in two spawned processes (one thread each, as the
+    one-process reference here) and returns the same records, in grid order, as training them
+    one after the other in this process; a grid already stored starts no process."""
+    from mmsr_lib.runs import parallel
+
+    grid = grids.table4_configs("smoke", "train.epochs=1", "model.dim=16",
+                                f"data.cache_dir={tmp_path / 'data'}")
+    two = {k: grid[k] for k in [("GRU4Rec", "IDSR"), ("SASRec", "IDSR")]}
+    monkeypatch.setenv("MMSR_THREADS", "1")
+    serial = run_grid({k: c.override(f"train.checkpoint_dir={tmp_path / 'serial'}")
+                       for k, c in two.items()},
+                      store=ResultsStore(tmp_path / "serial.sqlite"), progress=False, workers=1)
+    store = ResultsStore(tmp_path / "parallel.sqlite")
+    side = {k: c.override(f"train.checkpoint_dir={tmp_path / 'parallel'}") for k, c in two.items()}
+    both = run_grid(side, store=store, progress=False, workers=2)
+    assert list(both) == list(serial)
+    for key in two:
+        assert both[key][0].status == "done"
+        assert both[key][0].metrics == serial[key][0].metrics
+        assert both[key][0].history[0]["loss"] == serial[key][0].history[0]["loss"]
+
+    def no_processes(*args, **kwargs):
+        raise AssertionError("a stored grid must not start worker processes")
+
+    monkeypatch.setattr(parallel, "train_in_processes", no_processes)
+    again = run_grid(side, store=store, progress=False, workers=2)
+    assert {k: r[0].updated for k, r in again.items()} == {k: r[0].updated for k, r in both.items()}
+
+
+def test_grid_workers_follow_the_environment_and_the_profile(monkeypatch) -> None:
+    from mmsr_lib.config import profile_config
+    from mmsr_lib.runs.parallel import grid_workers
+    from mmsr_lib.util.threads import usable_cores
+
+    smoke, cpu = profile_config("smoke"), profile_config("cpu")
+    monkeypatch.delenv("MMSR_WORKERS", raising=False)
+    assert grid_workers(smoke, 10) == 1  # seconds a run: not worth a process
+    assert grid_workers(cpu.override("train.device=cpu"), 10) == usable_cores()
+    assert grid_workers(cpu.override("train.device=cpu"), 1) == 1  # never more than the runs
+    monkeypatch.setenv("MMSR_WORKERS", "3")
+    assert grid_workers(smoke, 10) == 3 and grid_workers(smoke, 2) == 2
+    monkeypatch.setenv("MMSR_WORKERS", "two")
+    with pytest.raises(ValueError, match="MMSR_WORKERS"):
+        grid_workers(smoke, 10)

@@ -412,6 +412,14 @@ def test_a_frozen_vision_branch_is_computed_once_and_equals_the_per_step_path(sm
         assert torch.equal(memo.mask, step.mask)
     assert torch.count_nonzero(branch._memo_out.pooled[0]) == 0  # row 0: padding
 
+    # the whole catalog in order (the softmax loss's request) reads the memo through a slice:
+    # the same values as gathering the same ids one by one
+    run = torch.arange(1, 9)
+    span, gathered = branch(run), branch(run.flip(0))
+    assert torch.equal(span.tokens, gathered.tokens.flip(0))
+    assert torch.equal(span.pooled, gathered.pooled.flip(0))
+    assert span.pooled.data_ptr() == branch._memo_out.pooled[1:].data_ptr()  # a view, no copy
+
     _, small = make(smoke, *frozen)
     small.item_encoder.vision.memo_max_bytes = 1
     small.item_encoder.vision(ids)
@@ -421,3 +429,28 @@ def test_a_frozen_vision_branch_is_computed_once_and_equals_the_per_step_path(sm
                   "model.vision_encoder=tiny-resnet")
     top.item_encoder.vision(ids)
     assert getattr(top.item_encoder.vision, "_memo_out", None) is None
+
+
+@pytest.mark.parametrize("overrides", [("model.item_encoder=vision",),
+                                       ("model.item_encoder=mm", "model.fusion=gate"),
+                                       ("model.item_encoder=mm", "model.fusion=merge_attn")])
+def test_training_on_the_softmax_loss_leaves_the_frozen_vision_memo_untouched(smoke, overrides
+                                                                             ) -> None:
+    """The softmax loss reads every item's frozen vision output as views of the memo; two
+    optimiser steps through the whole recommender must leave the memo as it was (a write in
+    place anywhere downstream would corrupt every later step)."""
+    cfg, model = make(smoke, *overrides, "model.finetune=frozen", "train.loss=ce",
+                      "model.text_encoder=tiny-roberta", "model.vision_encoder=tiny-resnet")
+    batch = batch_of(smoke[1])
+    model.train()
+    model.loss(batch)  # builds the memo
+    before = model.item_encoder.vision._memo_out
+    assert before is not None
+    saved = (before.tokens.clone(), before.pooled.clone())
+    opt = build_optimizer(model, cfg)
+    for _ in range(2):
+        opt.zero_grad()
+        model.loss(batch).backward()
+        opt.step()
+    after = model.item_encoder.vision._memo_out
+    assert torch.equal(after.tokens, saved[0]) and torch.equal(after.pooled, saved[1])

@@ -342,20 +342,41 @@ def run_grid(
     progress: bool = True,
     allow_stale: bool = False,
     seeds: Sequence[int] | None = None,
+    workers: int | None = None,
 ) -> dict[Hashable, list[RunRecord]]:
-    """`run_or_load` for every configuration of a grid and every seed, in order.
+    """`run_or_load` for every configuration of a grid and every seed.
 
     Returns label -> one record per seed (`seeds`, default: the profile's, see
     `config.profile_seeds`), so tables can show mean +- std and paired tests can compare rows.
+    With `workers` > 1 (default `grid_workers`) the runs not yet stored train first in that many
+    processes, one run each at a time (`parallel.train_in_processes`); the records are then read
+    in grid order, so the result does not depend on who trained what.
     """
     store = store or ResultsStore()
+    jobs = [(label, cfg.override(f"train.seed={seed}"))
+            for label, cfg in configs.items()
+            for seed in (seeds if seeds is not None else profile_seeds(cfg.profile))]
+    pending = [cfg for _, cfg in jobs if force or _needs_training(cfg, store, allow_stale)]
+    if pending:
+        from mmsr_lib.runs.parallel import grid_workers, train_in_processes
+
+        n = grid_workers(pending[0], len(pending)) if workers is None else min(workers,
+                                                                              len(pending))
+        if n > 1 and not distributed.launched() and os.environ.get(LOAD_ONLY_ENV) != "1":
+            train_in_processes(pending, store.path, n, force=force, allow_stale=allow_stale,
+                               progress=progress)
+            force = False  # trained just now: what follows only loads
     out: dict[Hashable, list[RunRecord]] = {}
-    for label, cfg in configs.items():
-        runs = []
-        for seed in (seeds if seeds is not None else profile_seeds(cfg.profile)):
-            seeded = cfg.override(f"train.seed={seed}")
-            log.info("%s seed %d: %s", label, seed, seeded.hash())
-            runs.append(run_or_load(seeded, store=store, force=force, allow_stale=allow_stale,
-                                    progress=progress))
-        out[label] = runs
+    for label, seeded in jobs:
+        log.info("%s seed %d: %s", label, seeded.train.seed, seeded.hash())
+        out.setdefault(label, []).append(run_or_load(seeded, store=store, force=force,
+                                                     allow_stale=allow_stale, progress=progress))
     return out
+
+
+def _needs_training(cfg: RunConfig, store: ResultsStore, allow_stale: bool) -> bool:
+    """True unless a finished, current result of `cfg` is stored (what `_decide` reuses)."""
+    record = store.get(cfg.resolved().hash())
+    if record is None or record.status != "done":
+        return True
+    return not allow_stale and stale_reason(record, current_data_fingerprint(cfg)) is not None

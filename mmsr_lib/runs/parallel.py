@@ -1,0 +1,116 @@
+"""A grid's pending runs trained side by side, one process per run, on a CPU.
+
+The cpu profile's models are small (d=64, 2 blocks, batches of 128 x 20): their kernels are too
+short to keep two threads busy, so one process with two threads trains slower than two
+single-threaded processes each training its own run (measured in BENCHMARKS.md, "Grids: runs
+side by side"). `run_grid` therefore hands the runs it has to train to this module when
+`grid_workers` says more than one: each worker process calls `run_or_load` for one run at a time
+(the per-run file lock keeps two processes off the same run, the results store is SQLite in WAL
+mode), and `run_grid` then reads every record from the store in grid order. A run's numbers do
+not depend on which process trained it; with a different thread count they can differ in the
+last float digits, as they always could (`util.threads`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from mmsr_lib.config import RunConfig
+from mmsr_lib.util.threads import THREADS_ENV, usable_cores
+
+log = logging.getLogger("mmsr.runs")
+
+WORKERS_ENV = "MMSR_WORKERS"
+
+
+def grid_workers(cfg: RunConfig, pending: int) -> int:
+    """Processes for a grid's `pending` runs: ``$MMSR_WORKERS`` if set; else, for the cpu
+    profile on a CPU, one per usable core; else 1 (smoke runs take seconds, less than a worker
+    takes to start; a GPU is shared better by one run at a time)."""
+    env = os.environ.get(WORKERS_ENV, "")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"${WORKERS_ENV}={env!r}: give a whole number of processes >= 1")
+        n = int(env)
+    elif cfg.profile == "cpu" and _on_cpu(cfg.resolved().train.device):
+        n = usable_cores()
+    else:
+        n = 1
+    return max(1, min(n, pending))
+
+
+def _on_cpu(device: str) -> bool:
+    import torch
+
+    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+
+
+def _train_one(cfg: RunConfig, store_path: str, threads: int, force: bool,
+               allow_stale: bool) -> str:
+    """Worker body: train (or load) one run with `threads` intra-op threads."""
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+    from mmsr_lib.util.threads import configure_threads
+
+    configure_threads(threads)
+    record = run_or_load(cfg, store=ResultsStore(store_path), force=force,
+                         allow_stale=allow_stale, progress=False)
+    return record.config_hash
+
+
+def train_in_processes(configs: Sequence[RunConfig], store_path: str | Path, workers: int,
+                       force: bool = False, allow_stale: bool = False,
+                       progress: bool = True) -> list[str]:
+    """Train `configs` in `workers` spawned processes (threads per process: the usable cores
+    shared out, or ``$MMSR_THREADS``); returns their config hashes in order of `configs`.
+
+    The first failure stops what has not started and is raised with the run's name; runs that
+    finished are stored, and a run cut short resumes from its checkpoint next time."""
+    env_threads = os.environ.get(THREADS_ENV, "")
+    threads = int(env_threads) if env_threads.isdigit() and int(env_threads) > 0 \
+        else max(1, usable_cores() // workers)
+    log.info("training %d runs in %d processes, %d thread(s) each", len(configs), workers,
+             threads)
+    bar = tqdm(total=len(configs), desc=f"runs ({workers} processes)", disable=not progress,
+               dynamic_ncols=True)
+    ctx = multiprocessing.get_context("spawn")  # fork after torch's threads start can hang
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    futures = {pool.submit(_train_one, cfg, str(store_path), threads, force, allow_stale): cfg
+               for cfg in configs}
+    try:
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            bar.update(len(finished))
+            for fut in finished:
+                err = fut.exception()
+                if err is not None:
+                    cfg = futures[fut]
+                    raise RuntimeError(f"run {cfg.name} [{cfg.hash()}] failed in a worker "
+                                       f"process: {type(err).__name__}: {err}") from err
+    except BaseException:
+        # an interrupt (a notebook's stop button reaches only this process) or a failure: stop
+        # the workers now; checkpoints are written atomically, so a cut run resumes next time
+        _stop(pool)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+    return [cfg.hash() for cfg in configs]
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=10)
