@@ -13,11 +13,13 @@ last float digits, as they always could (`util.threads`).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -73,6 +75,13 @@ def train_in_processes(configs: Sequence[RunConfig], store_path: str | Path, wor
 
     The first failure stops what has not started and is raised with the run's name; runs that
     finished are stored, and a run cut short resumes from its checkpoint next time."""
+    from mmsr_lib.data.sources import dataset_root
+
+    # each data set is made (generated, imported) once, here: two workers making the same one
+    # at the same moment would each swap their copy into place under the other's feet
+    for data_cfg in {json.dumps(dataclasses.asdict(c.resolved().data), sort_keys=True,
+                                default=str): c.resolved().data for c in configs}.values():
+        dataset_root(data_cfg)
     env_threads = os.environ.get(THREADS_ENV, "")
     threads = int(env_threads) if env_threads.isdigit() and int(env_threads) > 0 \
         else max(1, usable_cores() // workers)
@@ -87,7 +96,7 @@ def train_in_processes(configs: Sequence[RunConfig], store_path: str | Path, wor
     try:
         pending = set(futures)
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             bar.update(len(finished))
             for fut in finished:
                 err = fut.exception()
