@@ -18,13 +18,14 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from mmsr_lib.config import RunConfig
+from mmsr_lib.runs.store import RunRecord
 from mmsr_lib.util.threads import THREADS_ENV, usable_cores
 
 log = logging.getLogger("mmsr.runs")
@@ -54,24 +55,25 @@ def _on_cpu(device: str) -> bool:
     return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
 
 
-def _train_one(cfg: RunConfig, store_path: str, threads: int, force: bool,
-               allow_stale: bool) -> str:
+def _train_one(run: Callable[..., RunRecord], cfg: RunConfig, store_path: str, threads: int,
+               force: bool, allow_stale: bool) -> str:
     """Worker body: train (or load) one run with `threads` intra-op threads."""
-    from mmsr_lib.runs.runner import run_or_load
     from mmsr_lib.runs.store import ResultsStore
     from mmsr_lib.util.threads import configure_threads
 
     configure_threads(threads)
-    record = run_or_load(cfg, store=ResultsStore(store_path), force=force,
-                         allow_stale=allow_stale, progress=False)
+    record = run(cfg, store=ResultsStore(store_path), force=force, allow_stale=allow_stale,
+                 progress=False)
     return record.config_hash
 
 
 def train_in_processes(configs: Sequence[RunConfig], store_path: str | Path, workers: int,
-                       force: bool = False, allow_stale: bool = False,
-                       progress: bool = True) -> list[str]:
-    """Train `configs` in `workers` spawned processes (threads per process: the usable cores
-    shared out, or ``$MMSR_THREADS``); returns their config hashes in order of `configs`.
+                       run: Callable[..., RunRecord], force: bool = False,
+                       allow_stale: bool = False, progress: bool = True) -> list[str]:
+    """Train `configs` in `workers` spawned processes, each calling `run` (`runner.run_or_load`,
+    passed in by reference so that this module does not import the runner that imports it;
+    threads per process: the usable cores shared out, or ``$MMSR_THREADS``); returns their
+    config hashes in order of `configs`.
 
     The first failure stops what has not started and is raised with the run's name; runs that
     finished are stored, and a run cut short resumes from its checkpoint next time."""
@@ -91,7 +93,8 @@ def train_in_processes(configs: Sequence[RunConfig], store_path: str | Path, wor
                dynamic_ncols=True)
     ctx = multiprocessing.get_context("spawn")  # fork after torch's threads start can hang
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-    futures = {pool.submit(_train_one, cfg, str(store_path), threads, force, allow_stale): cfg
+    futures = {pool.submit(_train_one, run, cfg, str(store_path), threads, force, allow_stale):
+               cfg
                for cfg in configs}
     try:
         pending = set(futures)

@@ -363,8 +363,8 @@ def run_grid(
         n = grid_workers(pending[0], len(pending)) if workers is None else min(workers,
                                                                               len(pending))
         if n > 1 and not distributed.launched() and os.environ.get(LOAD_ONLY_ENV) != "1":
-            train_in_processes(pending, store.path, n, force=force, allow_stale=allow_stale,
-                               progress=progress)
+            train_in_processes(pending, store.path, n, run_or_load, force=force,
+                               allow_stale=allow_stale, progress=progress)
             force = False  # trained just now: what follows only loads
     out: dict[Hashable, list[RunRecord]] = {}
     for label, seeded in jobs:
