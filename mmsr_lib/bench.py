@@ -565,6 +565,7 @@ def bench_grid(epochs: int = 8, rows: tuple[str, ...] | str = ("IDSR", "MMSR-T")
     rounding, reported as the largest difference)."""
     import tempfile
 
+    from mmsr_lib.runs.parallel import worker_threads
     from mmsr_lib.runs.runner import run_grid
     from mmsr_lib.runs.store import ResultsStore
     from mmsr_lib.util.threads import configure_threads, usable_cores
@@ -574,6 +575,7 @@ def bench_grid(epochs: int = 8, rows: tuple[str, ...] | str = ("IDSR", "MMSR-T")
     seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
     cores = usable_cores()
     before = torch.get_num_threads()
+    configure_threads(cores)  # the one-process mode's threads; the workers set their own
     out: dict = {}
     records = {}
     with tempfile.TemporaryDirectory(prefix="mmsr-bench-grid-") as tmp:
@@ -582,12 +584,11 @@ def bench_grid(epochs: int = 8, rows: tuple[str, ...] | str = ("IDSR", "MMSR-T")
                                       f"train.patience={epochs + 1}",
                                       f"train.checkpoint_dir={tmp}/{mode}")
             grid = {k: grid[k] for k in rows}
-            configure_threads(cores if workers == 1 else 1)
             t0 = time.perf_counter()
             records[mode] = run_grid(grid, store=ResultsStore(f"{tmp}/{mode}.sqlite"),
                                      progress=False, seeds=seeds, workers=workers)
             out[mode] = {"seconds": time.perf_counter() - t0, "processes": workers,
-                         "threads_each": cores if workers == 1 else max(1, cores // workers)}
+                         "threads_each": cores if workers == 1 else worker_threads(workers)}
     configure_threads(before)
     diffs = [abs(a.metrics["test"][m] - b.metrics["test"][m])
              for k in records["one_process"]

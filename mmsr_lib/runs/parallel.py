@@ -13,8 +13,6 @@ last float digits, as they always could (`util.threads`).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import multiprocessing
 import os
@@ -26,7 +24,7 @@ from tqdm.auto import tqdm
 
 from mmsr_lib.config import RunConfig
 from mmsr_lib.runs.store import RunRecord
-from mmsr_lib.util.threads import THREADS_ENV, usable_cores
+from mmsr_lib.util.threads import chosen_threads, usable_cores
 
 log = logging.getLogger("mmsr.runs")
 
@@ -55,6 +53,12 @@ def _on_cpu(device: str) -> bool:
     return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
 
 
+def worker_threads(workers: int) -> int:
+    """Intra-op threads of each of `workers` processes: the user's choice (`chosen_threads`),
+    else the usable cores shared out."""
+    return chosen_threads() or max(1, usable_cores() // workers)
+
+
 def _train_one(run: Callable[..., RunRecord], cfg: RunConfig, store_path: str, threads: int,
                force: bool, allow_stale: bool) -> str:
     """Worker body: train (or load) one run with `threads` intra-op threads."""
@@ -72,21 +76,18 @@ def train_in_processes(configs: Sequence[RunConfig], store_path: str | Path, wor
                        allow_stale: bool = False, progress: bool = True) -> list[str]:
     """Train `configs` in `workers` spawned processes, each calling `run` (`runner.run_or_load`,
     passed in by reference so that this module does not import the runner that imports it;
-    threads per process: the usable cores shared out, or ``$MMSR_THREADS``); returns their
-    config hashes in order of `configs`.
+    threads per process: `worker_threads`); returns their config hashes in order of `configs`.
 
     The first failure stops what has not started and is raised with the run's name; runs that
     finished are stored, and a run cut short resumes from its checkpoint next time."""
     from mmsr_lib.data.sources import dataset_root
 
-    # each data set is made (generated, imported) once, here: two workers making the same one
-    # at the same moment would each swap their copy into place under the other's feet
-    for data_cfg in {json.dumps(dataclasses.asdict(c.resolved().data), sort_keys=True,
-                                default=str): c.resolved().data for c in configs}.values():
-        dataset_root(data_cfg)
-    env_threads = os.environ.get(THREADS_ENV, "")
-    threads = int(env_threads) if env_threads.isdigit() and int(env_threads) > 0 \
-        else max(1, usable_cores() // workers)
+    # each data set is made (generated, imported) here, before any worker starts: two workers
+    # making the same one at once would each swap their copy into place under the other's feet
+    # (once made, `dataset_root` only reads its manifest)
+    for cfg in configs:
+        dataset_root(cfg.resolved().data)
+    threads = worker_threads(workers)
     log.info("training %d runs in %d processes, %d thread(s) each", len(configs), workers,
              threads)
     bar = tqdm(total=len(configs), desc=f"runs ({workers} processes)", disable=not progress,

@@ -356,7 +356,8 @@ def run_grid(
     jobs = [(label, cfg.override(f"train.seed={seed}"))
             for label, cfg in configs.items()
             for seed in (seeds if seeds is not None else profile_seeds(cfg.profile))]
-    pending = [cfg for _, cfg in jobs if force or _needs_training(cfg, store, allow_stale)]
+    pending = [cfg for _, cfg in jobs
+               if not _decide(cfg.resolved(), store, force, allow_stale)["reuse"]]
     if pending:
         from mmsr_lib.runs.parallel import grid_workers, train_in_processes
 
@@ -372,11 +373,3 @@ def run_grid(
         out.setdefault(label, []).append(run_or_load(seeded, store=store, force=force,
                                                      allow_stale=allow_stale, progress=progress))
     return out
-
-
-def _needs_training(cfg: RunConfig, store: ResultsStore, allow_stale: bool) -> bool:
-    """True unless a finished, current result of `cfg` is stored (what `_decide` reuses)."""
-    record = store.get(cfg.resolved().hash())
-    if record is None or record.status != "done":
-        return True
-    return not allow_stale and stale_reason(record, current_data_fingerprint(cfg)) is not None

@@ -33,12 +33,17 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def chosen_threads() -> int | None:
+    """The thread count the user chose: ``$MMSR_THREADS``, else ``$OMP_NUM_THREADS``, or None."""
+    env = os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS")
+    return int(env) if env and env.isdigit() and int(env) > 0 else None
+
+
 def configure_threads(n: int | None = None) -> int:
-    """Intra-op threads: `n`, else ``$MMSR_THREADS``, else ``$OMP_NUM_THREADS`` if set (the user
-    chose), else the usable cores. Returns the count in effect."""
+    """Intra-op threads: `n`, else the user's choice (`chosen_threads`), else the usable cores.
+    Returns the count in effect."""
     if n is None:
-        env = os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS")
-        n = int(env) if env and env.isdigit() and int(env) > 0 else usable_cores()
+        n = chosen_threads() or usable_cores()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
