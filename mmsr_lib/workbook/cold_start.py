@@ -35,7 +35,7 @@ from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.runs.trained import load_trained
 from mmsr_lib.workbook.grids import TABLE4_COLUMNS
 from mmsr_lib.workbook.paper_numbers import paper_wide
-from mmsr_lib.workbook.significance import PairedTest, compare, converged
+from mmsr_lib.workbook.significance import compare, converged, verdict
 
 PROTOCOLS = {"target": "target (leak-free)", "paper": "paper sub-sequences"}
 METRICS = ("HR@10", "NDCG@10")
@@ -271,22 +271,8 @@ def cold_tests(store: ResultsStore, results: Mapping[tuple[str, str], Sequence[R
             rows.append({**row, f"{metric} A": test.mean_a, f"{metric} B": test.mean_b,
                          "diff": test.diff, "ci_low": test.ci_low, "ci_high": test.ci_high,
                          "p": test.p_value,
-                         "verdict": _short_verdict(test, a, b, converged(ra), converged(rb))})
+                         "verdict": verdict(test, a, b, converged(ra), converged(rb))})
     return pd.DataFrame(rows)
-
-
-def _short_verdict(test: PairedTest, a: str, b: str, conv_a: bool, conv_b: bool) -> str:
-    """`significance.verdict`'s rule in a few words (the numbers are in `cold_tests`)."""
-    nums = f"{test.mean_a:.2f} vs {test.mean_b:.2f}, p={test.p_value:.2g}"
-    if not (conv_a and conv_b):
-        which = " and ".join(n for n, c in ((a, conv_a), (b, conv_b)) if not c)
-        return f"{a} vs {b}: no claim, {which} did not converge ({nums})"
-    if not test.significant:
-        return f"{a} vs {b}: no significant difference ({nums})"
-    better, worse = (a, b) if test.diff > 0 else (b, a)
-    order = "" if better == a else f"{a} vs {b}: "  # the numbers are in the pair's order
-    return (f"{better} beats {worse} ({order}{nums}, difference {test.diff:+.2f}, 95% CI "
-            f"{test.ci_low:+.2f}..{test.ci_high:+.2f})")
 
 
 def cold_verdicts(tests: pd.DataFrame, metric: str = "NDCG@10") -> dict[str, str]:
