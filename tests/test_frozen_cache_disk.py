@@ -160,3 +160,34 @@ def test_refuses_what_cannot_be_cached(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="finetune='full'"):
         FrozenCache.build(branch, N_ITEMS, cache_dir=tmp_path)
     assert not tmp_path.exists() or files(tmp_path) == []
+
+
+def test_a_killed_builders_temporary_is_removed_and_nothing_else(tmp_path: Path) -> None:
+    """SIGKILL leaves `.<stem>.<pid>.<rand>.tmp` behind; the next build removes it only when its
+    process is gone and it is stale, never a live or fresh builder's file or anything else."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    branch = text_branch()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    name = FrozenCache.file_name(FrozenCache.key_for(branch, N_ITEMS), "float32")
+    stem = Path(name).stem
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    old = time.time() - 3600
+    orphan = cache / f".{stem}.{dead_pid}.deadbeef.tmp"
+    fresh_dead = cache / f".{stem}.{dead_pid}.cafef00d.tmp"  # maybe another machine's builder
+    live_old = cache / f".{stem}.{os.getpid()}.0badc0de.tmp"  # a live process's file
+    other = cache / f".{stem}.notes.tmp"  # not a builder's name
+    for f in (orphan, fresh_dead, live_old, other):
+        f.write_bytes(b"x" * 100)
+    for f in (orphan, live_old, other):
+        os.utime(f, (old, old))
+    FrozenCache.build(branch, N_ITEMS, cache_dir=cache)
+    assert not orphan.exists()
+    assert fresh_dead.exists() and live_old.exists() and other.exists()
+    assert FrozenCache.check_file(cache / name, N_ITEMS) is None  # built and published as usual

@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -127,6 +128,8 @@ class FrozenCache:
         if problem != "absent":
             log.warning("frozen cache %s is unusable (%s); rebuilding it", file, problem)
         writer = distributed.is_main_process()
+        if writer:
+            remove_orphans(file)
         tmp = file.with_name(f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             if writer:
@@ -247,6 +250,50 @@ class FrozenCache:
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+ORPHAN_AGE_S = 600.0  # a live builder writes a chunk far more often than this
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or not a pid we can test): leave its file alone
+    return True
+
+
+def remove_orphans(file: Path, max_age_s: float = ORPHAN_AGE_S) -> list[Path]:
+    """Delete the temporaries of `file` that a killed builder left behind; returns them.
+
+    A builder killed mid-write (SIGKILL, power loss) cannot run its cleanup, and at paper size its
+    temporary is gigabytes. Ours are named ``.<stem>.<pid>.<random>.tmp``; one is an orphan when
+    its process no longer exists on this machine *and* nobody has written to it for
+    `max_age_s` (a builder on another machine sharing the folder has its own pids, but keeps
+    its file fresh). Anything else in the folder is never touched.
+    """
+    removed = []
+    now = time.time()
+    for tmp in file.parent.glob(f".{file.stem}.*.tmp"):
+        parts = tmp.name[len(file.stem) + 2 : -len(".tmp")].split(".")
+        if len(parts) != 2 or not parts[0].isdigit():
+            continue
+        pid = int(parts[0])
+        try:
+            age = now - tmp.stat().st_mtime
+        except FileNotFoundError:  # its builder finished meanwhile
+            continue
+        if pid == os.getpid() or _pid_alive(pid) or age < max_age_s:
+            continue
+        size = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        log.warning("removed %s (%d MB): the temporary of a frozen-cache build whose process %d "
+                    "no longer runs and which nobody wrote for %.0f min", tmp, size >> 20, pid,
+                    age / 60)
+        removed.append(tmp)
+    return removed
 
 
 def _digest(f: BinaryIO, n: int) -> bytes:
