@@ -154,8 +154,6 @@ def print_quickstart(profile: str, *overrides: str, store: ResultsStore | None =
           f"{any_rec.extra.get('n_cold_test')} users with a cold test item, {seeds} seed(s); "
           "bold best, underlined second:\n")
     print(quickstart_markdown(table))
-    print("\nweights: " + "; ".join(f"{m}: {w}" for m, w in zip(table["model"], table["weights"],
-                                                               strict=True)))
     print("\n" + quickstart_summary(table, results, store))
     suffix = "" if profile == "cpu" else f"_{profile}"
     print(f"\nfigures: {figures_dir}/quickstart_results{suffix}.png, "
