@@ -151,6 +151,23 @@ def test_notebook_runs_in_smoke(path, tmp_path):
     check = CHECKS.get(path.stem)
     assert check is not None, f"add a check for {path.stem} to CHECKS"
     assert all(x in (True, None) for x in check(records))
+    _plan_lists_what_the_notebook_trained(path.stem)
+
+
+def _plan_lists_what_the_notebook_trained(stem: str) -> None:
+    """`mmsr plan --notebook NN` prices the runs it lists; they must be the runs the notebook
+    trains (the plan's sections restate each notebook's grids and could drift from them)."""
+    from mmsr_lib import plan
+    from mmsr_lib.runs.store import ResultsStore
+
+    key = stem.split("_")[0]
+    if key not in plan.NOTEBOOK_GRIDS:
+        return
+    stored = {r.config_hash: r.name for r in ResultsStore().records()}
+    planned = {p.config.resolved().hash(): f"{p.section}: {p.label}"
+               for p in plan.notebook_runs(key, "smoke")}
+    assert {h: planned[h] for h in planned.keys() - stored.keys()} == {}, "planned, not trained"
+    assert {h: stored[h] for h in stored.keys() - planned.keys()} == {}, "trained, not planned"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
