@@ -79,7 +79,8 @@ class ModelConfig:
     text_pooling: str | None = "cls"  # cls | mean
     mask_ratio: float | None = None  # MAE random masking; None = the encoder's default
     item_encoding: str | None = "fast"  # fast | plain (the paper's code path, for benchmarks)
-    # image tokens average-pooled to a g x g map before a token fusion (None: every cell)
+    # image tokens average-pooled to a g x g map before a token fusion (None: every cell); off
+    # (resolved to None) for an MAE that masks: its kept patches are a random subset, not a map
     vision_grid: int | None = None
     # VisualBERT's visual input (Table VII): region | grid | patch-emb | patch-vit; None = grid
     visual_input: str | None = None
@@ -413,6 +414,12 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
         m.text_encoder = lookup("text_encoder", "model.text_encoder", m.text_encoder).name
     if "vision" in uses:
         m.vision_encoder = lookup("vision_encoder", "model.vision_encoder", m.vision_encoder).name
+        if m.vision_grid is not None:
+            from mmsr_lib.encoders.vision import default_mask_ratio
+
+            default = default_mask_ratio(m.vision_encoder)
+            if default is not None and (default if m.mask_ratio is None else m.mask_ratio) > 0:
+                m.vision_grid = None  # a masking MAE's tokens are a random subset, not a map
     if "vlp" in uses:
         m.vlp = lookup("vlp", "model.vlp", m.vlp).name
     if "fusion" in uses:

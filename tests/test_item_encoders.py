@@ -390,6 +390,24 @@ def test_vision_grid_pools_image_tokens_to_regions(smoke) -> None:
     assert torch.isfinite(model.item_encoder(torch.arange(1, 6))).all()
 
 
+@pytest.mark.parametrize("encoder, mask, grid", [
+    ("tiny-mae", None, None),  # MAE's default 0.75: the kept patches are a random subset
+    ("tiny-mae", "0.5", None),  # 32 of 64 patches: not even square
+    ("tiny-mae", "0.0", 3),  # every patch in order: a map, the grid applies
+    ("tiny-mae-2l", "0.25", None),
+    ("efficientnet-lite1", None, 3),  # a CNN map
+])
+def test_vision_grid_resolves_off_for_a_masking_mae(encoder, mask, grid) -> None:
+    """The cpu profile pools image tokens to 3 x 3; a masking MAE has no map to pool, so its
+    runs (notebook 09's Table XIV mask ratios) resolve vision_grid to None instead of failing
+    (0.25, 0.5) or pooling a random subset as if it were a map (0.75)."""
+    sets = ["model.item_encoder=mm", f"model.vision_encoder={encoder}"]
+    if mask is not None:
+        sets.append(f"model.mask_ratio={mask}")
+    cfg = profile_config("cpu").override(*sets).resolved()
+    assert cfg.model.vision_grid == grid
+
+
 def test_a_frozen_vision_branch_is_computed_once_and_equals_the_per_step_path(smoke) -> None:
     """Frozen mode: every item's vision output (pooled vector and vision_grid regions) is kept
     in memory after the first call, with the same values as re-pooling the cached feature map

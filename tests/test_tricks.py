@@ -81,6 +81,8 @@ def test_tables13_14_rows_and_the_runs_they_share(profile):
     assert [k[1] for k in t14][:4] == ["0%", "25%", "50%", "75%"]
     assert t14["MMSR-V", "0%"].resolved().model.mask_ratio == 0.0
     assert t14["MMSR", "50%"].resolved().model.mask_ratio == 0.5
+    # every row fuses all the kept patches: a masking MAE has no map to pool to a grid
+    assert {c.resolved().model.vision_grid for c in t14.values()} == {None}
     t11, t12 = tricks.table11_configs(profile), tricks.table12_configs(profile)
     # the default setting is one run in every table: top fine-tuning, equal default rates,
     # 50 tokens, the MAE's default 75% mask

@@ -666,6 +666,21 @@ def _random_arch(name: str, image_size: int, **kw: Any) -> VisionEncoder:
     raise ValueError(f"no random architecture {arch!r}; choose one of {zoo.RANDOM_ARCH_VISION}")
 
 
+def default_mask_ratio(name: str) -> float | None:
+    """The random-masking ratio encoder `name` uses when model.mask_ratio is None, or None when
+    it never masks. A masking MAE returns a random subset of its patches, not a map of the
+    image, so a grid over its tokens means nothing (`config`: vision_grid resolves to None)."""
+    if zoo.split_tiny_depth(name)[0] == "tiny-mae" or name in (
+            "mae-base", zoo.RANDOM_PREFIX + "mae-base"):
+        return DEFAULT_MAE_MASK_RATIO  # also the facebook/vit-mae-base checkpoint's
+    cfg_file = Path(name).expanduser() / "config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        if cfg.get("model_type") == "vit_mae":
+            return float(cfg.get("mask_ratio", DEFAULT_MAE_MASK_RATIO))
+    return None
+
+
 def create_vision_encoder(
     name: str,
     image_size: int = 224,
