@@ -413,13 +413,11 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     if "text" in uses:
         m.text_encoder = lookup("text_encoder", "model.text_encoder", m.text_encoder).name
     if "vision" in uses:
-        m.vision_encoder = lookup("vision_encoder", "model.vision_encoder", m.vision_encoder).name
-        if m.vision_grid is not None:
-            from mmsr_lib.encoders.vision import default_mask_ratio
-
-            default = default_mask_ratio(m.vision_encoder)
-            if default is not None and (default if m.mask_ratio is None else m.mask_ratio) > 0:
-                m.vision_grid = None  # a masking MAE's tokens are a random subset, not a map
+        vision = lookup("vision_encoder", "model.vision_encoder", m.vision_encoder)
+        m.vision_encoder = vision.name
+        default = vision.meta.get("default_mask_ratio")  # MAE-family encoders only
+        if default is not None and (default if m.mask_ratio is None else m.mask_ratio) > 0:
+            m.vision_grid = None  # a masking MAE's tokens are a random subset, not a map
     if "vlp" in uses:
         m.vlp = lookup("vlp", "model.vlp", m.vlp).name
     if "fusion" in uses:

@@ -669,7 +669,8 @@ def _random_arch(name: str, image_size: int, **kw: Any) -> VisionEncoder:
 def default_mask_ratio(name: str) -> float | None:
     """The random-masking ratio encoder `name` uses when model.mask_ratio is None, or None when
     it never masks. A masking MAE returns a random subset of its patches, not a map of the
-    image, so a grid over its tokens means nothing (`config`: vision_grid resolves to None)."""
+    image, so a grid over its tokens means nothing (`config` reads it from the registry entry's
+    meta and resolves vision_grid to None)."""
     if zoo.split_tiny_depth(name)[0] == "tiny-mae" or name in (
             "mae-base", zoo.RANDOM_PREFIX + "mae-base"):
         return DEFAULT_MAE_MASK_RATIO  # also the facebook/vit-mae-base checkpoint's
@@ -778,13 +779,14 @@ def _register_vision() -> None:
     for name in zoo.TINY_VISION:
         registry.add(registry.Entry(
             "vision_encoder", name, functools.partial(create_vision_encoder, name),
-            description=f"{_TINY_VISION_DOCS[name]} (random init)", weights="random"))
+            description=f"{_TINY_VISION_DOCS[name]} (random init)", weights="random",
+            meta=_masking_meta(name)))
     for name in zoo.VISION_ALIASES:
         registry.add(registry.Entry(
             "vision_encoder", name, functools.partial(create_vision_encoder, name),
             _PAPER_VISION_ALIASES.get(name, ()), f"{name}: the paper's checkpoint (local HF "
             "cache)", weights="pretrained",
-            availability=functools.partial(_vision_hub_missing, name)))
+            availability=functools.partial(_vision_hub_missing, name), meta=_masking_meta(name)))
     for name in offline_weights.VISION_MODELS:
         spec = offline_weights.OFFLINE_MODELS[name]
         registry.add(registry.Entry(
@@ -812,7 +814,14 @@ def _resolve_vision(name: str) -> registry.Entry | None:
             return None
         weights, description = "pretrained", f"timm model {name} (weights from the local cache)"
     return registry.Entry("vision_encoder", name, functools.partial(create_vision_encoder, name),
-                          description=description, weights=weights)
+                          description=description, weights=weights, meta=_masking_meta(name))
+
+
+def _masking_meta(name: str) -> dict[str, float]:
+    """Registry meta ``default_mask_ratio`` for an encoder that masks patches (`config` turns
+    model.vision_grid off for it without importing this module)."""
+    ratio = default_mask_ratio(name)
+    return {} if ratio is None else {"default_mask_ratio": ratio}
 
 
 _register_vision()
