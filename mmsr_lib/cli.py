@@ -28,6 +28,7 @@ EPILOG = """examples:
   mmsr train --profile paper --set data.path=data/hm
   mmsr train --profile cpu --set data.synth.domain=target --init-from <source run hash>
   mmsr grid 02 --list                         # the rows of a notebook's grid, as commands
+  mmsr grid 09 --train --profile cpu          # train all of a notebook's runs as one queue
   mmsr results list
   mmsr results export --csv results.csv
   mmsr bench eval
@@ -170,7 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Example: mmsr grid 02 --list --profile cpu")
     grid.add_argument("notebook", help="notebook number or name, e.g. 02 or 02_fusion")
     grid.add_argument("--list", action="store_true", help="list the rows (the default)")
-    _add_common(grid, results=False)
+    grid.add_argument("--train", action="store_true",
+                      help="train every run of the notebook's grids, all seeds (the runs `mmsr "
+                           "plan --notebook NN` prices, for any notebook 00-12) as one queue "
+                           "over the worker processes ($MMSR_WORKERS), sources before the runs "
+                           "warm-started from them; the notebook then loads them")
+    _add_common(grid)
 
     _add_bench(sub)
     _add_plan(sub)
@@ -332,6 +338,14 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from mmsr_lib.workbook.notebook_grids import notebook_grid
 
     profile = args.profile or default_profile()
+    if args.train:
+        from mmsr_lib.plan import train_notebook
+
+        counts = train_notebook(args.notebook, profile, *args.overrides,
+                                store=_store(args.results))
+        print(f"notebook {args.notebook} on {profile}: {counts['runs']} distinct runs, "
+              f"{counts['stored']} stored before, {counts['trained']} trained now")
+        return 0
     grid = notebook_grid(args.notebook, profile, *args.overrides)
     base = profile_config(profile)
     for label, cfg in grid.items():

@@ -1199,6 +1199,40 @@ def notebook_runs(notebook: str, profile: str, *overrides: str) -> list[PlannedR
     return out
 
 
+def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = None,
+                   workers: int | None = None, progress: bool = True) -> dict[str, int]:
+    """Train every run of a notebook's grids (`notebook_runs`, its default parameters) as one
+    queue, so that no core waits for one grid's slowest run before the next grid starts; the
+    notebook then loads them all. Runs warm-started from another run of the queue
+    (``train.init_from``, notebook 08's transfers) start only once their source is stored.
+    Workers: ``runs.parallel.grid_workers`` unless given. Returns the counts of distinct runs,
+    those stored before, and those trained now."""
+    from mmsr_lib.runs.parallel import grid_workers, train_in_processes
+    from mmsr_lib.runs.runner import pending_runs, run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+
+    store = store if store is not None else ResultsStore()
+    distinct: dict[str, RunConfig] = {}
+    for run in notebook_runs(notebook, profile, *overrides):
+        distinct.setdefault(run.config.resolved().hash(), run.config)
+    todo = {cfg.resolved().hash(): cfg for cfg in pending_runs(list(distinct.values()), store)}
+    counts = {"runs": len(distinct), "stored": len(distinct) - len(todo), "trained": len(todo)}
+    while todo:
+        ready = {h: c for h, c in todo.items() if c.resolved().train.init_from not in todo}
+        if not ready:
+            raise ValueError(f"notebook {notebook}: runs {sorted(todo)} warm-start from each "
+                             "other in a cycle; none can start")
+        batch = list(ready.values())
+        n = grid_workers(batch[0], len(batch)) if workers is None else min(workers, len(batch))
+        if n > 1:
+            train_in_processes(batch, store.path, n, run_or_load, progress=progress)
+        else:
+            for cfg in batch:
+                run_or_load(cfg, store=store, progress=progress)
+        todo = {h: c for h, c in todo.items() if h not in ready}
+    return counts
+
+
 def study_runs(profile: str, *overrides: str, notebooks: Iterable[str] | None = None,
                unavailable: dict[str, str] | None = None) -> list[PlannedRun]:
     """The runs of every notebook with a grid (`NOTEBOOK_GRIDS`), in notebook order; a notebook

@@ -342,3 +342,20 @@ def test_validate_plan_compares_with_runs_it_trained(tmp_path, capsys):
     for col in ("ratio", "eval ratio", "measured s/epoch", "predicted s/epoch"):
         assert table[col].map(math.isfinite).all() and (table[col] > 0).all()
     assert "predicted / measured s/epoch" in capsys.readouterr().out
+
+
+def test_train_notebook_trains_every_planned_run_once_sources_first(tmp_path):
+    """`mmsr grid 08 --train`: notebook 08's runs as one queue in two worker processes; its
+    transfer rows warm-start from source runs of the same queue, so those must be stored first
+    (a transfer started before its source would fail to find the checkpoint)."""
+    from mmsr_lib.runs.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    planned = {r.config.resolved().hash() for r in plan.notebook_runs("08", "smoke")}
+    warm = {r.config.resolved().train.init_from for r in plan.notebook_runs("08", "smoke")}
+    assert warm - {None} and (warm - {None}) <= planned  # the queue holds its own sources
+    counts = plan.train_notebook("08", "smoke", store=store, workers=2, progress=False)
+    assert counts == {"runs": len(planned), "stored": 0, "trained": len(planned)}
+    assert {r.config_hash for r in store.records()} == planned
+    again = plan.train_notebook("08", "smoke", store=store, workers=2, progress=False)
+    assert again == {"runs": len(planned), "stored": len(planned), "trained": 0}

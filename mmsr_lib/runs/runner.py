@@ -335,6 +335,13 @@ def _promote_checkpoint(fresh: Path, run_dir: Path) -> None:
     shutil.rmtree(fresh, ignore_errors=True)
 
 
+def pending_runs(configs: Sequence[RunConfig], store: ResultsStore, force: bool = False,
+                 allow_stale: bool = False) -> list[RunConfig]:
+    """The configurations `run_or_load` would train rather than load (`_decide`), in order."""
+    return [cfg for cfg in configs
+            if not _decide(cfg.resolved(), store, force, allow_stale)["reuse"]]
+
+
 def run_grid(
     configs: Mapping[Hashable, RunConfig],
     store: ResultsStore | None = None,
@@ -356,8 +363,7 @@ def run_grid(
     jobs = [(label, cfg.override(f"train.seed={seed}"))
             for label, cfg in configs.items()
             for seed in (seeds if seeds is not None else profile_seeds(cfg.profile))]
-    pending = [cfg for _, cfg in jobs
-               if not _decide(cfg.resolved(), store, force, allow_stale)["reuse"]]
+    pending = pending_runs([cfg for _, cfg in jobs], store, force, allow_stale)
     if pending:
         from mmsr_lib.runs.parallel import grid_workers, train_in_processes
 

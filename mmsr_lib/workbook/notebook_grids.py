@@ -1,6 +1,7 @@
-"""Which grid each notebook runs, by number or name: what `mmsr grid NN --list` prints and what
-`mmsr plan --notebook NN` prices. It sits above the modules that define the grids, so none of
-them has to import another to be found.
+"""The main table's grid of notebooks 01-06, by number or name: what `mmsr grid NN --list`
+prints as train commands. It sits above the modules that define the grids, so none of them has
+to import another to be found. Every run of every notebook (all its grids and seeds, what `mmsr
+plan --notebook NN` prices and `mmsr grid NN --train` trains) is `plan.notebook_runs`.
 """
 
 from __future__ import annotations
