@@ -333,3 +333,20 @@ def test_grid_workers_follow_the_environment_and_the_profile(monkeypatch) -> Non
     monkeypatch.setenv("MMSR_WORKERS", "two")
     with pytest.raises(ValueError, match="MMSR_WORKERS"):
         grid_workers(smoke, 10)
+
+
+def test_a_worker_logs_its_runs_progress_every_ten_epochs(caplog):
+    """Worker processes have no progress bar; their run says how far it is every 10 epochs."""
+    import logging
+
+    from mmsr_lib.runs.parallel import epoch_logger
+
+    log_epoch = epoch_logger("IDSR seed 42")
+    with caplog.at_level(logging.INFO, logger="mmsr.runs"):
+        for epoch, score in enumerate([1.0, 3.0, 2.0] + [2.5] * 17):
+            log_epoch(epoch, {"loss": 0.5, "valid": {"NDCG@10": score}})
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2  # epochs 10 and 20
+    assert lines[0].startswith("IDSR seed 42: epoch 10, loss 0.5000, best valid NDCG@10 3.00 "
+                               "at epoch 2")
+    assert lines[1].startswith("IDSR seed 42: epoch 20,")

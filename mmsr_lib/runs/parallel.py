@@ -14,8 +14,10 @@ last float digits, as they always could (`util.threads`).
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -59,15 +61,39 @@ def worker_threads(workers: int) -> int:
     return chosen_threads() or max(1, usable_cores() // workers)
 
 
+LOG_EVERY = 10  # epochs between a worker's progress lines
+
+
+def epoch_logger(name: str, every: int = LOG_EVERY) -> Callable[[int, dict], None]:
+    """An `on_epoch_end` that logs a run's progress every `every` epochs: a worker has no
+    progress bar (several would garble one terminal), and a cpu run lasts minutes to hours."""
+    start = time.perf_counter()
+    best = {"score": -math.inf, "epoch": 0}
+
+    def log_epoch(epoch: int, record: dict) -> None:
+        score = record.get("valid", {}).get("NDCG@10")
+        if score is not None and score > best["score"]:
+            best.update(score=score, epoch=epoch + 1)
+        if (epoch + 1) % every == 0:
+            log.info("%s: epoch %d, loss %.4f, best valid NDCG@10 %.2f at epoch %d, %.0f s",
+                     name, epoch + 1, record.get("loss", math.nan), best["score"],
+                     best["epoch"], time.perf_counter() - start)
+
+    return log_epoch
+
+
 def _train_one(run: Callable[..., RunRecord], cfg: RunConfig, store_path: str, threads: int,
                force: bool, allow_stale: bool) -> str:
-    """Worker body: train (or load) one run with `threads` intra-op threads."""
+    """Worker body: train (or load) one run with `threads` intra-op threads, logging its
+    progress to the terminal every `LOG_EVERY` epochs."""
     from mmsr_lib.runs.store import ResultsStore
     from mmsr_lib.util.threads import configure_threads
 
+    if not logging.getLogger().handlers:  # a spawned process starts without any
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configure_threads(threads)
     record = run(cfg, store=ResultsStore(store_path), force=force, allow_stale=allow_stale,
-                 progress=False)
+                 progress=False, on_epoch_end=epoch_logger(f"{cfg.name} seed {cfg.train.seed}"))
     return record.config_hash
 
 
