@@ -1207,8 +1207,7 @@ def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = No
     (``train.init_from``, notebook 08's transfers) start only once their source is stored.
     Workers: ``runs.parallel.grid_workers`` unless given. Returns the counts of distinct runs,
     those stored before, and those trained now."""
-    from mmsr_lib.runs.parallel import grid_workers, train_in_processes
-    from mmsr_lib.runs.runner import pending_runs, run_or_load
+    from mmsr_lib.runs.runner import pending_runs, train_pending
     from mmsr_lib.runs.store import ResultsStore
 
     store = store if store is not None else ResultsStore()
@@ -1222,13 +1221,7 @@ def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = No
         if not ready:
             raise ValueError(f"notebook {notebook}: runs {sorted(todo)} warm-start from each "
                              "other in a cycle; none can start")
-        batch = list(ready.values())
-        n = grid_workers(batch[0], len(batch)) if workers is None else min(workers, len(batch))
-        if n > 1:
-            train_in_processes(batch, store.path, n, run_or_load, progress=progress)
-        else:
-            for cfg in batch:
-                run_or_load(cfg, store=store, progress=progress)
+        train_pending(list(ready.values()), store, workers, progress=progress)
         todo = {h: c for h, c in todo.items() if h not in ready}
     return counts
 

@@ -342,6 +342,24 @@ def pending_runs(configs: Sequence[RunConfig], store: ResultsStore, force: bool 
             if not _decide(cfg.resolved(), store, force, allow_stale)["reuse"]]
 
 
+def train_pending(pending: Sequence[RunConfig], store: ResultsStore, workers: int | None = None,
+                  force: bool = False, allow_stale: bool = False, progress: bool = True) -> None:
+    """Train `pending` (`pending_runs`) into `store`: in `workers` processes (default
+    `parallel.grid_workers`) when that is more than one, outside torchrun and `make figures`;
+    else one after the other in this process."""
+    if not pending:
+        return
+    from mmsr_lib.runs.parallel import grid_workers, train_in_processes
+
+    n = grid_workers(pending[0], len(pending)) if workers is None else min(workers, len(pending))
+    if n > 1 and not distributed.launched() and os.environ.get(LOAD_ONLY_ENV) != "1":
+        train_in_processes(pending, store.path, n, run_or_load, force=force,
+                           allow_stale=allow_stale, progress=progress)
+        return
+    for cfg in pending:
+        run_or_load(cfg, store=store, force=force, allow_stale=allow_stale, progress=progress)
+
+
 def run_grid(
     configs: Mapping[Hashable, RunConfig],
     store: ResultsStore | None = None,
@@ -365,14 +383,8 @@ def run_grid(
             for seed in (seeds if seeds is not None else profile_seeds(cfg.profile))]
     pending = pending_runs([cfg for _, cfg in jobs], store, force, allow_stale)
     if pending:
-        from mmsr_lib.runs.parallel import grid_workers, train_in_processes
-
-        n = grid_workers(pending[0], len(pending)) if workers is None else min(workers,
-                                                                              len(pending))
-        if n > 1 and not distributed.launched() and os.environ.get(LOAD_ONLY_ENV) != "1":
-            train_in_processes(pending, store.path, n, run_or_load, force=force,
-                               allow_stale=allow_stale, progress=progress)
-            force = False  # trained just now: what follows only loads
+        train_pending(pending, store, workers, force, allow_stale, progress)
+        force = False  # trained just now: what follows only loads
     out: dict[Hashable, list[RunRecord]] = {}
     for label, seeded in jobs:
         log.info("%s seed %d: %s", label, seeded.train.seed, seeded.hash())
