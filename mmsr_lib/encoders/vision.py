@@ -697,8 +697,7 @@ def create_vision_encoder(
     """
     if not isinstance(image_size, int) or image_size <= 0:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    if mask_ratio is not None and name not in ("mae-base", "random:mae-base") \
-            and zoo.split_tiny_depth(name)[0] != "tiny-mae" \
+    if mask_ratio is not None and default_mask_ratio(name) is None \
             and not Path(name).expanduser().is_dir():
         raise ValueError(f"model.mask_ratio applies to MAE encoders only, not to {name!r}; "
                          "leave it None")
