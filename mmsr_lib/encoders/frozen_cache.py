@@ -282,16 +282,16 @@ def remove_orphans(file: Path, max_age_s: float = ORPHAN_AGE_S) -> list[Path]:
             continue
         pid = int(parts[0])
         try:
-            age = now - tmp.stat().st_mtime
+            st = tmp.stat()
         except FileNotFoundError:  # its builder finished meanwhile
             continue
+        age = now - st.st_mtime
         if pid == os.getpid() or _pid_alive(pid) or age < max_age_s:
             continue
-        size = tmp.stat().st_size if tmp.exists() else 0
         tmp.unlink(missing_ok=True)
         log.warning("removed %s (%d MB): the temporary of a frozen-cache build whose process %d "
-                    "no longer runs and which nobody wrote for %.0f min", tmp, size >> 20, pid,
-                    age / 60)
+                    "no longer runs and which nobody wrote for %.0f min", tmp, st.st_size >> 20,
+                    pid, age / 60)
         removed.append(tmp)
     return removed
 
