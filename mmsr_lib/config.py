@@ -304,7 +304,7 @@ PROFILE_TABLE: dict[str, dict[str, Any]] = {
     "smoke": {
         # CI plumbing, not numbers: a step's cost is mostly encoding the ~200 items a batch
         # touches (the whole catalog), whatever the batch size, so 128 (3 steps an epoch instead
-        # of 5) nearly halves a content row; notebook 02's smoke run went from 81 s to ~50 s
+        # of 5) nearly halves a content row (notebook 02's smoke test: 81 s -> 53 / 74 s, README)
         "BASE": {
             "data.synth": dict(n_users=300, n_items=200, mean_seq_len=12.0, image_size=32),
             "model.dim": 32, "train.batch_size": 128, "train.patience": 2,
