@@ -350,3 +350,19 @@ def test_a_worker_logs_its_runs_progress_every_ten_epochs(caplog):
     assert lines[0].startswith("IDSR seed 42: epoch 10, loss 0.5000, best valid NDCG@10 3.00 "
                                "at epoch 2")
     assert lines[1].startswith("IDSR seed 42: epoch 20,")
+
+
+def test_a_dead_worker_is_reported_with_its_usual_causes() -> None:
+    """A pool broken by a dead worker names no cause; the error names the run and the three
+    usual ones (memory, a kill, a script without a main guard) and how to train in-process."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from mmsr_lib.runs.parallel import failure_message
+
+    cfg = grids.table4_configs("smoke")[("SASRec", "IDSR")]
+    broken = failure_message(cfg, BrokenProcessPool("terminated abruptly"))
+    assert broken.startswith(f"run {cfg.name} [{cfg.hash()}] failed in a worker process: "
+                             "BrokenProcessPool: terminated abruptly; a worker process died")
+    assert "MMSR_WORKERS=1" in broken and 'if __name__ == "__main__":' in broken
+    plain = failure_message(cfg, ValueError("NaN loss"))
+    assert plain.endswith("ValueError: NaN loss")  # an ordinary error keeps its own message

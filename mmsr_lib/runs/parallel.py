@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -131,9 +132,7 @@ def train_in_processes(configs: Sequence[RunConfig], store_path: str | Path, wor
             for fut in finished:
                 err = fut.exception()
                 if err is not None:
-                    cfg = futures[fut]
-                    raise RuntimeError(f"run {cfg.name} [{cfg.hash()}] failed in a worker "
-                                       f"process: {type(err).__name__}: {err}") from err
+                    raise RuntimeError(failure_message(futures[fut], err)) from err
     except BaseException:
         # an interrupt (a notebook's stop button reaches only this process) or a failure: stop
         # the workers now; checkpoints are written atomically, so a cut run resumes next time
@@ -143,6 +142,18 @@ def train_in_processes(configs: Sequence[RunConfig], store_path: str | Path, wor
         bar.close()
     pool.shutdown(wait=True)
     return [cfg.hash() for cfg in configs]
+
+
+def failure_message(cfg: RunConfig, err: BaseException) -> str:
+    """What a worker's failure says; a pool broken by a dead worker adds the usual causes,
+    since its own message names none."""
+    msg = f"run {cfg.name} [{cfg.hash()}] failed in a worker process: {type(err).__name__}: {err}"
+    if isinstance(err, BrokenProcessPool):
+        msg += ("; a worker process died. Usual causes: memory (fewer workers: MMSR_WORKERS=1 "
+                "trains in this process), a kill, or a script that calls the grid without "
+                "`if __name__ == \"__main__\":` (spawned workers re-import the main script; the "
+                "traceback above then shows it starting a second pool)")
+    return msg
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
