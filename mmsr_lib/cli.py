@@ -27,7 +27,7 @@ EPILOG = """examples:
   mmsr train --profile cpu --set model.item_encoder=MMSR-T --show-config
   mmsr train --profile paper --set data.path=data/hm
   mmsr train --profile cpu --set data.synth.domain=target --init-from <source run hash>
-  mmsr grid 02 --list                         # the rows of a notebook's grid, as commands
+  mmsr grid 02 --list                         # a notebook's runs (each seed), as commands
   mmsr grid 09 --train --profile cpu          # train all of a notebook's runs as one queue
   mmsr results list
   mmsr results export --csv results.csv
@@ -167,10 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "data_format. Example: mmsr components text_encoder")
     comp.add_argument("kind", nargs="?", default=None)
 
-    grid = sub.add_parser("grid", help="the rows of a notebook's grid: hash and the command",
-                          description="Example: mmsr grid 02 --list --profile cpu")
+    grid = sub.add_parser("grid", help="a notebook's runs: hash and the command, or train them",
+                          description="Lists (or trains) every run of a notebook's grids on the "
+                                      "profile: each row once per seed, under its section's "
+                                      "name, with its run hash and the `mmsr train` command that "
+                                      "reproduces it; the runs `mmsr plan --notebook NN` prices. "
+                                      "Example: mmsr grid 02 --list --profile cpu")
     grid.add_argument("notebook", help="notebook number or name, e.g. 02 or 02_fusion")
-    grid.add_argument("--list", action="store_true", help="list the rows (the default)")
+    grid.add_argument("--list", action="store_true",
+                      help="list the runs, grouped by section (the default)")
     grid.add_argument("--train", action="store_true",
                       help="train every run of the notebook's grids, all seeds (the runs `mmsr "
                            "plan --notebook NN` prices, for any notebook 00-12) as one queue "
@@ -335,23 +340,31 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from mmsr_lib.workbook.notebook_grids import notebook_grid
+    from mmsr_lib.plan import GridUnavailable, notebook_runs, train_notebook
 
     profile = args.profile or default_profile()
-    if args.train:
-        from mmsr_lib.plan import train_notebook
-
-        counts = train_notebook(args.notebook, profile, *args.overrides,
-                                store=_store(args.results))
-        print(f"notebook {args.notebook} on {profile}: {counts['runs']} distinct runs, "
-              f"{counts['stored']} stored before, {counts['trained']} trained now")
-        return 0
-    grid = notebook_grid(args.notebook, profile, *args.overrides)
+    try:
+        if args.train:
+            counts = train_notebook(args.notebook, profile, *args.overrides,
+                                    store=_store(args.results))
+            print(f"notebook {args.notebook} on {profile}: {counts['runs']} distinct runs, "
+                  f"{counts['stored']} stored before, {counts['trained']} trained now")
+            return 0
+        runs = notebook_runs(args.notebook, profile, *args.overrides)
+    except (GridUnavailable, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     base = profile_config(profile)
-    for label, cfg in grid.items():
+    section = None
+    for run in runs:
+        if run.section != section:
+            section = run.section
+            print(f"# {section}")
+        label = " / ".join(map(str, run.label)) if isinstance(run.label, tuple) else str(run.label)
         cmd = ["mmsr", "train", "--profile", profile, *sum(
-            (["--set", s] for s in config_diff(base, cfg)), [])]
-        print(f"{' / '.join(map(str, label)):<32} {cfg.hash()}  {shlex.join(cmd)}")
+            (["--set", s] for s in config_diff(base, run.config)), [])]
+        print(f"{label:<32} seed {run.config.train.seed:<4} {run.config.hash()}  "
+              f"{shlex.join(cmd)}")
     return 0
 
 

@@ -86,13 +86,32 @@ def test_grid_list_rows_reproduce_with_mmsr_train(capsys):
     import re
     import shlex
 
+    from mmsr_lib.plan import notebook_runs
+
     assert main(["grid", "02", "--list", "--profile", "smoke"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 12
+    out = capsys.readouterr().out.strip().splitlines()
+    lines = [line for line in out if not line.startswith("# ")]
+    assert len(lines) == 12 == len(notebook_runs("02", "smoke"))
+    assert out[0] == "# " + notebook_runs("02", "smoke")[0].section
     for line in (lines[0], lines[-1]):
         row_hash, cmd = re.search(r" ([0-9a-f]{16})  (mmsr train .*)$", line).groups()
         assert main([*shlex.split(cmd)[1:], "--show-config"]) == 0
         assert capsys.readouterr().out.split("run hash: ")[1].strip() == row_hash
+
+
+def test_grid_list_covers_every_notebook_with_its_seeds(capsys):
+    """`--list` is `plan.notebook_runs`: every section of a notebook (08: its sources, scratch
+    and transfer runs), each row once per seed; an unknown notebook is a clear error."""
+    from mmsr_lib.plan import notebook_runs
+
+    assert main(["grid", "08", "--list", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    runs = notebook_runs("08", "smoke")
+    assert len([line for line in out if not line.startswith("# ")]) == len(runs)
+    assert [line[2:] for line in out if line.startswith("# ")] == list(
+        dict.fromkeys(r.section for r in runs))
+    assert main(["grid", "42", "--list"]) == 2
+    assert "no grid for notebook '42'" in capsys.readouterr().err
 
 
 def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):
