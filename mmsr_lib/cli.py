@@ -340,31 +340,25 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from mmsr_lib.plan import GridUnavailable, notebook_runs, train_notebook
+    from mmsr_lib.plan import label_text, notebook_runs, train_notebook
 
     profile = args.profile or default_profile()
-    try:
-        if args.train:
-            counts = train_notebook(args.notebook, profile, *args.overrides,
-                                    store=_store(args.results))
-            print(f"notebook {args.notebook} on {profile}: {counts['runs']} distinct runs, "
-                  f"{counts['stored']} stored before, {counts['trained']} trained now")
-            return 0
-        runs = notebook_runs(args.notebook, profile, *args.overrides)
-    except (GridUnavailable, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.train:
+        counts = train_notebook(args.notebook, profile, *args.overrides,
+                                store=_store(args.results))
+        print(f"notebook {args.notebook} on {profile}: {counts['runs']} distinct runs, "
+              f"{counts['stored']} stored before, {counts['trained']} trained now")
+        return 0
     base = profile_config(profile)
     section = None
-    for run in runs:
+    for run in notebook_runs(args.notebook, profile, *args.overrides):
         if run.section != section:
             section = run.section
             print(f"# {section}")
-        label = " / ".join(map(str, run.label)) if isinstance(run.label, tuple) else str(run.label)
         cmd = ["mmsr", "train", "--profile", profile, *sum(
             (["--set", s] for s in config_diff(base, run.config)), [])]
-        print(f"{label:<32} seed {run.config.train.seed:<4} {run.config.hash()}  "
-              f"{shlex.join(cmd)}")
+        print(f"{label_text(run.label):<32} seed {run.config.train.seed:<4} "
+              f"{run.config.hash()}  {shlex.join(cmd)}")
     return 0
 
 

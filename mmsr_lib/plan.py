@@ -1168,6 +1168,11 @@ def notebook_key(notebook: str) -> str:
     return key
 
 
+def label_text(label: Any) -> str:
+    """A grid row's label as printed: a (group, row) tuple joined with " / "."""
+    return " / ".join(map(str, label)) if isinstance(label, tuple) else str(label)
+
+
 @dataclass
 class PlannedRun:
     """One run of a grid: where it comes from and its (seeded) configuration."""
@@ -1478,7 +1483,7 @@ def validate_plan(store: Any, configs: Mapping[Any, RunConfig] | Iterable[RunCon
         m_train = float(np.median(train_s)) if train_s else math.nan
         m_eval = float(np.median(eval_s)) if eval_s else math.nan
         rows.append({
-            "run": " / ".join(map(str, label)) if isinstance(label, tuple) else str(label),
+            "run": label_text(label),
             "hash": r.hash(), "ran on": rec.extra.get("device", "?"), "probed on": p.device,
             "epochs": len(train_s), "expected epochs": pred.expected_epochs,
             "budget": pred.budget_epochs,
