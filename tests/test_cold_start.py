@@ -133,6 +133,10 @@ def test_tables_and_sentences_from_stored_runs(tiny_runs):
     assert len(both) == len(table) + 8 and math.isnan(both.iloc[-1]["cold rows"])
     leaks = cs.leak_table(paper)
     assert leaks.loc[("SASRec", "IDSR"), "rows"] == paper["SASRec", "IDSR"][0].n_rows
+    ev = paper["SASRec", "IDSR"][0]
+    assert ev.leaked.any()
+    assert leaks.loc[("SASRec", "IDSR"), "median rank, training pairs"] == \
+        np.median(ev.ranks[ev.leaked]) + 1
     tests = cs.cold_tests(store, results)
     assert tests[["A", "B"]].values.tolist() == [["MMSR", "IDSR"]]
     sentence = cs.cold_verdicts(tests)["SASRec"]
@@ -158,3 +162,10 @@ def test_leak_equals_the_trained_positions_on_the_synthetic_catalog(windows):
     trained = (position < train_len) & (position >= first)
     assert trained.any() and not trained.all()
     assert np.array_equal(cs.exact_training_pairs(data, cold), trained)
+
+
+def test_median_rank_over_seeds_is_one_based_and_averaged():
+    rows = np.array([True, False, True, True])
+    assert cs.median_rank_over_seeds([np.array([0, 9, 4, 2]), np.array([1, 0, 1, 1])],
+                                     rows) == pytest.approx((3 + 2) / 2)
+    assert math.isnan(cs.median_rank_over_seeds([np.array([0, 1, 2, 3])], np.zeros(4, bool)))

@@ -358,3 +358,30 @@ def test_ordering_flips_report_each_changed_pair_with_its_tests():
     flips = protocol.ordering_flips(evals, "full", "other")
     row = flips[flips["pair"] == "A vs C"].iloc[0]
     assert row["verdict full"].startswith("no claim")
+
+
+def _cold_reeval(label, ranks, seed=42):
+    ranks = np.asarray(ranks)
+    return protocol.Reevaluation(label, seed, f"{label}{seed}", True,
+                                 {"cold_target": ranks[:2], "cold_paper": ranks}, ranks,
+                                 np.zeros_like(ranks), True)
+
+
+def test_cold_table_splits_the_paper_rows_by_the_leak_with_their_median_rank():
+    """Question 4's table: NDCG@10 on trained pairs vs the rest, and the trained pairs' median
+    rank (1-based, per seed, then averaged): a model that memorised them ranks them on top."""
+    trained = np.array([True, True, True, False, False])
+    leak = {"trained": trained}
+    evals = {"memorises": [_cold_reeval("m", [0, 0, 2, 400, 300], 42),
+                           _cold_reeval("m", [0, 1, 1, 500, 200], 43)],
+             "does not": [_cold_reeval("d", [250, 273, 300, 260, 280])]}
+    table = protocol.cold_table(evals, leak)
+    assert table.loc["memorises", "median rank, trained pairs"] == pytest.approx((1 + 2) / 2)
+    assert table.loc["does not", "median rank, trained pairs"] == 274.0
+    # NDCG@10 of ranks 0, 0, 2 (seed 42) and 0, 1, 1 (seed 43) on the trained pairs
+    per_row = [100 / math.log2(r + 2) for r in (0, 0, 2, 0, 1, 1)]
+    assert table.loc["memorises", "NDCG@10 paper, trained pairs"] == pytest.approx(
+        np.mean(per_row))
+    assert table.loc["memorises", "NDCG@10 paper, other rows"] == 0.0
+    assert table.loc["does not", "NDCG@10 paper, trained pairs"] == 0.0
+    assert math.isnan(table.loc["does not", "p (trained vs other)"])  # all zeros: no test

@@ -154,6 +154,16 @@ def paper_mode_results(results: Mapping[Hashable, Sequence[RunRecord]], split: s
             for label, runs in results.items()}
 
 
+def median_rank_over_seeds(ranks: Sequence[np.ndarray], rows: np.ndarray) -> float:
+    """The median 1-based rank of `rows` (a boolean mask) per seed's 0-based `ranks`, averaged
+    over seeds; NaN when no row is selected. Says whether a model memorised leaked pairs (a top
+    rank) or ranks those targets like any other cold item (far down the catalog)."""
+    rows = np.asarray(rows, dtype=bool)
+    if not rows.any():
+        return math.nan
+    return float(np.mean([np.median(np.asarray(r)[rows]) + 1 for r in ranks]))
+
+
 # -- tables ---------------------------------------------------------------------------------------
 def _mean(values: list[float]) -> float:
     values = [v for v in values if not math.isnan(v)]
@@ -223,7 +233,8 @@ def with_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 def leak_table(paper_mode: Mapping[tuple[str, str], Sequence[ColdEval]],
                metric: str = "HR@10") -> pd.DataFrame:
     """Paper protocol split by the leak: `metric` on all rows, on the exact training pairs and
-    on the remaining rows, per architecture and column (means over seeds)."""
+    on the remaining rows, and the training pairs' median rank (`median_rank_over_seeds`), per
+    architecture and column (means over seeds)."""
     rows = []
     for (arch, col), evals in paper_mode.items():
         if not evals:
@@ -234,6 +245,8 @@ def leak_table(paper_mode: Mapping[tuple[str, str], Sequence[ColdEval]],
             f"{metric} all rows": _mean([e.metrics[metric] for e in evals]),
             f"{metric} training pairs": _mean([e.metrics_on(True)[metric] for e in evals]),
             f"{metric} other rows": _mean([e.metrics_on(False)[metric] for e in evals]),
+            "median rank, training pairs": median_rank_over_seeds(
+                [e.ranks for e in evals], evals[0].leaked),
         })
     return pd.DataFrame(rows).set_index(["architecture", "column"])
 

@@ -41,6 +41,7 @@ from mmsr_lib.runs.runner import load_data
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.runs.trained import load_trained
 from mmsr_lib.workbook import grids
+from mmsr_lib.workbook.cold_start import median_rank_over_seeds
 from mmsr_lib.workbook.paper_numbers import paper_wide
 from mmsr_lib.workbook.significance import (
     compare,
@@ -446,12 +447,14 @@ def cold_table(evals: Mapping[str, Sequence[Reevaluation]], leak: Mapping,
                ) -> pd.DataFrame:
     """Question 4: each model on the cold rows of both protocols, and the paper protocol's rows
     split into trained pairs (leaked) and the rest, with a Mann-Whitney test between those
-    two (unpaired rows; rows of one user are not independent, so its p is indicative)."""
+    two (unpaired rows; rows of one user are not independent, so its p is indicative), and the
+    median rank of the trained pairs' targets: whether a model memorised them at all (a model
+    that did not ranks them like any cold item, far down the catalog)."""
     from scipy.stats import mannwhitneyu
 
     table = protocol_table(evals, ("cold_target", "cold_paper"), metrics, order_by=test_metric)
     trained = np.asarray(leak["trained"], dtype=bool)
-    leaked, clean, pvals = [], [], []
+    leaked, clean, pvals, median_rank = [], [], [], []
     for x in table.index:
         v = variant_values(evals[x], "cold_paper", test_metric)
         a, b = v[trained], v[~trained]
@@ -459,9 +462,12 @@ def cold_table(evals: Mapping[str, Sequence[Reevaluation]], leak: Mapping,
         clean.append(float(b.mean()) if len(b) else math.nan)
         pvals.append(float(mannwhitneyu(a, b).pvalue) if len(a) and len(b) and
                      np.ptp(np.concatenate([a, b])) > 0 else math.nan)
+        median_rank.append(median_rank_over_seeds([e.ranks["cold_paper"] for e in evals[x]],
+                                                  trained))
     table[f"{test_metric} paper, trained pairs"] = leaked
     table[f"{test_metric} paper, other rows"] = clean
     table["p (trained vs other)"] = pvals
+    table["median rank, trained pairs"] = median_rank
     return table
 
 
