@@ -195,8 +195,8 @@ def test_notebook_committed_clean(path, tmp_path):
 
 
 def test_batch_runner_reports_and_skips_what_is_done(tmp_path, capsys, monkeypatch):
-    """`make notebooks`: status and time per notebook; a done notebook (same source and
-    parameters) is skipped; --force runs it again."""
+    """`make notebooks`: status and time per notebook; a done notebook (same source,
+    parameters and library code) is skipped; --force runs it again."""
     from mmsr_lib.workbook import notebooks
 
     ran: list[str] = []
@@ -209,6 +209,10 @@ def test_batch_runner_reports_and_skips_what_is_done(tmp_path, capsys, monkeypat
     assert notebooks.run_batch(["00_quick"], "smoke", tmp_path, {"data_path": "x"}) == 0
     assert notebooks.run_batch(["00_quick"], "smoke", tmp_path, force=True) == 0
     assert ran == ["00_quickstart"] * 3
+    # the library computes the notebook's tables: a change of its code runs the notebook again
+    monkeypatch.setattr(notebooks, "library_fingerprint", lambda: "other code")
+    assert notebooks.run_batch(["00_quick"], "smoke", tmp_path) == 0
+    assert ran == ["00_quickstart"] * 4
 
 
 def test_runner_passes_notebook_parameters(tmp_path, monkeypatch):

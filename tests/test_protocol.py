@@ -385,3 +385,25 @@ def test_cold_table_splits_the_paper_rows_by_the_leak_with_their_median_rank():
     assert table.loc["memorises", "NDCG@10 paper, other rows"] == 0.0
     assert table.loc["does not", "NDCG@10 paper, trained pairs"] == 0.0
     assert math.isnan(table.loc["does not", "p (trained vs other)"])  # all zeros: no test
+
+
+def test_window_table_pairs_last_with_all_and_shows_the_test(dataset, tmp_path):
+    """Question 3's table: per model, means over seeds under both window modes, the paired
+    test last vs all (difference, its CI, p) and a verdict that claims nothing from two-epoch,
+    unconverged runs."""
+    base = profile_config("smoke").override(
+        "data.source=path", f"data.path={dataset}", "data.max_len=3", "model.dim=16",
+        "train.epochs=2", "train.batch_size=16", "model.sequence=sasrec")
+    store = ResultsStore()
+    runs_all = run_grid({"IDSR SASRec": base}, store=store, progress=False, seeds=[42, 43])
+    runs_last = run_grid({"IDSR SASRec": base.override("data.train_windows=last")},
+                         store=store, progress=False, seeds=[42, 43])
+    table = protocol.window_table(store, runs_all, runs_last)
+    row = table.loc["IDSR SASRec"]
+    test = protocol.compare(store, runs_last["IDSR SASRec"], runs_all["IDSR SASRec"])
+    assert row["NDCG@10 last - all"] == pytest.approx(test.diff)
+    assert row["p"] == test.p_value
+    assert row["95% CI"] == f"{test.ci_low:+.2f}..{test.ci_high:+.2f}"
+    assert row["NDCG@10 all"] == pytest.approx(np.mean(
+        [r.metrics["test"]["NDCG@10"] for r in runs_all["IDSR SASRec"]]))
+    assert row["converged all"] == "0/2" and "no claim" in row["verdict"]

@@ -69,3 +69,17 @@ def test_seed_average_and_compare_read_the_stored_ranks(tmp_path):
         sig.seed_average(store, [bare])
     assert sig.mean_std_cell(1.234, math.nan) == "1.23"
     assert sig.mean_std_cell(1.234, 0.5) == "1.23 ± 0.50"
+
+
+def test_no_claim_when_wilcoxon_and_the_mean_disagree():
+    """Many small gains and a few large losses: the signed-rank test rejects (the differences
+    sit above zero) while the mean difference is zero, so no direction may be claimed."""
+    a = np.concatenate([np.full(100, 1.0), np.full(4, 0.0)])
+    b = np.concatenate([np.zeros(100), np.full(4, 25.0)])
+    t = sig.paired_test(a, b, "HR@10")
+    assert t.p_value < sig.ALPHA and t.diff == pytest.approx(0.0)
+    assert t.ci_low <= 0.0 <= t.ci_high
+    assert not t.significant and t.tests_disagree
+    text = sig.verdict(t, "MMSR", "IDSR")
+    assert text.startswith("MMSR vs IDSR: no significant difference")
+    assert "CI includes 0" in text

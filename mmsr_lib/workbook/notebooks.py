@@ -120,18 +120,29 @@ def _done_marker(out_dir: Path, path: Path, profile: str, parameters: dict) -> P
 
 
 def _fingerprint(path: Path, parameters: dict) -> str:
+    """The notebook's source, its parameters and the library's code (`library_fingerprint`):
+    a notebook's tables are computed by the library, so a change there runs it again."""
     import hashlib
 
     h = hashlib.sha256(path.read_bytes())
     h.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    h.update(library_fingerprint().encode())
     return h.hexdigest()[:16]
+
+
+def library_fingerprint() -> str:
+    """Digest of every mmsr_lib module's code (comments and docstrings excluded, as for runs)
+    and the key package versions (`runs.fingerprint`)."""
+    from mmsr_lib.runs.fingerprint import ROOT, _digest
+
+    return _digest(tuple(sorted(ROOT.rglob("*.py"))))
 
 
 def run_batch(names: list[str] | None, profile: str, out: str | Path | None = None,
               parameters: dict[str, Any] | None = None, force: bool = False) -> int:
     """Run the workbook's notebooks in order, printing each one's status and wall time; a
-    notebook that already ran to the end with the same source and parameters is skipped
-    (`force` runs it again). The executed copies stay in `out` (default runs/notebooks).
+    notebook that already ran to the end with the same source, parameters and library code is
+    skipped (`force` runs it again). The executed copies stay in `out` (default runs/notebooks).
     Returns the number of failures; every notebook is attempted."""
     import time
 
@@ -143,7 +154,7 @@ def run_batch(names: list[str] | None, profile: str, out: str | Path | None = No
         marker = _done_marker(out_dir, nb, profile, parameters)
         stamp = _fingerprint(nb, {"profile": profile, **parameters})
         if not force and marker.exists() and json.loads(marker.read_text()).get("stamp") == stamp:
-            print(f"{nb.name}: done before (same source and parameters), skipped; "
+            print(f"{nb.name}: done before (same source, parameters and library code), skipped; "
                   f"{out_dir / f'{nb.stem}.{profile}.ipynb'}", flush=True)
             continue
         t0 = time.perf_counter()

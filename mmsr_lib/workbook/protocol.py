@@ -364,8 +364,9 @@ def window_table(
     test_metric: str = "NDCG@10",
 ) -> pd.DataFrame:
     """Question 3: test metrics (mean, std over seeds) per model trained on `all` and on `last`
-    windows, the paired test last vs all (seed-averaged per-user `test_metric`, no claim for
-    unconverged rows) and the rank of each model under each mode."""
+    windows, the paired test last vs all (seed-averaged per-user `test_metric`: difference, its
+    95% CI, Wilcoxon p, verdict; no claim for unconverged rows) and the rank of each model under
+    each mode."""
     rows = {}
     for label in runs_all:
         if label not in runs_last:
@@ -378,6 +379,7 @@ def window_table(
             row[f"converged {mode}"] = s["converged"]
         test = compare(store, runs_last[label], runs_all[label], "test", test_metric)
         row[f"{test_metric} last - all"] = test.diff
+        row["95% CI"] = f"{test.ci_low:+.2f}..{test.ci_high:+.2f}"
         row["p"] = test.p_value
         row["verdict"] = verdict(test, "last", "all", converged(runs_last[label]),
                                  converged(runs_all[label])).split(" (")[0]

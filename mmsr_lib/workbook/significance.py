@@ -5,7 +5,8 @@ A table or a sentence may say that one row beats another only when
 - both rows converged (best epoch not at the end of the budget) in every seed,
 - and a paired test over the *same users* (per-user NDCG@10 averaged over the seeds) rejects
   "no difference" at `ALPHA`: the Wilcoxon signed-rank test, with a paired-bootstrap 95%
-  confidence interval of the mean difference to say how large it is.
+  confidence interval of the mean difference to say how large it is, which must exclude zero
+  too (the reported gap is a mean; see `PairedTest.significant`).
 
 Otherwise it says "no significant difference" (or that a row did not converge). The per-user
 ranks come from the results store (`ResultsStore.ranks`), so nothing is retrained.
@@ -72,7 +73,16 @@ class PairedTest:
 
     @property
     def significant(self) -> bool:
-        return self.p_value < ALPHA
+        """Wilcoxon rejects at `ALPHA` *and* the mean difference's CI excludes zero. The
+        signed-rank test is about where the per-user differences sit (their pseudo-median), the
+        reported gap is a mean; with many zero or few large differences (HR@K, cold users) the
+        two can disagree, and a claim names a direction only when both support it."""
+        return self.p_value < ALPHA and not self.ci_low <= 0.0 <= self.ci_high
+
+    @property
+    def tests_disagree(self) -> bool:
+        """Wilcoxon rejects but the CI of the mean difference includes zero."""
+        return self.p_value < ALPHA and not self.significant
 
     def __str__(self) -> str:
         return (f"{self.metric} {self.mean_a:.2f} vs {self.mean_b:.2f} ({self.diff:+.2f}, 95% CI "
@@ -119,7 +129,8 @@ def verdict(test: PairedTest, name_a: str, name_b: str, converged_a: bool = True
                              if not c)
         return f"{name_a} vs {name_b}: no claim, {which} did not converge ({test})"
     if not test.significant:
-        return f"{name_a} vs {name_b}: no significant difference ({test})"
+        why = "; the mean difference's CI includes 0" if test.tests_disagree else ""
+        return f"{name_a} vs {name_b}: no significant difference ({test}{why})"
     better, worse = (name_a, name_b) if test.diff > 0 else (name_b, name_a)
     order = "" if better == name_a else f"{name_a} vs {name_b}: "  # the numbers are A's, then B's
     return f"{better} beats {worse} ({order}{test})"
