@@ -28,6 +28,7 @@ def test_paired_test_detects_a_shift_and_not_noise():
     shifted = base + 2.0 + rng.normal(0, 1, 2000)
     t = sig.paired_test(shifted, base)
     assert t.significant and t.diff == pytest.approx(2.0, abs=0.1) and t.ci_low > 0
+    assert t.supports_a_claim(0.05) and not t.supports_a_claim(0.0)  # the crossover's alpha
     assert sig.verdict(t, "MMSR", "IDSR").startswith("MMSR beats IDSR (NDCG@10 ")
     # the winner is the second of the pair: the sentence says whose numbers come first
     swapped = sig.paired_test(base, shifted)

@@ -513,7 +513,7 @@ def estimate_crossover(
 
     A point's sign counts only when both rows converged and the Wilcoxon test over users (of
     the seed-averaged metric, `significance.paired_test`) has p < `alpha` with the mean
-    difference's CI excluding zero (`PairedTest.significant`). A crossing is
+    difference's CI excluding zero (`PairedTest.supports_a_claim`). A crossing is
     claimed between consecutive significant points of opposite sign; its location is the zero
     of the mean difference interpolated linearly in log x, and its interval the 2.5-97.5%
     percentiles of that zero over `n_boot` replicates that resample seeds (paired by index) and
@@ -532,8 +532,7 @@ def estimate_crossover(
             raise ValueError(f"point {p.label}: content {a.shape} and baseline {b.shape} must "
                              "be the same non-empty [seeds, users]")
         t = paired_test(a.mean(0), b.mean(0), metric)
-        supported = t.p_value < alpha and not t.ci_low <= 0.0 <= t.ci_high  # as .significant
-        sign = int(np.sign(t.diff)) if (supported and p.converged) else 0
+        sign = int(np.sign(t.diff)) if (t.supports_a_claim(alpha) and p.converged) else 0
         tests.append(PointTest(p.label, p.x, t.mean_a, t.mean_b, t.diff, t.ci_low, t.ci_high,
                                t.p_value, t.n_users, p.converged, sign))
     est = CrossoverEstimate(content, baseline, split, metric, tests, n_boot=n_boot)

@@ -73,11 +73,15 @@ class PairedTest:
 
     @property
     def significant(self) -> bool:
-        """Wilcoxon rejects at `ALPHA` *and* the mean difference's CI excludes zero. The
+        """`supports_a_claim` at `ALPHA`."""
+        return self.supports_a_claim(ALPHA)
+
+    def supports_a_claim(self, alpha: float = ALPHA) -> bool:
+        """Wilcoxon rejects at `alpha` *and* the mean difference's CI excludes zero. The
         signed-rank test is about where the per-user differences sit (their pseudo-median), the
         reported gap is a mean; with many zero or few large differences (HR@K, cold users) the
         two can disagree, and a claim names a direction only when both support it."""
-        return self.p_value < ALPHA and not self.ci_low <= 0.0 <= self.ci_high
+        return self.p_value < alpha and not self.ci_low <= 0.0 <= self.ci_high
 
     @property
     def tests_disagree(self) -> bool:
