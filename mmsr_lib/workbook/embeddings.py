@@ -33,9 +33,9 @@ from mmsr_lib.data.sources import dataset_root
 from mmsr_lib.data.synthetic import load_item_attributes
 from mmsr_lib.recommender import Recommender
 from mmsr_lib.runs.store import RunRecord
+from mmsr_lib.workbook.significance import claim_allowed
 
 K_NEIGHBOURS = 10
-ALPHA = 0.05
 N_RESAMPLES = 2000
 GROUP_COLOURS = {"popular": "tab:blue", "cold": "tab:red"}
 
@@ -231,7 +231,7 @@ class PairedItems:
 
     @property
     def significant(self) -> bool:
-        return self.p_value < ALPHA and not (self.ci_low <= 0.0 <= self.ci_high)
+        return claim_allowed(self.p_value, self.ci_low, self.ci_high)
 
 
 def paired_items(a: np.ndarray, b: np.ndarray, what: str = "purity", seed: int = 0

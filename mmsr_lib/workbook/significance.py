@@ -58,6 +58,13 @@ def seed_average(store: ResultsStore, runs: Sequence[RunRecord], split: str = "t
     return np.mean(values, axis=0)
 
 
+def claim_allowed(p_value: float, ci_low: float, ci_high: float, alpha: float = ALPHA) -> bool:
+    """A difference may be claimed only when the test rejects at `alpha` *and* the CI of the
+    mean difference excludes zero, so both support its direction (every paired comparison of
+    the workbook: users here, items and users in `embeddings`)."""
+    return p_value < alpha and not ci_low <= 0.0 <= ci_high
+
+
 @dataclass
 class PairedTest:
     """A vs B on the same users: means, mean difference, its bootstrap CI and the p value."""
@@ -77,11 +84,10 @@ class PairedTest:
         return self.supports_a_claim(ALPHA)
 
     def supports_a_claim(self, alpha: float = ALPHA) -> bool:
-        """Wilcoxon rejects at `alpha` *and* the mean difference's CI excludes zero. The
-        signed-rank test is about where the per-user differences sit (their pseudo-median), the
-        reported gap is a mean; with many zero or few large differences (HR@K, cold users) the
-        two can disagree, and a claim names a direction only when both support it."""
-        return self.p_value < alpha and not self.ci_low <= 0.0 <= self.ci_high
+        """`claim_allowed` for this test: the signed-rank test is about where the per-user
+        differences sit (their pseudo-median), the reported gap is a mean; with many zero or few
+        large differences (HR@K, cold users) the two can disagree."""
+        return claim_allowed(self.p_value, self.ci_low, self.ci_high, alpha)
 
     @property
     def tests_disagree(self) -> bool:
