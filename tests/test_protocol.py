@@ -30,6 +30,7 @@ from mmsr_lib.evaluate_variants import (
 from mmsr_lib.runs.runner import build_model, run_grid
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.workbook import grids, protocol
+from mmsr_lib.workbook.cold_start import exact_training_pairs
 
 
 def planted_problem(seed: int, n_users: int = 40, n_items: int = 12, levels: int = 4):
@@ -242,6 +243,8 @@ def test_cold_leak_counts_training_pairs(dataset):
             trained.append(p < t and p >= first)
         assert leak["in_train"].tolist() == in_train
         assert leak["trained"].tolist() == trained
+        # notebook 07's definition of the leak (by training contexts) is the same rows
+        assert np.array_equal(exact_training_pairs(data, ev), leak["trained"])
         assert leak["n_rows"] == len(ev) > 0
         assert leak["share_in_train"] == pytest.approx(100 * np.mean(in_train))
         assert leak["n_target_rows"] == len(data.cold_eval_set("test", "target"))

@@ -424,6 +424,8 @@ def cold_leak(data: SequenceData, split: str = "test") -> dict:
     (the position was a target of a training window under the data's window mode).
 
     Returns counts, shares (percent) and the per-row boolean masks, in the cold set's order.
+    ``trained`` is notebook 07's `cold_start.exact_training_pairs` computed from positions
+    (tests/test_protocol.py pins the two equal), so both notebooks count the same leak.
     """
     ev = data.cold_eval_set(split, "paper")
     pos = np.diff(ev.history.indptr)  # the prefix length is the target's position
