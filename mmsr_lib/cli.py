@@ -306,6 +306,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 160, "display.max_columns", None):
         print(search.trials.drop(columns=["hash"]).to_string(index=False))
     print("chosen on validation NDCG@10:", " ".join(f"--set {o}" for o in search.overrides()))
+    for warning in search.edge_warnings():
+        print("note:", warning)
     return 0
 
 

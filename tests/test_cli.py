@@ -122,6 +122,8 @@ def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "valid NDCG@10" in out and "test NDCG@10 (not used)" in out
     assert "chosen on validation NDCG@10: --set train.lr=" in out
+    # two candidates: whichever wins is at an end of the range, and the output says so
+    assert "note: train.lr=" in out and "extend the range" in out
     assert main([*args[:-2], "--space", "train.lr"]) == 2
 
 
@@ -153,3 +155,14 @@ def test_readme_lists_every_command_and_only_real_ones():
         shown.add(two if two in expected else words[0])
         parser.parse_args([w.replace("RUN_HASH", "0123456789abcdef") for w in words])
     assert expected <= shown, f"commands missing from the README: {sorted(expected - shown)}"
+
+
+def test_tuning_flags_a_choice_at_the_end_of_its_range():
+    from mmsr_lib.runs.tuning import at_edge
+
+    space = {"train.lr": ("1e-3", "3e-3", "1e-2"), "model.dropout": (0.1, 0.3, 0.5),
+             "train.loss": ("bce", "ce"), "model.dim": (64,)}
+    best = {"train.lr": "3e-3", "model.dropout": 0.5, "train.loss": "ce", "model.dim": 64}
+    assert at_edge(space, best) == {"model.dropout": "largest"}
+    assert at_edge(space, {**best, "train.lr": "1e-3", "model.dropout": 0.3}) == {
+        "train.lr": "smallest"}

@@ -4,7 +4,9 @@
 field, each value the candidates) through `run_or_load` (stored, resumable, reused) and picks
 the combination with the best *validation* NDCG@10 among converged runs. The test split is
 never looked at. The chosen settings are what the profile table then fixes for that model
-(`config.PROFILE_TABLE`), with the search recorded in docs/results_cpu.md.
+(`config.PROFILE_TABLE`; for GRU4Rec and NextItNet `workbook.grids.SEQUENCE_SETTINGS`), with
+the search recorded in docs/results_cpu.md. A numeric setting chosen at the end of its range
+(`Search.at_edge`) says the range was too narrow: the optimum may lie beyond it.
 """
 
 from __future__ import annotations
@@ -38,9 +40,34 @@ class Search:
     trials: pd.DataFrame
     best: dict[str, object]
     best_record: RunRecord
+    at_edge: dict[str, str]  # numeric field -> "smallest" | "largest" candidate chosen
 
     def overrides(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.best.items()]
+
+    def edge_warnings(self) -> list[str]:
+        """One sentence per setting chosen at the end of its range: widen the space there."""
+        return [f"{key}={self.best[key]} is the {side} value tried: extend the range beyond it "
+                "before calling it the best" for key, side in self.at_edge.items()]
+
+
+def at_edge(space: Mapping[str, Sequence], best: Mapping[str, object]) -> dict[str, str]:
+    """The numeric fields of `space` whose chosen value is the smallest or largest of its
+    candidates (fields with one candidate or non-numeric candidates are skipped)."""
+    out = {}
+    for key, candidates in space.items():
+        try:
+            values = sorted({float(v) for v in candidates})
+            chosen = float(best[key])
+        except (TypeError, ValueError):
+            continue  # a categorical field (train.loss): it has no range
+        if len(values) < 2:
+            continue
+        if chosen == values[0]:
+            out[key] = "smallest"
+        elif chosen == values[-1]:
+            out[key] = "largest"
+    return out
 
 
 def grid(space: Mapping[str, Sequence]) -> list[dict[str, object]]:
@@ -79,4 +106,7 @@ def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
     best = {k: trials.loc[idx, k] for k in space}
     log.info("tuned %s: %s (valid NDCG@10 %.3f)", base.name, best,
              trials.loc[idx, "valid NDCG@10"])
-    return Search(trials, best, records[idx])
+    search = Search(trials, best, records[idx], at_edge(space, best))
+    for warning in search.edge_warnings():
+        log.warning("tuned %s: %s", base.name, warning)
+    return search
