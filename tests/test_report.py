@@ -21,6 +21,7 @@ from mmsr_lib.workbook.report import (
     agreement_sentence,
     best_marks,
     paper_table,
+    plain_number,
     relative_improvement,
     side_by_side,
     to_markdown,
@@ -71,6 +72,11 @@ def test_styler_bold_and_underline(table: pd.DataFrame) -> None:
     under = {(r, c) for (r, c), props in ctx.items() if ("text-decoration", "underline") in props}
     assert bold == {(1, 0), (2, 0), (3, 1)}
     assert under == {(3, 0), (0, 1)}
+    # counts and shares beside the metrics read as such, not with pandas' six decimals
+    extra = table.assign(**{"cold rows": 1280.0, "leak (%)": 87.34375})
+    html = paper_table(extra, ["HR@10", "NDCG@10"]).to_html()
+    assert "1,280" in html and "87.34" in html and "1280.000000" not in html
+    assert [plain_number(v) for v in (80.0, 3, 0.5, math.nan)] == ["80", "3", "0.50", "n/a"]
 
 
 def test_markdown_output(table: pd.DataFrame) -> None:

@@ -71,8 +71,11 @@ def paper_table(
     higher_is_better: bool = True,
     decimals: int = 4,
 ) -> Styler:
-    """A notebook-ready ``Styler``: best bold, second underlined, metrics to ``decimals``."""
+    """A notebook-ready ``Styler``: best bold, second underlined, metrics to ``decimals``;
+    other numeric columns (counts, shares) as `plain_number`, not pandas' six decimals."""
     marks = best_marks(df, metric_cols, best, higher_is_better, decimals)
+    others = [c for c in df.columns if c not in metric_cols and
+              pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
     css = {"best": _BOLD, "second": _UNDERLINE, "": ""}
 
     def style(frame: pd.DataFrame) -> pd.DataFrame:
@@ -84,7 +87,18 @@ def paper_table(
     return (
         df.style.apply(style, axis=None)
         .format(precision=decimals, subset=list(metric_cols), na_rep="n/a")
+        .format(plain_number, subset=others)
     )
+
+
+def plain_number(value: object) -> str:
+    """A count as a whole number with thousands separators, any other number to 2 decimals,
+    NaN as n/a."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, (int, np.integer)) or float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{float(value):.2f}"
 
 
 def _cell(value: object, decimals: int) -> str:
