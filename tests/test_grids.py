@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from mmsr_lib.config import PROFILES, RunConfig
+from mmsr_lib.config import PROFILES, RunConfig, profile_config
 from mmsr_lib.fusion import parse_fusion_name
 from mmsr_lib.runs.runner import run_grid
 from mmsr_lib.runs.store import ResultsStore, RunRecord
@@ -83,6 +83,38 @@ def test_table3_rows_match_the_paper_and_set_each_fusion() -> None:
         "co_attn", "merge_attn"}
 
 
+def test_every_row_of_an_architecture_trains_under_its_tuned_settings() -> None:
+    """cpu: GRU4Rec and NextItNet rows (ID and content, both data sets) use the learning rate
+    and dropout their ID model chose on validation; SASRec rows the profile's own; other
+    profiles add nothing."""
+    cpu = profile_config("cpu")
+    tuned = {"SASRec": (cpu.train.lr, cpu.model.dropout), "GRU4Rec": (1e-2, 0.1),
+             "NextItNet": (3e-2, 0.5)}
+
+    def setting(cfg: RunConfig) -> tuple[float, float]:
+        r = cfg.resolved()
+        return r.train.lr, r.model.dropout
+
+    for dataset in grids.TABLE4_DATASETS:
+        for (arch, _), cfg in grids.table4_configs("cpu", dataset=dataset).items():
+            assert setting(cfg) == tuned[arch]
+    from mmsr_lib.workbook import comparisons as cmp
+
+    table5 = cmp.table5_configs("cpu")
+    for arch in grids.ARCHITECTURES:
+        assert setting(table5["IDSR", arch]) == tuned[arch]
+    # the caller's overrides still come last
+    grid = grids.table4_configs("cpu", "model.dropout=0.2")
+    assert grid["GRU4Rec", "MMSR"].resolved().model.dropout == 0.2
+    for profile in ("smoke", "paper"):
+        for arch, seq in grids.ARCHITECTURES.items():
+            assert grids.sequence_settings(profile, seq) == (f"model.sequence={seq}",)
+            assert grids.table4_configs(profile)[arch, "IDSR"].hash() == profile_config(
+                profile).override(f"model.sequence={seq}").hash()
+    with pytest.raises(ValueError, match="unknown profile"):
+        grids.sequence_settings("gpu", "sasrec")
+
+
 def test_table4_rows_columns_and_movielens_variant() -> None:
     grid = grids.table4_configs("cpu")
     assert grid.levels == ("architecture", "column")
@@ -121,6 +153,12 @@ def test_table4_rows_columns_and_movielens_variant() -> None:
     assert paper_ml.data.source == "movielens-100k"
     with pytest.raises(ValueError, match="movielens-100k"):
         grids.table4_configs("cpu", dataset="hm")
+    # one architecture's rows (notebook 07's `architectures`), the same runs as the full grid's
+    sasrec = grids.table4_configs("cpu", architectures=["SASRec"])
+    assert {k: c.hash() for k, c in sasrec.items()} == {
+        k: c.hash() for k, c in grid.items() if k[0] == "SASRec"}
+    with pytest.raises(ValueError, match="choose among"):
+        grids.table4_configs("cpu", architectures=["BERT4Rec"])
 
 
 def test_every_grid_has_distinct_hashes_and_valid_round_tripping_configs() -> None:

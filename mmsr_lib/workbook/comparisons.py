@@ -62,9 +62,10 @@ OURS: Label = ("Ours", "MMSR")
 OURS_TEXT: Label = ("Ours", "MMSR-T")  # MMSR's stand-in on text-only data
 # (group, row) -> the row's own settings, in Table V's column order; the groups are the paper's
 TABLE5_ROWS: dict[Label, tuple[str, ...]] = {
-    ("IDSR", "GRU4Rec"): ("model.sequence=gru4rec",),
-    ("IDSR", "NextItNet"): ("model.sequence=nextitnet",),
-    ("IDSR", "SASRec"): ("model.sequence=sasrec",),
+    # IDSR rows: their architecture and its tuned settings (`grids.sequence_settings`)
+    ("IDSR", "GRU4Rec"): (),
+    ("IDSR", "NextItNet"): (),
+    ("IDSR", "SASRec"): (),
     ("IDSR w. Side Feat.", "FDSA"): ("model.recommender=fdsa",),
     ("IDSR w. Side Feat.", "CARCA++"): ("model.recommender=carca++",),
     ("Modality-based SR", "VQRec"): ("model.recommender=vqrec",),
@@ -110,7 +111,8 @@ def table5_configs(profile: str, *overrides: str, dataset: str = "synthetic") ->
             continue
         # IDSR rows are the profile configuration with their sequence model, as in the quick
         # start and Table IV (the same runs wherever the profile's loss is BCE)
-        seq = () if label[0] == "IDSR" else ("model.sequence=sasrec",)
+        seq = grids.sequence_settings(profile, grids.ARCHITECTURES[label[1]] if label[0] ==
+                                      "IDSR" else "sasrec")
         grid[label] = base.override(*seq, *settings, f"name={_name(tag, label)}", *overrides)
     return grid
 

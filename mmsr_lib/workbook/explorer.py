@@ -100,9 +100,9 @@ def notebook_overrides(seed: int = 42, data_path: str | None = None) -> list[str
 def explorer_config(profile: str, choice: Choice, overrides: Sequence[str] = ()) -> RunConfig:
     """The RunConfig of `choice`, built the way the grids build theirs (same hash for a row)."""
     choice.validate()
-    seq = f"model.sequence={grids.ARCHITECTURES[choice.sequence]}"
-    if choice.kind == "IDSR":  # Table IV's IDSR rows: the plain profile config
-        return profile_config(profile).override(seq, f"name={choice.name()}", *overrides)
+    seq = grids.sequence_settings(profile, grids.ARCHITECTURES[choice.sequence])
+    if choice.kind == "IDSR":  # Table IV's IDSR rows: the profile config, the architecture's
+        return profile_config(profile).override(*seq, f"name={choice.name()}", *overrides)
     kind = KINDS[choice.kind]
     names = grids.encoder_names(profile)
     base = grids.grid_base(profile, (f"model.fusion={choice.fusion}",
@@ -112,7 +112,7 @@ def explorer_config(profile: str, choice: Choice, overrides: Sequence[str] = ())
         enc["text"] = names[choice.text]
     if kind in ("vision", "mm"):
         enc["vision"] = names[choice.vision]
-    return grids.row_config(base, kind, choice.name(), seq, overrides=overrides, **enc)
+    return grids.row_config(base, kind, choice.name(), *seq, overrides=overrides, **enc)
 
 
 def paper_rows(profile: str, overrides: Sequence[str] = ()) -> dict[str, tuple[str, str, str]]:

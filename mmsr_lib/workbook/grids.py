@@ -81,6 +81,16 @@ TABLE4_COLUMNS = ("IDSR", "MMSR-T", "MMSR-V", "MMSR")
 # our labels -> the paper's spelling where they differ (the paper writes GRU4Rec as "GRURec")
 PAPER_LABELS = {"GRU4Rec": "GRURec"}
 TABLE4_DATASETS = ("synthetic", "movielens-100k")
+# Settings of one sequence architecture on one profile, chosen for its ID model on validation
+# only, as the profile's own setting was chosen for ID SASRec (`runs.tuning`): "baselines at
+# their strongest" holds per architecture, and every row of that architecture (IDSR and
+# content alike) trains under it, as every SASRec row trains under SASRec's. cpu: CE, seed 42,
+# synthetic catalog, lr 1e-3..3e-2 x dropout 0.0..0.7 (the trials: docs/results_cpu.md,
+# "Tuning ID GRU4Rec and NextItNet"); both want a larger learning rate than SASRec.
+SEQUENCE_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "cpu": {"gru4rec": ("train.lr=1e-2", "model.dropout=0.1"),
+            "nextitnet": ("train.lr=3e-2", "model.dropout=0.5")},
+}
 
 
 
@@ -113,6 +123,14 @@ def scratch_settings(profile: str, from_scratch: bool) -> tuple[str, ...]:
 def _check_profile(profile: str) -> None:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+
+
+def sequence_settings(profile: str, sequence: str) -> tuple[str, ...]:
+    """``model.sequence=<sequence>`` and the settings that architecture was tuned to on
+    `profile` (`SEQUENCE_SETTINGS`); every grid row that picks an architecture goes through
+    here, so a row's hash does not depend on which notebook built it."""
+    _check_profile(profile)
+    return (f"model.sequence={sequence}", *SEQUENCE_SETTINGS.get(profile, {}).get(sequence, ()))
 
 
 def grid_base(profile: str, overrides: Sequence[str]) -> RunConfig:
@@ -201,7 +219,8 @@ def table3_configs(profile: str, *overrides: str, from_scratch: bool = False) ->
 
 # -- Table IV: sequence architectures -------------------------------------------------------------
 def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic",
-                   from_scratch: bool = False) -> Grid:
+                   from_scratch: bool = False,
+                   architectures: Sequence[str] | None = None) -> Grid:
     """Table IV: SASRec, GRU4Rec and NextItNet, each as IDSR, MMSR-T, MMSR-V and MMSR
     (RoBERTa + Swin, their stand-ins on cpu, one merge-attention block); keys (architecture,
     column).
@@ -210,9 +229,14 @@ def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic",
     MMSR-T only, with the profile's text encoder (cpu: the pretrained MiniLM-L6, frozen).
     IDSR rows are the plain profile configuration with the sequence model (as in the
     quickstart): an ID model reads no encoder setting, so every table shares those runs.
+    ``architectures`` (labels of `ARCHITECTURES`, default all three) keeps only those rows.
     """
     if dataset not in TABLE4_DATASETS:
         raise ValueError(f"unknown Table IV dataset {dataset!r}; choose one of {TABLE4_DATASETS}")
+    archs = list(ARCHITECTURES) if architectures is None else list(architectures)
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown or not archs:
+        raise ValueError(f"architectures={architectures!r}; choose among {list(ARCHITECTURES)}")
     names = encoder_names(profile, from_scratch)
     text, vision = names["RoBERTa"], names["Swin"]
     data: tuple[str, ...] = ()
@@ -226,15 +250,16 @@ def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic",
     grid = Grid("IV", ("architecture", "column"))
     runs = {"MMSR-T": ("text", {"text": text}), "MMSR-V": ("vision", {"vision": vision}),
             "MMSR": ("mm", {"text": text, "vision": vision})}
-    for arch, seq in ARCHITECTURES.items():
+    for arch in archs:
+        seq = ARCHITECTURES[arch]
         for col in columns:
             name = f"{tag}-{seq}-{col}"
             if col == "IDSR":
-                grid[arch, col] = id_base.override(f"model.sequence={seq}", f"name={name}",
-                                                   *overrides)
+                grid[arch, col] = id_base.override(*sequence_settings(profile, seq),
+                                                   f"name={name}", *overrides)
                 continue
             kind, enc = runs[col]
-            grid[arch, col] = row_config(base, kind, name, f"model.sequence={seq}",
+            grid[arch, col] = row_config(base, kind, name, *sequence_settings(profile, seq),
                                          overrides=overrides, **enc)
     return grid
 
