@@ -76,7 +76,8 @@ def test_styler_bold_and_underline(table: pd.DataFrame) -> None:
     extra = table.assign(**{"cold rows": 1280.0, "leak (%)": 87.34375})
     html = paper_table(extra, ["HR@10", "NDCG@10"]).to_html()
     assert "1,280" in html and "87.34" in html and "1280.000000" not in html
-    assert [plain_number(v) for v in (80.0, 3, 0.5, math.nan)] == ["80", "3", "0.50", "n/a"]
+    assert [plain_number(v) for v in (80.0, 3, 0.5, math.nan, np.float32("nan"))] == [
+        "80", "3", "0.50", "n/a", "n/a"]
 
 
 def test_markdown_output(table: pd.DataFrame) -> None:

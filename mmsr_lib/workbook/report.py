@@ -94,11 +94,12 @@ def paper_table(
 def plain_number(value: object) -> str:
     """A count as a whole number with thousands separators, any other number to 2 decimals,
     NaN as n/a."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA:
         return "n/a"
-    if isinstance(value, (int, np.integer)) or float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{float(value):.2f}"
+    x = float(value)  # numpy scalars of any width too
+    if math.isnan(x):
+        return "n/a"
+    return f"{int(x):,}" if x.is_integer() else f"{x:.2f}"
 
 
 def _cell(value: object, decimals: int) -> str:
