@@ -323,7 +323,7 @@ PROFILE_TABLE: dict[str, dict[str, Any]] = {
         # docs/results_cpu.md): softmax cross-entropy, lr 3e-3, dropout 0.3 won on both the
         # synthetic catalog (valid NDCG@10 19.29 vs 14.36 at the earlier 1e-3 / 0.1, 13.64 with
         # BCE) and MovieLens-100K (12.77 vs 11.23). GRU4Rec and NextItNet chose their own learning
-        # rate and dropout the same way: the notebooks' grids add it to every row of theirs
+        # rate and dropout the same way, per data set: the notebooks' grids add it to every row
         # (`workbook.grids.SEQUENCE_SETTINGS`; kept out of this table so that the choice
         # changes the hash of those rows only, not the code fingerprint of every stored run)
         "BASE": {"model.dim": 64, "train.batch_size": 128, "model.text_encoder": "minilm-l6",

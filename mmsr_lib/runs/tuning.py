@@ -4,9 +4,10 @@
 field, each value the candidates) through `run_or_load` (stored, resumable, reused) and picks
 the combination with the best *validation* NDCG@10 among converged runs. The test split is
 never looked at. The chosen settings are what the profile table then fixes for that model
-(`config.PROFILE_TABLE`; for GRU4Rec and NextItNet `workbook.grids.SEQUENCE_SETTINGS`), with
-the search recorded in docs/results_cpu.md. A numeric setting chosen at the end of its range
-(`Search.at_edge`) says the range was too narrow: the optimum may lie beyond it.
+(`config.PROFILE_TABLE`; for GRU4Rec and NextItNet, per data set,
+`workbook.grids.SEQUENCE_SETTINGS`), with the search recorded in docs/results_cpu.md. A
+numeric setting chosen at the end of its range (`Search.at_edge`) says the range was too narrow:
+the optimum may lie beyond it.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def table5_configs(profile: str, *overrides: str, dataset: str = "synthetic") ->
         # IDSR rows are the profile configuration with their sequence model, as in the quick
         # start and Table IV (the same runs wherever the profile's loss is BCE)
         arch = grids.ARCHITECTURES[label[1]] if label[0] == "IDSR" else "sasrec"
-        grid[label] = base.override(*grids.sequence_settings(profile, arch), *settings,
+        grid[label] = base.override(*grids.sequence_settings(profile, arch, dataset), *settings,
                                     f"name={_name(tag, label)}", *overrides)
     return grid
 

@@ -81,17 +81,21 @@ TABLE4_COLUMNS = ("IDSR", "MMSR-T", "MMSR-V", "MMSR")
 # our labels -> the paper's spelling where they differ (the paper writes GRU4Rec as "GRURec")
 PAPER_LABELS = {"GRU4Rec": "GRURec"}
 TABLE4_DATASETS = ("synthetic", "movielens-100k")
-# Settings of one sequence architecture on one profile, chosen for its ID model on validation
-# only, as the profile's own setting was chosen for ID SASRec (`runs.tuning`): "baselines at
-# their strongest" holds per architecture, and every row of that architecture (IDSR and
-# content alike) trains under it, as every SASRec row trains under SASRec's. cpu: CE, seed 42,
-# synthetic catalog, lr 1e-3..3e-2 x dropout 0.0..0.7 (the trials: docs/results_cpu.md,
-# "Tuning ID GRU4Rec and NextItNet"); both want a larger learning rate than SASRec.
-SEQUENCE_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
-    "cpu": {"gru4rec": ("train.lr=3e-2", "model.dropout=0.0"),
-            "nextitnet": ("train.lr=3e-2", "model.dropout=0.5")},
+# Settings of one sequence architecture on one profile and data source, chosen for its ID model
+# on validation only, as the profile's own setting was chosen for ID SASRec (`runs.tuning`):
+# "baselines at their strongest" holds per architecture and per data set, and every row of that
+# architecture on that data (IDSR and content alike) trains under it, as every SASRec row trains
+# under SASRec's. cpu: CE, seed 42, lr 1e-3..3e-2 x dropout 0.0..0.7 on the synthetic catalog,
+# lr 3e-3..3e-2 on MovieLens-100K (the trials: docs/results_cpu.md, "Tuning ID GRU4Rec and
+# NextItNet"); both want a larger learning rate than SASRec on the synthetic catalog.
+SEQUENCE_SETTINGS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
+    "cpu": {
+        "synthetic": {"gru4rec": ("train.lr=3e-2", "model.dropout=0.0"),
+                      "nextitnet": ("train.lr=3e-2", "model.dropout=0.5")},
+        "movielens-100k": {"gru4rec": ("train.lr=3e-3", "model.dropout=0.1"),
+                           "nextitnet": ("train.lr=3e-2", "model.dropout=0.5")},
+    },
 }
-
 
 
 class Grid(dict):
@@ -125,12 +129,15 @@ def _check_profile(profile: str) -> None:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
 
 
-def sequence_settings(profile: str, sequence: str) -> tuple[str, ...]:
+def sequence_settings(profile: str, sequence: str, source: str = "synthetic"
+                      ) -> tuple[str, ...]:
     """``model.sequence=<sequence>`` and the settings that architecture was tuned to on
-    `profile` (`SEQUENCE_SETTINGS`); every grid row that picks an architecture goes through
-    here, so a row's hash does not depend on which notebook built it."""
+    `profile` and data `source` (`SEQUENCE_SETTINGS`; a source nobody tuned on gets none, so
+    the profile's); every grid row that picks an architecture goes through here, so a row's
+    hash does not depend on which notebook built it."""
     _check_profile(profile)
-    return (f"model.sequence={sequence}", *SEQUENCE_SETTINGS.get(profile, {}).get(sequence, ()))
+    tuned = SEQUENCE_SETTINGS.get(profile, {}).get(source, {})
+    return (f"model.sequence={sequence}", *tuned.get(sequence, ()))
 
 
 def grid_base(profile: str, overrides: Sequence[str]) -> RunConfig:
@@ -252,14 +259,14 @@ def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic",
             "MMSR": ("mm", {"text": text, "vision": vision})}
     for arch in archs:
         seq = ARCHITECTURES[arch]
+        tuned = sequence_settings(profile, seq, dataset)
         for col in columns:
             name = f"{tag}-{seq}-{col}"
             if col == "IDSR":
-                grid[arch, col] = id_base.override(*sequence_settings(profile, seq),
-                                                   f"name={name}", *overrides)
+                grid[arch, col] = id_base.override(*tuned, f"name={name}", *overrides)
                 continue
             kind, enc = runs[col]
-            grid[arch, col] = row_config(base, kind, name, *sequence_settings(profile, seq),
+            grid[arch, col] = row_config(base, kind, name, *tuned,
                                          overrides=overrides, **enc)
     return grid
 
