@@ -100,7 +100,8 @@ def notebook_overrides(seed: int = 42, data_path: str | None = None) -> list[str
 def explorer_config(profile: str, choice: Choice, overrides: Sequence[str] = ()) -> RunConfig:
     """The RunConfig of `choice`, built the way the grids build theirs (same hash for a row)."""
     choice.validate()
-    seq = grids.sequence_settings(profile, grids.ARCHITECTURES[choice.sequence])
+    source = profile_config(profile).override(*overrides).data.source  # settings are per data set
+    seq = grids.sequence_settings(profile, grids.ARCHITECTURES[choice.sequence], source)
     if choice.kind == "IDSR":  # Table IV's IDSR rows: the profile config, the architecture's
         return profile_config(profile).override(*seq, f"name={choice.name()}", *overrides)
     kind = KINDS[choice.kind]
