@@ -33,7 +33,7 @@ from mmsr_lib.data.sources import dataset_root
 from mmsr_lib.data.synthetic import load_item_attributes
 from mmsr_lib.recommender import Recommender
 from mmsr_lib.runs.store import RunRecord
-from mmsr_lib.workbook.significance import claim_allowed
+from mmsr_lib.workbook.significance import PairedDifference
 
 K_NEIGHBOURS = 10
 N_RESAMPLES = 2000
@@ -216,22 +216,12 @@ def chance_purity(labels: Sequence, group: np.ndarray | None = None) -> float:
 
 
 @dataclass
-class PairedItems:
-    """Model A vs model B on the same points: mean per-point score, difference, bootstrap CI,
-    sign-flip permutation p."""
+class PairedItems(PairedDifference):
+    """Model A vs model B on the same points (items or users): mean per-point score,
+    difference, bootstrap CI, sign-flip permutation p."""
 
-    what: str
-    n: int
-    mean_a: float
-    mean_b: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-
-    @property
-    def significant(self) -> bool:
-        return claim_allowed(self.p_value, self.ci_low, self.ci_high)
+    what: str = "purity"
+    n: int = 0
 
 
 def paired_items(a: np.ndarray, b: np.ndarray, what: str = "purity", seed: int = 0
@@ -251,8 +241,8 @@ def paired_items(a: np.ndarray, b: np.ndarray, what: str = "purity", seed: int =
         signs = rng.choice((-1.0, 1.0), size=(N_RESAMPLES, len(d)))
         null = np.abs((signs * d).mean(axis=1))
         p = float((1 + np.sum(null >= abs(d.mean()) - 1e-12)) / (N_RESAMPLES + 1))
-    return PairedItems(what, len(d), float(a.mean()), float(b.mean()), float(d.mean()),
-                       float(lo), float(hi), p)
+    return PairedItems(float(a.mean()), float(b.mean()), float(d.mean()), float(lo), float(hi), p,
+                       what=what, n=len(d))
 
 
 def cluster_scores(

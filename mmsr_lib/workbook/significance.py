@@ -61,16 +61,16 @@ def seed_average(store: ResultsStore, runs: Sequence[RunRecord], split: str = "t
 def claim_allowed(p_value: float, ci_low: float, ci_high: float, alpha: float = ALPHA) -> bool:
     """A difference may be claimed only when the test rejects at `alpha` *and* the CI of the
     mean difference excludes zero, so both support its direction (every paired comparison of
-    the workbook: users here, items and users in `embeddings`)."""
+    the workbook: users here, items and users in `embeddings`, via `PairedDifference`)."""
     return p_value < alpha and not ci_low <= 0.0 <= ci_high
 
 
 @dataclass
-class PairedTest:
-    """A vs B on the same users: means, mean difference, its bootstrap CI and the p value."""
+class PairedDifference:
+    """A vs B on the same points (users, items or a density point's users): their means, the
+    mean difference, its bootstrap 95% CI and the p value of a test of "no difference"; what
+    every paired comparison of the workbook reports and `claim_allowed` reads."""
 
-    metric: str
-    n_users: int
     mean_a: float
     mean_b: float
     diff: float
@@ -84,10 +84,18 @@ class PairedTest:
         return self.supports_a_claim(ALPHA)
 
     def supports_a_claim(self, alpha: float = ALPHA) -> bool:
-        """`claim_allowed` for this test: the signed-rank test is about where the per-user
-        differences sit (their pseudo-median), the reported gap is a mean; with many zero or few
-        large differences (HR@K, cold users) the two can disagree."""
+        """`claim_allowed` for this comparison: a rank or permutation test is about where the
+        differences sit, the reported gap is a mean; with many zero or few large differences
+        (HR@K, cold users) the two can disagree."""
         return claim_allowed(self.p_value, self.ci_low, self.ci_high, alpha)
+
+
+@dataclass
+class PairedTest(PairedDifference):
+    """A vs B on the same users (`paired_test`: Wilcoxon signed-rank p, bootstrap CI)."""
+
+    metric: str = "NDCG@10"
+    n_users: int = 0
 
     @property
     def tests_disagree(self) -> bool:
@@ -115,8 +123,8 @@ def paired_test(a: np.ndarray, b: np.ndarray, metric: str = "NDCG@10", seed: int
     idx = rng.integers(0, len(d), size=(N_BOOTSTRAP, len(d)))
     boot = d[idx].mean(axis=1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    return PairedTest(metric, len(d), float(a.mean()), float(b.mean()), float(d.mean()),
-                      float(lo), float(hi), p)
+    return PairedTest(float(a.mean()), float(b.mean()), float(d.mean()), float(lo), float(hi), p,
+                      metric=metric, n_users=len(d))
 
 
 def converged(runs: Sequence[RunRecord]) -> bool:
