@@ -11,6 +11,7 @@ import json
 import logging
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 from mmsr_lib.config import PROFILES, default_profile, profile_config
@@ -27,7 +28,7 @@ EPILOG = """examples:
   mmsr train --profile cpu --set model.item_encoder=MMSR-T --show-config
   mmsr train --profile paper --set data.path=data/hm
   mmsr train --profile cpu --set data.synth.domain=target --init-from <source run hash>
-  mmsr grid 02 --list                         # a notebook's runs (each seed), as commands
+  mmsr grid 02 --list                         # a notebook's runs (each seed), as commands, stored or not
   mmsr grid 09 --train --profile cpu          # train all of a notebook's runs as one queue
   mmsr results list
   mmsr results export --csv results.csv
@@ -175,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "Example: mmsr grid 02 --list --profile cpu")
     grid.add_argument("notebook", help="notebook number or name, e.g. 02 or 02_fusion")
     grid.add_argument("--list", action="store_true",
-                      help="list the runs, grouped by section (the default)")
+                      help="list the runs, grouped by section (the default), each with where it "
+                           "stands in the results store: stored, stale, started (resumes), "
+                           "failed or to train")
     grid.add_argument("--train", action="store_true",
                       help="train every run of the notebook's grids, all seeds (the runs `mmsr "
                            "plan --notebook NN` prices, for any notebook 00-12) as one queue "
@@ -342,7 +345,7 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from mmsr_lib.plan import label_text, notebook_runs, train_notebook
+    from mmsr_lib.plan import RUN_STATES, label_text, notebook_runs, run_state, train_notebook
 
     profile = args.profile or default_profile()
     if args.train:
@@ -352,15 +355,25 @@ def cmd_grid(args: argparse.Namespace) -> int:
               f"{counts['stored']} stored before, {counts['trained']} trained now")
         return 0
     base = profile_config(profile)
+    try:  # read only: listing never creates a store
+        store = _store(args.results, readonly=True)
+    except FileNotFoundError:
+        store = None
     section = None
+    states: dict[str, str] = {}
     for run in notebook_runs(args.notebook, profile, *args.overrides):
         if run.section != section:
             section = run.section
             print(f"# {section}")
         cmd = ["mmsr", "train", "--profile", profile, *sum(
             (["--set", s] for s in config_diff(base, run.config)), [])]
-        print(f"{label_text(run.label):<32} seed {run.config.train.seed:<4} "
-              f"{run.config.hash()}  {shlex.join(cmd)}")
+        key = run.config.hash()
+        state = states.setdefault(key, run_state(run.config, store))
+        print(f"{label_text(run.label):<32} seed {run.config.train.seed:<4} {state:<8}  "
+              f"{key}  {shlex.join(cmd)}")
+    counts = Counter(states.values())
+    print(f"{len(states)} distinct runs in {store.path if store else 'no results store yet'}: "
+          + ", ".join(f"{counts[s]} {s}" for s in RUN_STATES if counts[s]))
     return 0
 
 

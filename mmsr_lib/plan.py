@@ -1204,6 +1204,23 @@ def notebook_runs(notebook: str, profile: str, *overrides: str) -> list[PlannedR
     return out
 
 
+RUN_STATES = ("stored", "stale", "started", "failed", "to train")
+
+
+def run_state(cfg: RunConfig, store: Any) -> str:
+    """Where one run stands in `store` (None: no store yet), one of `RUN_STATES`: *stored*
+    (loaded as is), *stale* (stored by other code or data, so trained again), *started* (training
+    now, or stopped: it resumes from its checkpoint), *failed*, *to train*."""
+    from mmsr_lib.runs.runner import current_data_fingerprint, stale_reason
+
+    record = store.get(cfg.hash()) if store is not None else None
+    if record is None:
+        return "to train"
+    if record.status != "done":
+        return "started" if record.status == "running" else "failed"
+    return "stored" if stale_reason(record, current_data_fingerprint(cfg)) is None else "stale"
+
+
 def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = None,
                    workers: int | None = None, progress: bool = True) -> dict[str, int]:
     """Train every run of a notebook's grids (`notebook_runs`, its default parameters) as one

@@ -89,9 +89,10 @@ def test_grid_list_rows_reproduce_with_mmsr_train(capsys):
     from mmsr_lib.plan import notebook_runs
 
     assert main(["grid", "02", "--list", "--profile", "smoke"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
+    *out, summary = capsys.readouterr().out.strip().splitlines()
     lines = [line for line in out if not line.startswith("# ")]
     assert len(lines) == 12 == len(notebook_runs("02", "smoke"))
+    assert summary == "12 distinct runs in no results store yet: 12 to train"
     assert out[0] == "# " + notebook_runs("02", "smoke")[0].section
     for line in (lines[0], lines[-1]):
         row_hash, cmd = re.search(r" ([0-9a-f]{16})  (mmsr train .*)$", line).groups()
@@ -105,13 +106,43 @@ def test_grid_list_covers_every_notebook_with_its_seeds(capsys):
     from mmsr_lib.plan import notebook_runs
 
     assert main(["grid", "08", "--list", "--profile", "smoke"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().out.strip().splitlines()[:-1]  # the last line counts the states
     runs = notebook_runs("08", "smoke")
     assert len([line for line in out if not line.startswith("# ")]) == len(runs)
     assert [line[2:] for line in out if line.startswith("# ")] == list(
         dict.fromkeys(r.section for r in runs))
     assert main(["grid", "42", "--list"]) == 2
     assert "no grid for notebook '42'" in capsys.readouterr().err
+
+
+def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path):
+    """stored / started / failed / to train, read from the store that --results names; a run
+    shared by two rows is counted once."""
+    import re
+
+    from mmsr_lib.plan import notebook_runs
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+
+    db = tmp_path / "r.sqlite"
+    runs = notebook_runs("03", "smoke")
+    store = ResultsStore(db)
+    run_or_load(runs[0].config.override("train.epochs=1"), store=store, progress=False)
+    first = runs[0].config.override("train.epochs=1")  # listed with the same override below
+    started, failed = (r.config.override("train.epochs=1") for r in runs[1:3])
+    store.start(started)
+    store.start(failed)
+    store.fail(failed, "boom")
+    assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
+                 "--results", str(db)]) == 0
+    *out, summary = capsys.readouterr().out.strip().splitlines()
+    state = {m.group(2): m.group(1) for line in out
+             if (m := re.search(r" (stored|started|failed|to train|stale) +([0-9a-f]{16})  ", line))}
+    assert state[first.hash()] == "stored"
+    assert state[started.hash()] == "started" and state[failed.hash()] == "failed"
+    distinct = len(state)
+    assert summary == (f"{distinct} distinct runs in {db}: 1 stored, 1 started, 1 failed, "
+                       f"{distinct - 3} to train")
 
 
 def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):
