@@ -37,6 +37,7 @@ from mmsr_lib.workbook.explorer import (
         (Choice(fusion="merge_attn", fusion_layers=4), "III", ("Attention", "MergeAttn-4")),
         (Choice(kind="IDSR", sequence="GRU4Rec"), "IV", ("GRU4Rec", "IDSR")),
         (Choice(vision="Swin", sequence="NextItNet"), "IV", ("NextItNet", "MMSR")),
+        (Choice(kind="MMSR-T", text="RoBERTa", sequence="GRU4Rec"), "IV", ("GRU4Rec", "MMSR-T")),
     ],
 )
 def test_a_choice_that_is_a_table_row_has_that_rows_hash(choice, grid, key) -> None:

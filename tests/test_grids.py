@@ -84,13 +84,16 @@ def test_table3_rows_match_the_paper_and_set_each_fusion() -> None:
 
 
 def test_every_row_of_an_architecture_trains_under_its_tuned_settings() -> None:
-    """cpu: GRU4Rec and NextItNet rows (ID and content) use the learning rate and dropout their
-    ID model chose on validation on that data set; SASRec rows the profile's own; other
-    profiles, and data sets nobody tuned on, add nothing."""
+    """cpu: GRU4Rec and NextItNet rows use the learning rate and dropout their ID model chose
+    on validation on that data set, content rows the one their own search chose where it
+    differs (GRU4Rec, synthetic); SASRec rows the profile's own; other profiles, and data sets
+    nobody tuned on, add nothing."""
     cpu = profile_config("cpu")
     sasrec = (cpu.train.lr, cpu.model.dropout)
     tuned = {"synthetic": {"SASRec": sasrec, "GRU4Rec": (3e-2, 0.0), "NextItNet": (3e-2, 0.5)},
              "movielens-100k": {"SASRec": sasrec, "GRU4Rec": (3e-3, 0.1), "NextItNet": (3e-2, 0.5)}}
+    content = {"synthetic": {**tuned["synthetic"], "GRU4Rec": (1e-2, 0.1)},
+               "movielens-100k": tuned["movielens-100k"]}
 
     def setting(cfg: RunConfig) -> tuple[float, float]:
         r = cfg.resolved()
@@ -99,14 +102,17 @@ def test_every_row_of_an_architecture_trains_under_its_tuned_settings() -> None:
     from mmsr_lib.workbook import comparisons as cmp
 
     for dataset in grids.TABLE4_DATASETS:
-        for (arch, _), cfg in grids.table4_configs("cpu", dataset=dataset).items():
-            assert setting(cfg) == tuned[dataset][arch], (dataset, arch)
+        for (arch, col), cfg in grids.table4_configs("cpu", dataset=dataset).items():
+            want = tuned if col == "IDSR" else content
+            assert setting(cfg) == want[dataset][arch], (dataset, arch, col)
         table5 = cmp.table5_configs("cpu", dataset=dataset)
         for arch in grids.ARCHITECTURES:
             assert setting(table5["IDSR", arch]) == tuned[dataset][arch], (dataset, arch)
     # the caller's overrides still come last
     grid = grids.table4_configs("cpu", "model.dropout=0.2")
     assert grid["GRU4Rec", "MMSR"].resolved().model.dropout == 0.2
+    assert grids.sequence_settings("cpu", "nextitnet", content=True) == grids.sequence_settings(
+        "cpu", "nextitnet")  # no content search of its own: the ID model's setting
     assert grids.sequence_settings("cpu", "gru4rec", "path") == ("model.sequence=gru4rec",)
     for profile in ("smoke", "paper"):
         for arch, seq in grids.ARCHITECTURES.items():
