@@ -368,8 +368,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
         cmd = ["mmsr", "train", "--profile", profile, *sum(
             (["--set", s] for s in config_diff(base, run.config)), [])]
         key = run.config.hash()
-        state = states.setdefault(key, run_state(run.config, store))
-        print(f"{label_text(run.label):<32} seed {run.config.train.seed:<4} {state:<8}  "
+        if key not in states:  # a run shared by several rows is looked up once
+            states[key] = run_state(run.config, store)
+        print(f"{label_text(run.label):<32} seed {run.config.train.seed:<4} {states[key]:<8}  "
               f"{key}  {shlex.join(cmd)}")
     counts = Counter(states.values())
     print(f"{len(states)} distinct runs in {store.path if store else 'no results store yet'}: "

@@ -215,13 +215,13 @@ def chance_purity(labels: Sequence, group: np.ndarray | None = None) -> float:
     return float(np.mean([share[v] for v in sel.tolist()])) if len(sel) else math.nan
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PairedItems(PairedDifference):
     """Model A vs model B on the same points (items or users): mean per-point score,
     difference, bootstrap CI, sign-flip permutation p."""
 
-    what: str = "purity"
-    n: int = 0
+    what: str
+    n: int
 
 
 def paired_items(a: np.ndarray, b: np.ndarray, what: str = "purity", seed: int = 0

@@ -90,12 +90,12 @@ class PairedDifference:
         return claim_allowed(self.p_value, self.ci_low, self.ci_high, alpha)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PairedTest(PairedDifference):
     """A vs B on the same users (`paired_test`: Wilcoxon signed-rank p, bootstrap CI)."""
 
-    metric: str = "NDCG@10"
-    n_users: int = 0
+    metric: str
+    n_users: int
 
     @property
     def tests_disagree(self) -> bool:
