@@ -7,11 +7,14 @@ Every failure is one line on stderr that names the file or key and says what to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shlex
+import signal
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from mmsr_lib.config import PROFILES, default_profile, profile_config
@@ -177,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("notebook", help="notebook number or name, e.g. 02 or 02_fusion")
     grid.add_argument("--list", action="store_true",
                       help="list the runs, grouped by section (the default), each with where it "
-                           "stands in the results store: stored, stale, started (resumes), "
-                           "failed or to train")
+                           "stands in the results store: stored, stale, training (by a process "
+                           "now), stopped (resumes from its checkpoint), failed or to train")
     grid.add_argument("--train", action="store_true",
                       help="train every run of the notebook's grids, all seeds (the runs `mmsr "
                            "plan --notebook NN` prices, for any notebook 00-12) as one queue "
@@ -402,29 +405,49 @@ HANDLERS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "tune": cmd_
             "results": cmd_results, "components": cmd_components, "grid": cmd_grid}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised as an interrupt: a grid's worker pool stops its workers on it
+    (`runs.parallel.train_in_processes`) instead of leaving them training as orphans that hold
+    their runs' locks, and the run in this process is recorded as stopped, not failed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM / SIGHUP raise `Terminated` while the command runs (main thread only); the
+    previous handlers come back afterwards (`main` is also called from tests and scripts)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        from mmsr_lib.util import registry
-        from mmsr_lib.util.threads import configure_threads
-
-        configure_threads()  # this process's usable cores (or $MMSR_THREADS / $OMP_NUM_THREADS)
-        registry.load_plugins(args.plugin)
-        if args.command == "bench":
-            from mmsr_lib.bench import cmd_bench
-
-            return cmd_bench(args)
-        if args.command == "plan":
-            from mmsr_lib.plan import cmd_plan
-
-            return cmd_plan(args)
-        return HANDLERS[args.command](args)
-    except KeyboardInterrupt:
-        print("mmsr: interrupted (a resumable run continues from its last checkpoint when "
-              "started again)", file=sys.stderr)
-        return 130
+        with signals_as_interrupts():
+            return _dispatch(args)
+    except KeyboardInterrupt as err:
+        print(f"mmsr: {'terminated' if isinstance(err, Terminated) else 'interrupted'} (a "
+              "resumable run continues from its last checkpoint when started again)",
+              file=sys.stderr)
+        return 128 + err.signum if isinstance(err, Terminated) else 130
     except Exception as err:  # every failure: one line that says what to do
         if args.verbose:
             raise
@@ -434,6 +457,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmsr: error: {message} (run with -v for the traceback)", file=sys.stderr)
         return 2
 
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from mmsr_lib.util import registry
+    from mmsr_lib.util.threads import configure_threads
+
+    configure_threads()  # this process's usable cores (or $MMSR_THREADS / $OMP_NUM_THREADS)
+    registry.load_plugins(args.plugin)
+    if args.command == "bench":
+        from mmsr_lib.bench import cmd_bench
+
+        return cmd_bench(args)
+    if args.command == "plan":
+        from mmsr_lib.plan import cmd_plan
+
+        return cmd_plan(args)
+    return HANDLERS[args.command](args)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1204,20 +1204,50 @@ def notebook_runs(notebook: str, profile: str, *overrides: str) -> list[PlannedR
     return out
 
 
-RUN_STATES = ("stored", "stale", "started", "failed", "to train")
+RUN_STATES = ("stored", "stale", "training", "stopped", "failed", "to train")
+# how `runner.run_or_load` records a run cut short by the user or a signal (`store.fail` writes
+# the exception's class name first): such a run resumes from its checkpoint, it did not fail
+INTERRUPTIONS = ("KeyboardInterrupt", "SystemExit", "Terminated")
+
+
+def training_now(cfg: RunConfig) -> bool:
+    """Whether a process is training this run now: it holds the run's lock (the file
+    `runner.run_or_load` locks, ``<checkpoint_dir>/<hash>.lock``). Probed with a shared,
+    non-blocking lock that is let go at once, so nothing waits on it."""
+    import fcntl
+
+    from mmsr_lib.util.paths import resolve
+
+    lock = resolve(cfg.train.checkpoint_dir) / f"{cfg.hash()}.lock"
+    try:
+        fh = open(lock, "rb")
+    except OSError:  # no lock file: never started here
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
 
 
 def run_state(cfg: RunConfig, store: Any) -> str:
     """Where one run stands in `store` (None: no store yet), one of `RUN_STATES`: *stored*
-    (loaded as is), *stale* (stored by other code or data, so trained again), *started* (training
-    now, or stopped: it resumes from its checkpoint), *failed*, *to train*."""
+    (loaded as is), *stale* (stored by other code or data, so trained again), *training* (a
+    process holds its lock now: a grid started beside it waits for it, then loads it),
+    *stopped* (killed or interrupted: it resumes from its last checkpoint when trained again),
+    *failed* (its error is in `mmsr results`), *to train*."""
     from mmsr_lib.runs.runner import current_data_fingerprint, stale_reason
 
     record = store.get(cfg.hash()) if store is not None else None
     if record is None:
-        return "to train"
+        return "training" if training_now(cfg) else "to train"
     if record.status != "done":
-        return "started" if record.status == "running" else "failed"
+        if training_now(cfg):
+            return "training"
+        interrupted = record.status == "running" or (record.error or "").startswith(INTERRUPTIONS)
+        return "stopped" if interrupted else "failed"
     return "stored" if stale_reason(record, current_data_fingerprint(cfg)) is None else "stale"
 
 

@@ -116,33 +116,39 @@ def test_grid_list_covers_every_notebook_with_its_seeds(capsys):
 
 
 def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path):
-    """stored / started / failed / to train, read from the store that --results names; a run
-    shared by two rows is counted once."""
+    """stored / training / stopped / failed / to train, read from the store that --results
+    names; a run shared by two rows is counted once. *training*: a process holds the run's lock
+    now; *stopped*: killed (still "running" in the store) or interrupted, so it resumes."""
     import re
 
     from mmsr_lib.plan import notebook_runs
-    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.runner import run_lock, run_or_load
     from mmsr_lib.runs.store import ResultsStore
+    from mmsr_lib.util.paths import resolve
 
     db = tmp_path / "r.sqlite"
     runs = notebook_runs("03", "smoke")
     store = ResultsStore(db)
     run_or_load(runs[0].config.override("train.epochs=1"), store=store, progress=False)
     first = runs[0].config.override("train.epochs=1")  # listed with the same override below
-    started, failed = (r.config.override("train.epochs=1") for r in runs[1:3])
-    store.start(started)
-    store.start(failed)
+    killed, interrupted, failed, busy = (r.config.override("train.epochs=1") for r in runs[1:5])
+    for cfg in (killed, interrupted, failed, busy):
+        store.start(cfg)
+    store.fail(interrupted, "Terminated: SIGTERM")
     store.fail(failed, "boom")
-    assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
-                 "--results", str(db)]) == 0
+    lock = resolve(busy.train.checkpoint_dir) / f"{busy.hash()}.lock"
+    with run_lock(lock):  # as `run_or_load` holds it while it trains
+        assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
+                     "--results", str(db)]) == 0
     *out, summary = capsys.readouterr().out.strip().splitlines()
-    state = {m.group(2): m.group(1) for line in out
-             if (m := re.search(r" (stored|started|failed|to train|stale) +([0-9a-f]{16})  ", line))}
-    assert state[first.hash()] == "stored"
-    assert state[started.hash()] == "started" and state[failed.hash()] == "failed"
+    state = {m.group(2): m.group(1) for line in out if (m := re.search(
+        r" (stored|training|stopped|failed|to train|stale) +([0-9a-f]{16})  ", line))}
+    assert state[first.hash()] == "stored" and state[busy.hash()] == "training"
+    assert state[killed.hash()] == state[interrupted.hash()] == "stopped"
+    assert state[failed.hash()] == "failed"
     distinct = len(state)
-    assert summary == (f"{distinct} distinct runs in {db}: 1 stored, 1 started, 1 failed, "
-                       f"{distinct - 3} to train")
+    assert summary == (f"{distinct} distinct runs in {db}: 1 stored, 1 training, 2 stopped, "
+                       f"1 failed, {distinct - 5} to train")
 
 
 def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):

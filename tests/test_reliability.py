@@ -210,3 +210,37 @@ def test_same_seed_same_numbers_in_two_processes(tmp_path):
                               capture_output=True, text=True, env=env, timeout=600, check=True)
         outs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert outs[0] == outs[1]
+
+
+def test_sigterm_to_a_training_grid_stops_its_workers_and_their_runs_resume():
+    """`kill PID` of `mmsr grid --train` (SIGTERM) used to end only that process: its spawned
+    workers kept training as orphans holding their runs' locks, so a restarted grid waited on
+    them. Now the pool stops them, the command exits 143 with one line, and the runs they held
+    are listed as stopped (they resume from their checkpoints)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mmsr_lib.plan import notebook_runs, run_state, training_now
+
+    endless = ("--set", "train.epochs=100000", "--set", "train.patience=100000")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmsr_lib.cli", "grid", "00", "--train", "--profile", "smoke",
+         *endless], env={**os.environ, "MMSR_WORKERS": "2"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    configs = [r.config for r in notebook_runs("00", "smoke", *endless[1::2])]
+    deadline = time.monotonic() + 300
+    try:
+        while sum(map(training_now, configs)) < 2:  # both workers hold a run's lock
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "mmsr: terminated (a resumable run continues" in err
+    states = [run_state(cfg, ResultsStore()) for cfg in configs]
+    assert "training" not in states and states.count("stopped") == 2, states
