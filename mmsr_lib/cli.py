@@ -35,6 +35,7 @@ EPILOG = """examples:
   mmsr grid 09 --train --profile cpu          # train all of a notebook's runs as one queue
   mmsr results list
   mmsr results export --csv results.csv
+  mmsr results equate --since HEAD~1          # keep runs through a change shown not to alter them
   mmsr bench eval
   mmsr plan --notebook 03 --profile cpu       # fits? how long? (probe + prediction)
 """
@@ -164,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Example: mmsr results export --csv results.csv")
     exp.add_argument("--results", default=None)
     exp.add_argument("--csv", required=True, help="output path")
+    eq = rsub.add_parser(
+        "equate", help="keep stale runs through a change of code shown not to alter results",
+        description="For the stored runs made stale by code changed since REV: train one run of "
+                    "each (old, new) code fingerprint pair for --epochs under REV's code (read "
+                    "from git) and under the current code; where losses, metrics and per-user "
+                    "ranks are equal, record the pair in mmsr_lib/runs/equivalent_code.json "
+                    "(commit it) so those runs count as current. A change that alters results "
+                    "fails the check and its runs stay stale. The store is only read. "
+                    "Example: mmsr results equate --since HEAD~1")
+    eq.add_argument("--since", required=True, metavar="REV",
+                    help="the git revision whose code computed the stale runs")
+    eq.add_argument("--epochs", type=int, default=1, help="epochs of each check (default 1)")
+    eq.add_argument("--dry-run", action="store_true", help="check, but record nothing")
+    eq.add_argument("--results", default=None)
 
     comp = sub.add_parser("components", help="list what can be picked, one line each",
                           description="Kinds: text_encoder, vision_encoder, vlp, fusion, "
@@ -321,6 +336,14 @@ def cmd_results(args: argparse.Namespace) -> int:
     from mmsr_lib.workbook.report import results_listing
 
     store = _store(args.results, readonly=True)
+    if args.results_command == "equate":
+        from mmsr_lib.runs.equate import equate, report_lines
+
+        if args.epochs < 1:
+            raise ValueError(f"--epochs {args.epochs}: at least 1")
+        report = equate(store, args.since, epochs=args.epochs, write=not args.dry_run)
+        print("\n".join(report_lines(report, args.epochs)))
+        return 0 if all(c.equal for c in report.checks) else 1
     if args.results_command == "export":
         print(store.export_csv(args.csv))
         return 0

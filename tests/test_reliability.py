@@ -244,3 +244,37 @@ def test_sigterm_to_a_training_grid_stops_its_workers_and_their_runs_resume():
     assert "mmsr: terminated (a resumable run continues" in err
     states = [run_state(cfg, ResultsStore()) for cfg in configs]
     assert "training" not in states and states.count("stopped") == 2, states
+
+
+def test_workers_end_when_their_parent_dies_without_a_word():
+    """SIGKILL leaves the pool no chance to stop its workers (and papermill ends a notebook's
+    kernel so): each worker watches its parent and ends itself, releasing its run's lock, so the
+    runs are stopped (they resume) instead of training on as orphans."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mmsr_lib.plan import notebook_runs, run_state, training_now
+
+    endless = ("--set", "train.epochs=100000", "--set", "train.patience=100000")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmsr_lib.cli", "grid", "00", "--train", "--profile", "smoke",
+         *endless], env={**os.environ, "MMSR_WORKERS": "2"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    configs = [r.config for r in notebook_runs("00", "smoke", *endless[1::2])]
+    deadline = time.monotonic() + 300
+    try:
+        while sum(map(training_now, configs)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        proc.kill()
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while any(map(training_now, configs)):  # the orphans notice within a second or so
+            assert time.monotonic() < deadline, "worker processes outlived their parent"
+            time.sleep(0.5)
+    finally:
+        proc.kill()
+    states = [run_state(cfg, ResultsStore()) for cfg in configs]
+    assert states.count("stopped") == 2, states

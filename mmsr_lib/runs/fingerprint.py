@@ -10,6 +10,12 @@ runner and everything it imports, plus the modules of the components the configu
 *they* import, found by reading the import statements. A new table layout, a new baseline or a
 new vision-language model therefore does not make an ID or MMSR run stale; a change to the
 trainer, the evaluator or an encoder it uses does.
+
+A change that cannot alter a result (a fix of how worker processes stop, a refactor) would still
+make every stored run stale. `mmsr results equate --since REV` checks such a change instead of
+trusting it: for each fingerprint of the store's runs at REV's code it trains a run under REV's
+code and under the current code and records the pair in `EQUIVALENT_CODE` only when losses,
+metrics and per-user ranks are equal; `same_code` then treats the two fingerprints as one.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import ast
 import functools
 import hashlib
 import importlib.metadata
+import json
 from pathlib import Path
 from typing import Any
 
 PACKAGES = ("torch", "transformers", "timm", "numpy")
+# verified pairs of fingerprints computing the same results (`runs.equate` writes it; committed)
+EQUIVALENT_CODE = Path(__file__).with_name("equivalent_code.json")
 ROOT = Path(__file__).resolve().parents[1]  # the mmsr_lib package folder
 RUNNER = "mmsr_lib.runs.runner"
 # registry kinds and the resolved config fields that name a component of that kind
@@ -119,3 +128,43 @@ def code_fingerprint(cfg: Any = None) -> str:
     this process loaded."""
     modules = {RUNNER} if cfg is None else component_modules(cfg.resolved())
     return _digest(tuple(module_closure(modules)))
+
+
+@functools.cache
+def _equivalences(path: Path, mtime_ns: int) -> dict[str, frozenset[str]]:
+    if mtime_ns < 0:
+        return {}
+    out: dict[str, set[str]] = {}
+    for entry in json.loads(path.read_text())["equivalences"]:
+        out.setdefault(entry["from"], set()).add(entry["to"])
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def equivalences(path: Path | None = None) -> dict[str, frozenset[str]]:
+    """The verified pairs in `path` (default `EQUIVALENT_CODE`): old fingerprint -> the newer
+    fingerprints its code was checked to compute the same results as."""
+    path = Path(path) if path is not None else EQUIVALENT_CODE
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        mtime = -1
+    return _equivalences(path, mtime)
+
+
+def same_code(stored: str | None, current: str, path: Path | None = None) -> bool:
+    """Whether a run stored under fingerprint `stored` is what the code of `current` computes:
+    the same fingerprint, or a chain of verified equivalences from `stored` to `current`
+    (`runs.equate`; one direction only, from older code to newer)."""
+    if stored is None:
+        return False
+    pairs = equivalences(path)
+    seen, todo = {stored}, [stored]
+    while todo:
+        fp = todo.pop()
+        if fp == current:
+            return True
+        for nxt in pairs.get(fp, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return False

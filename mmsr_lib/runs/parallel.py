@@ -17,6 +17,8 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -83,6 +85,23 @@ def epoch_logger(name: str, every: int = LOG_EVERY) -> Callable[[int, dict], Non
     return log_epoch
 
 
+PARENT_POLL_SECONDS = 1.0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker ends (SIGTERM to itself, as `_stop` would send) once the
+    process that started it is gone. Without it a worker whose parent was killed (a notebook
+    kernel shut down by papermill, `kill -9` of a grid) went on training as an orphan, holding its
+    run's lock, so a restarted grid waited on it. Its checkpoint is written atomically, so the
+    run resumes from it next time."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="mmsr-parent-watch", daemon=True).start()
+
+
 def _train_one(run: Callable[..., RunRecord], cfg: RunConfig, store_path: str, threads: int,
                force: bool, allow_stale: bool) -> str:
     """Worker body: train (or load) one run with `threads` intra-op threads, logging its
@@ -120,7 +139,8 @@ def train_in_processes(configs: Sequence[RunConfig], store_path: str | Path, wor
     bar = tqdm(total=len(configs), desc=f"runs ({workers} processes)", disable=not progress,
                dynamic_ncols=True)
     ctx = multiprocessing.get_context("spawn")  # fork after torch's threads start can hang
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
     futures = {pool.submit(_train_one, run, cfg, str(store_path), threads, force, allow_stale):
                cfg
                for cfg in configs}

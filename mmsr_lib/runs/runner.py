@@ -31,7 +31,7 @@ from mmsr_lib.data.preprocess import SequenceData, build_sequences
 from mmsr_lib.data.sources import dataset_root
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.recommender import Recommender
-from mmsr_lib.runs.fingerprint import code_fingerprint
+from mmsr_lib.runs.fingerprint import code_fingerprint, same_code
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.train import fit, resolve_device
 from mmsr_lib.util import distributed, registry
@@ -226,9 +226,10 @@ def run_lock(path: Path) -> Iterator[None]:
 def stale_reason(record: RunRecord, data_fingerprint: str | None) -> str | None:
     """Why a stored run may not describe what this code on this data would compute, or None."""
     code = code_fingerprint(record.run_config())
-    if record.code_fingerprint != code:
+    if not same_code(record.code_fingerprint, code):
         return (f"it was computed by other code (fingerprint {record.code_fingerprint} vs "
-                f"{code} now: the library's sources or torch/transformers/timm changed)")
+                f"{code} now: the library's sources or torch/transformers/timm changed; if the "
+                "change cannot alter results, `mmsr results equate --since REV` checks that)")
     if data_fingerprint is not None and record.dataset_fingerprint != data_fingerprint:
         return (f"it was computed on other data (fingerprint {record.dataset_fingerprint} vs "
                 f"{data_fingerprint} now)")

@@ -275,7 +275,7 @@ def results_listing(store: Any, split: str = "test", status: str = "done", wide:
                     width: int = 120) -> str:
     """`mmsr results list`: one line per run, fitting `width` columns unless `wide`; runs
     computed by other code than the current library are marked stale."""
-    from mmsr_lib.runs.fingerprint import code_fingerprint
+    from mmsr_lib.runs.fingerprint import code_fingerprint, same_code
 
     frame = store.to_frame(split)
     if status != "all":
@@ -284,9 +284,8 @@ def results_listing(store: Any, split: str = "test", status: str = "done", wide:
         return "no stored runs" + (f" with status {status}" if status != "all" else "")
     current = {rec.config_hash: code_fingerprint(rec.run_config())
                for rec in store.records(status=None)}
-    stale = ["" if fp == current.get(h) else "stale" for h, fp in zip(frame["hash"],
-                                                                     frame["code_fp"],
-                                                                     strict=True)]
+    stale = ["" if same_code(fp, current.get(h, "")) else "stale"
+             for h, fp in zip(frame["hash"], frame["code_fp"], strict=True)]
     if any(stale):  # computed by other code: `mmsr train` would run these again
         frame = frame.assign(stale=stale)
     if not wide:

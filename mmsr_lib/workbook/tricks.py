@@ -428,7 +428,7 @@ def probe_cost(cfg: RunConfig, refresh: bool = False) -> dict:
     temporary folder (nothing enters the results store); cached in ``runs/costs/<hash>.json``
     with the code fingerprint. For rows whose stored run has no memory measurement. Under
     ``MMSR_LOAD_ONLY=1`` it only reads the cache (NaN when there is none)."""
-    from mmsr_lib.runs.fingerprint import code_fingerprint
+    from mmsr_lib.runs.fingerprint import code_fingerprint, same_code
     from mmsr_lib.runs.runner import LOAD_ONLY_ENV
 
     cfg = cfg.resolved()
@@ -436,7 +436,8 @@ def probe_cost(cfg: RunConfig, refresh: bool = False) -> dict:
     fingerprint = code_fingerprint()
     if path.exists() and not refresh:
         cached = json.loads(path.read_text())
-        if cached.get("code_fingerprint") == fingerprint or os.environ.get(LOAD_ONLY_ENV) == "1":
+        if same_code(cached.get("code_fingerprint"), fingerprint) \
+                or os.environ.get(LOAD_ONLY_ENV) == "1":
             return cached
     if os.environ.get(LOAD_ONLY_ENV) == "1":  # `make figures` draws, never trains
         return {"hash": cfg.hash(), "epoch_seconds": math.nan, "peak_memory_mb": math.nan,
