@@ -168,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     eq = rsub.add_parser(
         "equate", help="keep stale runs through a change of code shown not to alter results",
         description="For the stored runs made stale by code changed since REV: train one run of "
+                    "each kind (sequence model, item encoder, fusion, loss, windows, data) of "
                     "each (old, new) code fingerprint pair for --epochs under REV's code (read "
                     "from git) and under the current code; where losses, metrics and per-user "
-                    "ranks are equal, record the pair in mmsr_lib/runs/equivalent_code.json "
+                    "ranks are equal for every kind, record the pair in mmsr_lib/runs/equivalent_code.json "
                     "(commit it) so those runs count as current. A change that alters results "
                     "fails the check and its runs stay stale. The store is only read. "
                     "Example: mmsr results equate --since HEAD~1")
@@ -342,8 +343,8 @@ def cmd_results(args: argparse.Namespace) -> int:
         if args.epochs < 1:
             raise ValueError(f"--epochs {args.epochs}: at least 1")
         report = equate(store, args.since, epochs=args.epochs, write=not args.dry_run)
-        print("\n".join(report_lines(report, args.epochs)))
-        return 0 if all(c.equal for c in report.checks) else 1
+        print("\n".join(report_lines(report, written=not args.dry_run)))
+        return 0 if all(report.pairs().values()) else 1
     if args.results_command == "export":
         print(store.export_csv(args.csv))
         return 0

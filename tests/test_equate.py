@@ -96,19 +96,22 @@ def test_equate_records_a_pair_only_when_both_codes_compute_the_same(tmp_path, m
     assert report.current == 0 and report.other_code == 0 and len(report.checks) == 1
     check = report.checks[0]
     assert (check.old, check.config_hash, check.runs) == (rec.code_fingerprint, CFG.hash(), 1)
-    assert check.equal is equal
+    assert check.kind == "sequential/id/sasrec/-/bce/all/synthetic"
+    assert check.equal is equal and report.pairs() == {(check.old, check.new): equal}
+    assert check.computed.startswith("1 epoch(s) (loss ") and "users' ranks" in check.computed
     if equal:
         entry = json.loads(pairs.read_text())["equivalences"][0]
         assert (entry["from"], entry["to"]) == (check.old, check.new)
         assert stale_reason(store.get(CFG.hash()), None) is None
-        assert "equal, recorded" in report_lines(report, 1)[1]
+        assert report_lines(report)[1].endswith("1 kind(s) checked: equal: recorded")
         again = equate(store, "HEAD", repo=repo)  # nothing left to check
         assert again.current == 1 and again.checks == []
     else:
         assert check.difference.startswith("history.0.loss")  # the shuffling changed
         assert not pairs.exists()
         assert "other code" in stale_reason(store.get(CFG.hash()), None)
-        assert "DIFFERENT" in report_lines(report, 1)[1]
+        assert "DIFFERENT" in report_lines(report)[1]
+        assert "differs at history.0.loss" in report_lines(report)[2]
 
 
 def test_equate_leaves_runs_of_other_code_stale(tmp_path, monkeypatch):

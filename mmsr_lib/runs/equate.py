@@ -10,15 +10,19 @@ instead of trusting it:
 2. every stored run that is stale now is looked up under that code: only runs whose stored
    fingerprint equals what `since`'s code gives for their configuration are candidates (a run
    stored by any other code is left alone, stale);
-3. for each pair (fingerprint at `since`, fingerprint now) one of its runs is trained for
-   `epochs` epoch(s) under `since`'s code and under the current code, in two fresh processes with
-   one thread each, from the same stored configuration;
+3. for each pair (fingerprint at `since`, fingerprint now) and each kind of run in it (one
+   fingerprint covers several code paths: the combinations of `KIND_FIELDS`, e.g. ID SASRec
+   with softmax CE on MovieLens), the kind's cheapest run is trained for `epochs` epoch(s) under
+   `since`'s code and under the current code, in two fresh processes with one thread each, from
+   the same stored configuration;
 4. only when the losses of every epoch, the validation and test metrics and the per-user ranks
-   are equal to the last bit is the pair written to ``runs/equivalent_code.json``, with the run
-   it was checked on; `fingerprint.same_code` then reads the stored runs of the old fingerprint
-   as current.
+   are equal to the last bit for every kind is the pair written to
+   ``runs/equivalent_code.json``, with the runs it was checked on; `fingerprint.same_code` then
+   reads the stored runs of the old fingerprint as current.
 
-A change that alters results fails step 4 and its runs stay stale. The file is committed with the
+A change that alters results fails step 4 and its runs stay stale. Short runs are the evidence:
+a change whose effect shows only after many epochs or in a path no stored kind takes would pass,
+so equate changes that are meant to alter nothing, not ones that might. The file is committed with the
 change it vouches for, so a clean clone keeps the same reading of every store.
 """
 
@@ -67,15 +71,24 @@ else:
 '''
 
 
+# the settings that pick different code paths within one fingerprint: each combination of them
+# among a pair's runs is checked on its cheapest run
+KIND_FIELDS = (("model", "recommender"), ("model", "item_encoder"), ("model", "sequence"),
+               ("model", "fusion"), ("train", "loss"), ("data", "train_windows"),
+               ("data", "source"))
+
+
 @dataclass(frozen=True)
 class Check:
-    """One pair of fingerprints and what training one of its runs under both codes gave."""
+    """One run trained under both codes: what it computed, and the first difference."""
 
     old: str  # the fingerprint of `since`'s code (the stored runs')
     new: str  # the current code's
-    runs: int  # stored runs this pair covers
-    config_hash: str  # the run it was checked on
+    kind: str  # the settings of `KIND_FIELDS`, e.g. "sequential/id/sasrec/-/ce/all/synthetic"
+    runs: int  # stored runs of this pair and kind
+    config_hash: str  # the run it was checked on (the kind's cheapest)
     name: str
+    computed: str  # what was compared, e.g. "1 epoch (loss 6.41), test NDCG@10 1.23, 943 users"
     difference: str  # the first thing that differed; "" when everything was equal
 
     @property
@@ -89,6 +102,18 @@ class Report:
     checks: list[Check]
     other_code: int  # stale runs computed by code other than `since`'s: left stale
     current: int  # runs already current
+
+    def pairs(self) -> dict[tuple[str, str], bool]:
+        """(old, new) -> whether every kind of its runs computed the same under both codes."""
+        out: dict[tuple[str, str], bool] = {}
+        for c in self.checks:
+            out[(c.old, c.new)] = out.get((c.old, c.new), True) and c.equal
+        return out
+
+
+def run_kind(config: dict) -> str:
+    """The code path a stored configuration takes, as `KIND_FIELDS` names it."""
+    return "/".join(str(config.get(sec, {}).get(key) or "-") for sec, key in KIND_FIELDS)
 
 
 def code_tree(repo: Path, rev: str, dest: Path) -> str:
@@ -169,42 +194,66 @@ def equate(store: ResultsStore, since: str, repo: Path | None = None, epochs: in
                 groups.setdefault((old, now[rec.config_hash]), []).append(rec)
         checks = []
         for (old, new), recs in groups.items():
-            # the cheapest run of the pair: fewest users, then fewest items
-            rec = min(recs, key=lambda r: (r.extra.get("n_users", 0), r.extra.get("n_items", 0)))
-            outs = [_probe(root, ["train", str(epochs), str(Path(tmp) / f"ck-{i}")], [rec.config])
-                    for i, root in enumerate((tree, ROOT.parent))]  # then, and this process's
-            checks.append(Check(old, new, len(recs), rec.config_hash, rec.name,
-                                first_difference(*outs)))
+            kinds: dict[str, list[RunRecord]] = {}
+            for rec in recs:
+                kinds.setdefault(run_kind(rec.config), []).append(rec)
+            for kind, same in sorted(kinds.items()):
+                # the kind's cheapest run: fewest users, then fewest items
+                rec = min(same, key=lambda r: (r.extra.get("n_users", 0),
+                                               r.extra.get("n_items", 0)))
+                outs = [_probe(root, ["train", str(epochs), str(Path(tmp) / f"ck-{i}")],
+                               [rec.config])
+                        for i, root in enumerate((tree, ROOT.parent))]  # then, and this process's
+                checks.append(Check(old, new, kind, len(same), rec.config_hash, rec.name,
+                                    _computed(outs[1]), first_difference(*outs)))
     report = Report(commit, checks, len(stale) - sum(len(v) for v in groups.values()),
                     len(records) - len(stale))
-    if write and any(c.equal for c in checks):
+    if write and any(report.pairs().values()):
         record_equivalences(report, epochs, path)
     return report
 
 
+def _computed(out: dict) -> str:
+    """A short account of what one probe computed (so the report shows the check was real)."""
+    history = out.get("history") or []
+    loss = f" (loss {history[-1]['loss']:.4f})" if history and "loss" in history[-1] else ""
+    test = out.get("metrics", {}).get("test", {})
+    ndcg = f", test NDCG@10 {test['NDCG@10']:.4f}" if "NDCG@10" in test else ""
+    users = len(next(iter(out.get("ranks", {}).values()), []))
+    return f"{len(history)} epoch(s){loss}{ndcg}, {users} users' ranks"
+
+
 def record_equivalences(report: Report, epochs: int, path: Path) -> None:
-    """Append the report's equal pairs to `path` (atomically; a pair already there is kept)."""
+    """Append the report's pairs whose every check was equal to `path` (atomically; a pair
+    already there is kept)."""
     doc = json.loads(path.read_text()) if path.exists() else {"equivalences": []}
     have = {(e["from"], e["to"]) for e in doc["equivalences"]}
-    for c in report.checks:
-        if c.equal and (c.old, c.new) not in have:
-            doc["equivalences"].append({
-                "from": c.old, "to": c.new, "since": report.since,
-                "checked_on": f"{c.name} [{c.config_hash}]", "epochs": epochs,
-                "evidence": "losses of every epoch, validation and test metrics and per-user "
-                            "ranks equal under both codes",
-                "date": date.today().isoformat(), "runs": c.runs})
+    for (old, new), equal in report.pairs().items():
+        if not equal or (old, new) in have:
+            continue
+        checks = [c for c in report.checks if (c.old, c.new) == (old, new)]
+        doc["equivalences"].append({
+            "from": old, "to": new, "since": report.since, "date": date.today().isoformat(),
+            "runs": sum(c.runs for c in checks), "epochs": epochs,
+            "evidence": "losses of every epoch, validation and test metrics and per-user ranks "
+                        "equal under both codes, on one run of each kind",
+            "checked_on": [f"{c.kind}: {c.name} [{c.config_hash}], {c.computed}"
+                           for c in checks]})
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
-def report_lines(report: Report, epochs: int) -> list[str]:
-    """What `mmsr results equate` prints."""
+def report_lines(report: Report, written: bool = True) -> list[str]:
+    """What `mmsr results equate` prints (`written`: whether equal pairs were recorded)."""
     out = [f"since {report.since[:12]}: {report.current} stored runs current, "
            f"{sum(c.runs for c in report.checks)} computed by that commit's code, "
            f"{report.other_code} by other code (left stale)"]
-    for c in report.checks:
-        head = (f"{c.old} -> {c.new} ({c.runs} runs), checked on {c.name} [{c.config_hash}], "
-                f"{epochs} epoch(s) under both: ")
-        out.append(head + ("equal, recorded" if c.equal else f"DIFFERENT ({c.difference}), "
-                           "not recorded: these runs stay stale"))
+    for (old, new), equal in report.pairs().items():
+        checks = [c for c in report.checks if (c.old, c.new) == (old, new)]
+        verdict = ("equal: recorded" if written else "equal (dry run: not recorded)") if equal \
+            else "DIFFERENT: not recorded, these runs stay stale"
+        out.append(f"{old} -> {new}: {sum(c.runs for c in checks)} runs, "
+                   f"{len(checks)} kind(s) checked: {verdict}")
+        for c in checks:
+            out.append(f"  {c.kind} ({c.runs} runs) on {c.name} [{c.config_hash}]: "
+                       + (c.computed if c.equal else f"differs at {c.difference}"))
     return out
