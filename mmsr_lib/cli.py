@@ -402,6 +402,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
     counts = Counter(states.values())
     print(f"{len(states)} distinct runs in {store.path if store else 'no results store yet'}: "
           + ", ".join(f"{counts[s]} {s}" for s in RUN_STATES if counts[s]))
+    if counts["stale"]:
+        print("stale runs were computed by other code and train again with --train; if that "
+              "change cannot alter results, `mmsr results equate --since REV` (REV: the commit "
+              "that computed them) checks it and keeps them")
     return 0
 
 

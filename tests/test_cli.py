@@ -115,7 +115,7 @@ def test_grid_list_covers_every_notebook_with_its_seeds(capsys):
     assert "no grid for notebook '42'" in capsys.readouterr().err
 
 
-def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path):
+def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path, monkeypatch):
     """stored / training / stopped / failed / to train, read from the store that --results
     names; a run shared by two rows is counted once. *training*: a process holds the run's lock
     now; *stopped*: killed (still "running" in the store) or interrupted, so it resumes."""
@@ -149,6 +149,14 @@ def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path):
     distinct = len(state)
     assert summary == (f"{distinct} distinct runs in {db}: 1 stored, 1 training, 2 stopped, "
                        f"1 failed, {distinct - 5} to train")
+
+    from mmsr_lib.runs import runner
+    monkeypatch.setattr(runner, "code_fingerprint", lambda *cfg: "other code")
+    assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
+                 "--results", str(db)]) == 0
+    *out, summary, hint = capsys.readouterr().out.strip().splitlines()
+    assert f" stale     {first.hash()}  " in "\n".join(out) and ": 1 stale, " in summary
+    assert "`mmsr results equate --since REV`" in hint
 
 
 def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):
