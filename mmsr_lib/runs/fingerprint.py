@@ -13,9 +13,10 @@ trainer, the evaluator or an encoder it uses does.
 
 A change that cannot alter a result (a fix of how worker processes stop, a refactor) would still
 make every stored run stale. `mmsr results equate --since REV` checks such a change instead of
-trusting it: for each fingerprint of the store's runs at REV's code it trains a run under REV's
-code and under the current code and records the pair in `EQUIVALENT_CODE` only when losses,
-metrics and per-user ranks are equal; `same_code` then treats the two fingerprints as one.
+trusting it: for each fingerprint of the store's runs at REV's code it trains one run of each
+kind under REV's code and under the current code and records the pair in `EQUIVALENT_CODE` only
+when losses, metrics and per-user ranks are equal for all; `same_code` then lets a run stored
+under the old fingerprint count as computed by the new code.
 """
 
 from __future__ import annotations
