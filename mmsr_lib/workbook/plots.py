@@ -98,9 +98,11 @@ def plot_ours_vs_paper(
         err = ours_std.reindex(side.index).to_numpy(dtype=float) if (
             ours_std is not None and name == "ours") else None
         ax.barh(y, np.nan_to_num(values), xerr=err, color=colors, capsize=2)
-        for yi, v in zip(y, values, strict=True):
+        # the label starts after the error bar, not on it
+        ends = values + (np.nan_to_num(err) if err is not None else 0.0)
+        for yi, v, end in zip(y, values, ends, strict=True):
             if np.isfinite(v):
-                ax.annotate(f"{v:.2f}", (v, yi), xytext=(3, 0), textcoords="offset points",
+                ax.annotate(f"{v:.2f}", (end, yi), xytext=(3, 0), textcoords="offset points",
                             va="center", fontsize=7)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(f"test {metric} (%)")
