@@ -212,6 +212,15 @@ def test_same_seed_same_numbers_in_two_processes(tmp_path):
     assert outs[0] == outs[1]
 
 
+def _started(cfg) -> bool:
+    """A worker holds the run's lock and has recorded it as running (it takes the lock first,
+    so the lock alone may come a moment before the store's row)."""
+    from mmsr_lib.plan import training_now
+
+    rec = ResultsStore().get(cfg.hash())
+    return training_now(cfg) and rec is not None and rec.status == "running"
+
+
 def test_sigterm_to_a_training_grid_stops_its_workers_and_their_runs_resume():
     """`kill PID` of `mmsr grid --train` (SIGTERM) used to end only that process: its spawned
     workers kept training as orphans holding their runs' locks, so a restarted grid waited on
@@ -223,7 +232,7 @@ def test_sigterm_to_a_training_grid_stops_its_workers_and_their_runs_resume():
     import sys
     import time
 
-    from mmsr_lib.plan import notebook_runs, run_state, training_now
+    from mmsr_lib.plan import notebook_runs, run_state
 
     endless = ("--set", "train.epochs=100000", "--set", "train.patience=100000")
     proc = subprocess.Popen(
@@ -233,7 +242,7 @@ def test_sigterm_to_a_training_grid_stops_its_workers_and_their_runs_resume():
     configs = [r.config for r in notebook_runs("00", "smoke", *endless[1::2])]
     deadline = time.monotonic() + 300
     try:
-        while sum(map(training_now, configs)) < 2:  # both workers hold a run's lock
+        while sum(map(_started, configs)) < 2:  # both workers are training a run
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
@@ -265,7 +274,7 @@ def test_workers_end_when_their_parent_dies_without_a_word():
     configs = [r.config for r in notebook_runs("00", "smoke", *endless[1::2])]
     deadline = time.monotonic() + 300
     try:
-        while sum(map(training_now, configs)) < 2:
+        while sum(map(_started, configs)) < 2:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
         proc.kill()
