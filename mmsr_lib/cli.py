@@ -171,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "each kind (sequence model, item encoder, fusion, loss, windows, data) of "
                     "each (old, new) code fingerprint pair for --epochs under REV's code (read "
                     "from git) and under the current code; where losses, metrics and per-user "
-                    "ranks are equal for every kind, record the pair in mmsr_lib/runs/equivalent_code.json "
-                    "(commit it) so those runs count as current. A change that alters results "
+                    "ranks are equal for every kind, record the pair in "
+                    "mmsr_lib/runs/equivalent_code.json (commit it) so those runs count as "
+                    "current. A change that alters results "
                     "fails the check and its runs stay stale. The store is only read. "
                     "Example: mmsr results equate --since HEAD~1")
     eq.add_argument("--since", required=True, metavar="REV",
@@ -501,6 +502,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return cmd_plan(args)
     return HANDLERS[args.command](args)
+
 
 if __name__ == "__main__":
     sys.exit(main())

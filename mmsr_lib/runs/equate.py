@@ -22,8 +22,8 @@ instead of trusting it:
 
 A change that alters results fails step 4 and its runs stay stale. Short runs are the evidence:
 a change whose effect shows only after many epochs or in a path no stored kind takes would pass,
-so equate changes that are meant to alter nothing, not ones that might. The file is committed with the
-change it vouches for, so a clean clone keeps the same reading of every store.
+so equate changes that are meant to alter nothing, not ones that might. The file is committed
+with the change it vouches for, so a clean clone keeps the same reading of every store.
 """
 
 from __future__ import annotations
@@ -103,12 +103,16 @@ class Report:
     other_code: int  # stale runs computed by code other than `since`'s: left stale
     current: int  # runs already current
 
+    def by_pair(self) -> dict[tuple[str, str], list[Check]]:
+        """(old, new) -> the checks of its kinds, in the order they ran."""
+        out: dict[tuple[str, str], list[Check]] = {}
+        for c in self.checks:
+            out.setdefault((c.old, c.new), []).append(c)
+        return out
+
     def pairs(self) -> dict[tuple[str, str], bool]:
         """(old, new) -> whether every kind of its runs computed the same under both codes."""
-        out: dict[tuple[str, str], bool] = {}
-        for c in self.checks:
-            out[(c.old, c.new)] = out.get((c.old, c.new), True) and c.equal
-        return out
+        return {pair: all(c.equal for c in checks) for pair, checks in self.by_pair().items()}
 
 
 def run_kind(config: dict) -> str:
@@ -176,8 +180,9 @@ def equate(store: ResultsStore, since: str, repo: Path | None = None, epochs: in
            path: Path | None = None, write: bool = True) -> Report:
     """Check that the code at `since` and the current code compute the same results for the
     store's stale runs, and record the pairs that do in `path` (default
-    `fingerprint.EQUIVALENT_CODE`) unless `write` is false. `repo` (default: this checkout) is the git repository `since` is read
-    from; the current code is always this process's. See the module docstring."""
+    `fingerprint.EQUIVALENT_CODE`) unless `write` is false. `repo` (default: this checkout) is
+    the git repository `since` is read from; the current code is always this process's. See
+    the module docstring."""
     repo = Path(repo) if repo is not None else ROOT.parent
     path = Path(path) if path is not None else fingerprint.EQUIVALENT_CODE
     records = store.records()
@@ -228,10 +233,9 @@ def record_equivalences(report: Report, epochs: int, path: Path) -> None:
     already there is kept)."""
     doc = json.loads(path.read_text()) if path.exists() else {"equivalences": []}
     have = {(e["from"], e["to"]) for e in doc["equivalences"]}
-    for (old, new), equal in report.pairs().items():
-        if not equal or (old, new) in have:
+    for (old, new), checks in report.by_pair().items():
+        if not all(c.equal for c in checks) or (old, new) in have:
             continue
-        checks = [c for c in report.checks if (c.old, c.new) == (old, new)]
         doc["equivalences"].append({
             "from": old, "to": new, "since": report.since, "date": date.today().isoformat(),
             "runs": sum(c.runs for c in checks), "epochs": epochs,
@@ -247,8 +251,8 @@ def report_lines(report: Report, written: bool = True) -> list[str]:
     out = [f"since {report.since[:12]}: {report.current} stored runs current, "
            f"{sum(c.runs for c in report.checks)} computed by that commit's code, "
            f"{report.other_code} by other code (left stale)"]
-    for (old, new), equal in report.pairs().items():
-        checks = [c for c in report.checks if (c.old, c.new) == (old, new)]
+    for (old, new), checks in report.by_pair().items():
+        equal = all(c.equal for c in checks)
         verdict = ("equal: recorded" if written else "equal (dry run: not recorded)") if equal \
             else "DIFFERENT: not recorded, these runs stay stale"
         out.append(f"{old} -> {new}: {sum(c.runs for c in checks)} runs, "
