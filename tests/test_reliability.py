@@ -221,32 +221,49 @@ def _started(cfg) -> bool:
     return training_now(cfg) and rec is not None and rec.status == "running"
 
 
-def test_sigterm_to_a_training_grid_stops_its_workers_and_their_runs_resume():
-    """`kill PID` of `mmsr grid --train` (SIGTERM) used to end only that process: its spawned
-    workers kept training as orphans holding their runs' locks, so a restarted grid waited on
-    them. Now the pool stops them, the command exits 143 with one line, and the runs they held
-    are listed as stopped (they resume from their checkpoints)."""
+def _grid_training_two_endless_runs(stderr: int):
+    """`mmsr grid 00 --train` with two worker processes and epochs without end, once both
+    workers are training a run: (the process, the sequence models' configurations).
+    Most-popular is left out: it finishes at once, never "endless"."""
     import os
-    import signal
     import subprocess
     import sys
     import time
 
-    from mmsr_lib.plan import notebook_runs, run_state
+    from mmsr_lib.plan import notebook_runs
 
     endless = ("--set", "train.epochs=100000", "--set", "train.patience=100000")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mmsr_lib.cli", "grid", "00", "--train", "--profile", "smoke",
          *endless], env={**os.environ, "MMSR_WORKERS": "2"}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
-    # the sequence models' runs (most-popular finishes at once, never "endless")
+        stderr=stderr, text=True)
     configs = [r.config for r in notebook_runs("00", "smoke", *endless[1::2])
                if r.label != "MostPop"]
     deadline = time.monotonic() + 300
     try:
-        while sum(map(_started, configs)) < 2:  # both workers are training a run
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        while sum(map(_started, configs)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (proc.stderr.read() if proc.stderr and proc.poll() is not None  # ended
+                 else "the grid did not start two runs in time")
             time.sleep(0.5)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, configs
+
+
+def test_sigterm_to_a_training_grid_stops_its_workers_and_their_runs_resume():
+    """`kill PID` of `mmsr grid --train` (SIGTERM) used to end only that process: its spawned
+    workers kept training as orphans holding their runs' locks, so a restarted grid waited on
+    them. Now the pool stops them, the command exits 143 with one line, and the runs they held
+    are listed as stopped (they resume from their checkpoints)."""
+    import signal
+    import subprocess
+
+    from mmsr_lib.plan import run_state
+
+    proc, configs = _grid_training_two_endless_runs(subprocess.PIPE)
+    try:
         proc.send_signal(signal.SIGTERM)
         err = proc.communicate(timeout=120)[1]
     finally:
@@ -261,25 +278,13 @@ def test_workers_end_when_their_parent_dies_without_a_word():
     """SIGKILL leaves the pool no chance to stop its workers (and papermill ends a notebook's
     kernel so): each worker watches its parent and ends itself, releasing its run's lock, so the
     runs are stopped (they resume) instead of training on as orphans."""
-    import os
     import subprocess
-    import sys
     import time
 
-    from mmsr_lib.plan import notebook_runs, run_state, training_now
+    from mmsr_lib.plan import run_state, training_now
 
-    endless = ("--set", "train.epochs=100000", "--set", "train.patience=100000")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mmsr_lib.cli", "grid", "00", "--train", "--profile", "smoke",
-         *endless], env={**os.environ, "MMSR_WORKERS": "2"}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    configs = [r.config for r in notebook_runs("00", "smoke", *endless[1::2])
-               if r.label != "MostPop"]  # most-popular finishes at once
-    deadline = time.monotonic() + 300
+    proc, configs = _grid_training_two_endless_runs(subprocess.DEVNULL)
     try:
-        while sum(map(_started, configs)) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.5)
         proc.kill()
         proc.wait(timeout=60)
         deadline = time.monotonic() + 60
