@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--list", action="store_true",
                       help="list the runs, grouped by section (the default), each with where it "
                            "stands in the results store: stored, stale, training (by a process "
-                           "now), stopped (resumes from its checkpoint), failed or to train")
+                           "now), stopped (resumes from its checkpoint), failed or to train; a "
+                           "training or stopped run with the epoch its checkpoint reached")
     grid.add_argument("--train", action="store_true",
                       help="train every run of the notebook's grids, all seeds (the runs `mmsr "
                            "plan --notebook NN` prices, for any notebook 00-12) as one queue "
@@ -373,7 +374,14 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from mmsr_lib.plan import RUN_STATES, label_text, notebook_runs, run_state, train_notebook
+    from mmsr_lib.plan import (
+        RUN_STATES,
+        label_text,
+        notebook_runs,
+        run_progress,
+        run_state,
+        train_notebook,
+    )
 
     profile = args.profile or default_profile()
     if args.train:
@@ -389,6 +397,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         store = None
     section = None
     states: dict[str, str] = {}
+    progress: dict[str, str] = {}
     for run in notebook_runs(args.notebook, profile, *args.overrides):
         if run.section != section:
             section = run.section
@@ -398,8 +407,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
         key = run.config.hash()
         if key not in states:  # a run shared by several rows is looked up once
             states[key] = run_state(run.config, store)
+            note = run_progress(run.config) if states[key] in ("training", "stopped") else ""
+            progress[key] = f"[{note}]  " if note else ""
         print(f"{label_text(run.label):<32} seed {run.config.train.seed:<4} {states[key]:<8}  "
-              f"{key}  {shlex.join(cmd)}")
+              f"{key}  {progress[key]}{shlex.join(cmd)}")
     counts = Counter(states.values())
     print(f"{len(states)} distinct runs in {store.path if store else 'no results store yet'}: "
           + ", ".join(f"{counts[s]} {s}" for s in RUN_STATES if counts[s]))

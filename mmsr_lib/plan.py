@@ -1232,6 +1232,35 @@ def training_now(cfg: RunConfig) -> bool:
     return False
 
 
+def run_progress(cfg: RunConfig) -> str:
+    """How far a started run got, from its resumable checkpoint (the newest of
+    ``<checkpoint_dir>/<hash>/checkpoint.pt`` and, for a stale run trained again, its
+    ``retrain-*`` folder): "epoch 77/200, best 77"; "" when no epoch has finished yet. For
+    `mmsr grid --list`, so a user sees whether a long run is worth waiting for."""
+    import pickle
+
+    from mmsr_lib.train import SELECTION_METRIC
+    from mmsr_lib.util.paths import resolve
+
+    run_dir = resolve(cfg.train.checkpoint_dir) / cfg.hash()
+    found = [p for p in (run_dir / "checkpoint.pt", *run_dir.glob("retrain-*/checkpoint.pt"))
+             if p.is_file()]
+    if not found:
+        return ""
+    path = max(found, key=lambda p: p.stat().st_mtime)
+    try:  # mmap: only the few numbers below are read, not the weights
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        epoch, best, done = int(ck["epoch"]) + 1, int(ck["best_epoch"]), bool(ck["done"])
+        score = float(ck["best_score"])
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError,
+            pickle.UnpicklingError) as err:
+        return f"checkpoint {path} unreadable ({type(err).__name__})"
+    text = f"epoch {epoch}/{cfg.resolved().train.epochs}, best {best}"
+    if best:
+        text += f" (valid {SELECTION_METRIC} {score:.2f})"
+    return text + (", finished: stored when trained again" if done else "")
+
+
 def run_state(cfg: RunConfig, store: Any) -> str:
     """Where one run stands in `store` (None: no store yet), one of `RUN_STATES`: *stored*
     (loaded as is), *stale* (stored by other code or data, so trained again), *training* (a

@@ -159,6 +159,36 @@ def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path, mon
     assert "`mmsr results equate --since REV`" in hint
 
 
+def test_grid_list_shows_how_far_a_started_run_got(capsys, tmp_path):
+    """A stopped run's line says which epoch its checkpoint reached and its best epoch so far,
+    read from the checkpoint it resumes from; a run killed before its first epoch ended has no
+    checkpoint and says nothing more."""
+    import re
+
+    from mmsr_lib.plan import notebook_runs
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+
+    db = tmp_path / "r.sqlite"
+    store = ResultsStore(db)
+    runs = notebook_runs("03", "smoke")
+    stopped, killed = (r.config.override("train.epochs=3") for r in runs[:2])
+
+    def interrupt_after_two_epochs(epoch: int, record: dict) -> None:
+        if epoch == 1:  # counted from 0: the checkpoint of epoch 2 is written by now
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_or_load(stopped, store=store, progress=False, on_epoch_end=interrupt_after_two_epochs)
+    store.start(killed)
+    assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=3",
+                 "--results", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf" stopped   {stopped.hash()}  \[epoch 2/3, best [12] "
+                     r"\(valid NDCG@10 \d+\.\d\d\)\]  mmsr train ", out), out
+    assert f" stopped   {killed.hash()}  mmsr train " in out
+
+
 def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):
     args = ["tune", "--profile", "smoke", "--results", str(tmp_path / "r.sqlite"),
             "--set", "train.epochs=1", "--set", "model.dim=16",
