@@ -52,7 +52,8 @@ def vision_branch(tmp_path: Path) -> Counting:
 
 
 def files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    """The folder's files but the builders' empty lock files (`build_lock`), which stay."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".lock")
 
 
 @pytest.mark.parametrize("kind", ["text", "vision"])
@@ -132,9 +133,10 @@ def test_damaged_file_is_detected_logged_and_rebuilt(damage: str, tmp_path: Path
     assert FrozenCache.check_file(file, N_ITEMS) is None and files(tmp_path) == [file.name]
 
 
-def test_concurrent_builders_never_see_a_partial_file(tmp_path: Path) -> None:
-    """Two builders of one key at once: each computes, the first to finish publishes, both end
-    with the complete table and the folder holds one file, no temporaries."""
+def test_concurrent_builders_take_turns_and_never_see_a_partial_file(tmp_path: Path) -> None:
+    """Two builders of one key at once (two runs of a grid starting together): one computes
+    while the other waits on the key's lock, then maps the published file; both end with the
+    complete table and the folder holds one file, no temporaries."""
     branches = [text_branch(), text_branch()]
     start = threading.Barrier(2)
     out: dict[int, FrozenCache] = {}
@@ -151,6 +153,22 @@ def test_concurrent_builders_never_see_a_partial_file(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(out[0].table), np.asarray(out[1].table))
     assert len(files(tmp_path)) == 1 and out[0].path == out[1].path
     assert FrozenCache.check_file(out[0].path, N_ITEMS) is None
+    assert sorted(b.calls for b in branches) == [0, N_ITEMS]  # computed once, not twice
+    lock = out[0].path.with_name(f".{out[0].path.stem}.lock")
+    assert lock.is_file() and lock.stat().st_size == 0
+
+
+def test_a_folder_without_a_lock_still_maps_a_published_file(tmp_path: Path) -> None:
+    """Where the lock file cannot be created (a read-only, prepared cache; here its name is
+    taken by a folder), a published table is mapped all the same."""
+    branch = text_branch()
+    built = FrozenCache.build(branch, N_ITEMS, cache_dir=tmp_path)
+    lock = built.path.with_name(f".{built.path.stem}.lock")
+    lock.unlink()
+    lock.mkdir()  # open(lock, "a") now fails, as it does in a read-only folder
+    again = FrozenCache.build(branch, N_ITEMS, cache_dir=tmp_path)
+    assert branch.calls == N_ITEMS and again.path == built.path
+    assert np.array_equal(np.asarray(again.table), np.asarray(built.table))
 
 
 def test_refuses_what_cannot_be_cached(tmp_path: Path) -> None:

@@ -31,7 +31,11 @@ dtype and the row count, so a truncated or corrupt file is detected, logged as a
 rebuilt. A builder writes a hidden temporary file in the same folder and publishes it with a
 hard link (`os.link`, atomic, fails if the name exists: the first finished writer wins and later
 ones drop their copy; `os.replace` where links are not supported), so no reader ever sees a
-half-written file. Concurrent builders of one key both compute (they agree bit for bit).
+half-written file. Builders of one key take turns: the first holds the key's lock file
+(``.<key>-<dtype>.lock``, flock, kept empty in the folder) while it computes, and a second one
+(a grid starts several runs on one catalog at once) waits, then maps the published file instead
+of computing the same table again. The lock only saves work; publishing is safe without it
+(a folder whose file system ignores flock gets two builders that agree bit for bit).
 
 Under torchrun the build is shared: in each round every rank runs one chunk of items and the
 chunks are all-gathered, so every rank holds the whole table after 1/world of the work; on disk,
@@ -40,6 +44,8 @@ rank 0 alone checks and writes the file and the others map it once it is complet
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -118,6 +124,12 @@ class FrozenCache:
         if cache_dir is None:
             return cls(cls._compute(branch, n_items, batch_size, progress, True), key)
         file = Path(cache_dir) / cls.file_name(key, dtype)
+        with build_lock(file) if distributed.is_main_process() else contextlib.nullcontext():
+            return cls._map_or_build(branch, n_items, batch_size, progress, key, file, dtype)
+
+    @classmethod
+    def _map_or_build(cls, branch: torch.nn.Module, n_items: int, batch_size: int,
+                      progress: bool, key: str, file: Path, dtype: str) -> FrozenCache:
         problem = None
         if distributed.is_main_process():
             problem = cls.check_file(file, n_items, dtype) if file.exists() else "absent"
@@ -250,6 +262,28 @@ class FrozenCache:
 
     def __len__(self) -> int:
         return len(self.table)
+
+
+@contextlib.contextmanager
+def build_lock(file: Path):
+    """Hold the lock of the cache `file` (``.<stem>.lock`` beside it, created empty and left
+    there): one process at a time checks and builds one key, so a second builder waits and
+    then finds the file published. A folder where the lock cannot be created (read-only, a
+    prepared cache) is used without it: nobody can build there, so there is nothing to wait
+    for."""
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(file.with_name(f".{file.stem}.lock"), "a")
+    except OSError as err:
+        log.debug("no build lock for %s (%s)", file, err)
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 ORPHAN_AGE_S = 600.0  # a live builder writes a chunk far more often than this
