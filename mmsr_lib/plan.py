@@ -1212,15 +1212,14 @@ INTERRUPTIONS = ("KeyboardInterrupt", "SystemExit", "Terminated")
 
 def training_now(cfg: RunConfig) -> bool:
     """Whether a process is training this run now: it holds the run's lock (the file
-    `runner.run_or_load` locks, ``<checkpoint_dir>/<hash>.lock``). Probed with a shared,
+    `runner.run_or_load` locks, `runner.lock_of`). Probed with a shared,
     non-blocking lock that is let go at once, so nothing waits on it."""
     import fcntl
 
-    from mmsr_lib.util.paths import resolve
+    from mmsr_lib.runs.runner import lock_of
 
-    lock = resolve(cfg.train.checkpoint_dir) / f"{cfg.hash()}.lock"
     try:
-        fh = open(lock, "rb")
+        fh = open(lock_of(cfg), "rb")
     except OSError:  # no lock file: never started here
         return False
     with fh:
@@ -1239,10 +1238,10 @@ def run_progress(cfg: RunConfig) -> str:
     `mmsr grid --list`, so a user sees whether a long run is worth waiting for."""
     import pickle
 
+    from mmsr_lib.runs.runner import run_dir_of
     from mmsr_lib.train import SELECTION_METRIC
-    from mmsr_lib.util.paths import resolve
 
-    run_dir = resolve(cfg.train.checkpoint_dir) / cfg.hash()
+    run_dir = run_dir_of(cfg)
     found = [p for p in (run_dir / "checkpoint.pt", *run_dir.glob("retrain-*/checkpoint.pt"))
              if p.is_file()]
     if not found:

@@ -122,9 +122,8 @@ def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path, mon
     import re
 
     from mmsr_lib.plan import notebook_runs
-    from mmsr_lib.runs.runner import run_lock, run_or_load
+    from mmsr_lib.runs.runner import lock_of, run_lock, run_or_load
     from mmsr_lib.runs.store import ResultsStore
-    from mmsr_lib.util.paths import resolve
 
     db = tmp_path / "r.sqlite"
     runs = notebook_runs("03", "smoke")
@@ -136,8 +135,7 @@ def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path, mon
         store.start(cfg)
     store.fail(interrupted, "Terminated: SIGTERM")
     store.fail(failed, "boom")
-    lock = resolve(busy.train.checkpoint_dir) / f"{busy.hash()}.lock"
-    with run_lock(lock):  # as `run_or_load` holds it while it trains
+    with run_lock(lock_of(busy)):  # as `run_or_load` holds it while it trains
         assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
                      "--results", str(db)]) == 0
     *out, summary = capsys.readouterr().out.strip().splitlines()

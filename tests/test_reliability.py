@@ -76,9 +76,9 @@ class _Payload:
 
 
 def _run_dir(cfg) -> Path:
-    from mmsr_lib.util.paths import resolve
+    from mmsr_lib.runs.runner import run_dir_of
 
-    return resolve(cfg.train.checkpoint_dir) / cfg.hash()
+    return run_dir_of(cfg)
 
 
 def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):

@@ -83,6 +83,17 @@ def build_model(
 ID_WEIGHTS = ("item_encoder.embedding.", "id_embedding.", "item_embedding.")
 
 
+def run_dir_of(cfg: RunConfig) -> Path:
+    """The folder of a run's resumable checkpoint: ``<train.checkpoint_dir>/<hash>``."""
+    return resolve(cfg.train.checkpoint_dir) / cfg.hash()
+
+
+def lock_of(cfg: RunConfig) -> Path:
+    """The file `run_or_load` holds locked while it trains or loads a run (a second process
+    waits on it; `mmsr grid --list` probes it): ``<train.checkpoint_dir>/<hash>.lock``."""
+    return resolve(cfg.train.checkpoint_dir) / f"{cfg.hash()}.lock"
+
+
 def checkpoint_of(source: str, checkpoint_dir: str) -> Path:
     """The checkpoint file a warm start names: a file path, or a run hash under
     ``<checkpoint_dir>/<hash>/checkpoint.pt``."""
@@ -172,8 +183,7 @@ def run_experiment(
     history: list = []
     t_train = 0.0
     if model.trainable:
-        run_dir = Path(run_dir) if run_dir is not None else resolve(cfg.train.checkpoint_dir) / \
-            cfg.hash()
+        run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
         fr = fit(model, data, cfg, run_dir=run_dir, progress=progress, on_epoch_end=on_epoch_end)
         history, t_train = fr.history, fr.train_seconds
         extra.update(
@@ -274,8 +284,7 @@ def run_or_load(
     main = distributed.is_main_process()
     store = (store if store is not None else ResultsStore()) if main else None
     key = cfg.hash()
-    lock = resolve(cfg.train.checkpoint_dir) / f"{key}.lock"
-    with run_lock(lock) if main else contextlib.nullcontext():
+    with run_lock(lock_of(cfg)) if main else contextlib.nullcontext():
         decision = _decide(cfg, store, force, allow_stale) if main else None
         decision = distributed.broadcast_object(decision)
         if load_only and not decision["reuse"]:
@@ -285,7 +294,7 @@ def run_or_load(
                 f"PROFILE={cfg.profile}`)")
         if decision["reuse"]:
             return distributed.broadcast_object(store.get(key) if main else None)
-        run_dir = resolve(cfg.train.checkpoint_dir) / key
+        run_dir = run_dir_of(cfg)
         fresh = run_dir / f"retrain-{decision['tag']}" if decision["fresh"] else None
         if store is not None:
             store.start(cfg)
