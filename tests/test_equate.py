@@ -125,6 +125,30 @@ def test_equate_leaves_runs_of_other_code_stale(tmp_path, monkeypatch):
     assert report.other_code == 1 and report.checks == [] and not pairs.exists()
 
 
+def test_equate_follows_pairs_recorded_before(tmp_path, monkeypatch):
+    """A run kept by an earlier equate still carries its first code's fingerprint; it is a
+    candidate again when that code was verified equal to `since`'s, and after the check the
+    chain reaches the current code."""
+    from mmsr_lib.runs.equate import _probe
+
+    repo, db, pairs = tmp_path / "old", tmp_path / "r.sqlite", tmp_path / "eq.json"
+    monkeypatch.setattr(fingerprint, "EQUIVALENT_CODE", pairs)
+    _store_a_run_with(_old_code(tmp_path, _append("runs/parallel.py", "\n_A = 1\n")), db)
+    shutil.rmtree(repo)
+    _old_code(tmp_path, _append("runs/parallel.py", "\n_B = 2\n"))  # `since`: other code
+    store = ResultsStore(db)
+    rec = store.get(CFG.hash())
+    first, since = rec.code_fingerprint, _probe(repo, ["fingerprints"], [rec.config])[0]
+    assert since != first
+    pairs.write_text(json.dumps({"equivalences": [{"from": first, "to": since}]}))
+
+    report = equate(store, "HEAD", repo=repo)
+
+    assert report.other_code == 0 and [c.equal for c in report.checks] == [True]
+    assert report.checks[0].old == since
+    assert stale_reason(store.get(CFG.hash()), None) is None  # first -> since -> current
+
+
 def test_equate_names_a_revision_git_cannot_read(tmp_path):
     with pytest.raises(RuntimeError, match="git cannot read revision 'nope'"):
         from mmsr_lib.runs.equate import code_tree

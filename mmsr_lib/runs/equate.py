@@ -195,7 +195,9 @@ def equate(store: ResultsStore, since: str, repo: Path | None = None, epochs: in
         then = _probe(tree, ["fingerprints"], [rec.config for rec in stale]) if stale else []
         groups: dict[tuple[str, str], list[RunRecord]] = {}
         for rec, old in zip(stale, then, strict=True):
-            if rec.code_fingerprint == old:
+            # stored by `since`'s code, or by code already verified to compute what it does
+            # (a run kept by an earlier equate still carries its first fingerprint)
+            if same_code(rec.code_fingerprint, old, path):
                 groups.setdefault((old, now[rec.config_hash]), []).append(rec)
         checks = []
         for (old, new), recs in groups.items():
