@@ -29,6 +29,7 @@ from mmsr_lib.data.loaders import TrainBatches, train_loader
 from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.recommender import Recommender
+from mmsr_lib.runs.store import epoch_seconds
 from mmsr_lib.util import distributed
 from mmsr_lib.util.atomic import atomic_path
 from mmsr_lib.util.threads import deterministic_training
@@ -110,7 +111,8 @@ class FitResult:
     epochs_run: int = 0
     stopped_early: bool = False
     resumed_from: int | None = None
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # every segment of a resumed run: earlier ones + this process's
+    earlier_seconds: float = 0.0  # the epochs (train + validation) run before the last resume
     world_size: int = 1
     budget: int = 0
 
@@ -280,6 +282,7 @@ def fit(
         bad_checks, start_epoch, done = ck["bad_checks"], ck["epoch"] + 1, ck["done"]
         result.history, result.best_epoch = ck["history"], ck["best_epoch"]
         result.best_valid, result.resumed_from = ck["best_valid"], ck["epoch"]
+        result.earlier_seconds = epoch_seconds(ck["history"])
         log.info("resumed %s after epoch %d", ckpt_path, ck["epoch"])
 
     # a text bar (not a widget): a notebook saved by papermill keeps its last state, and an
@@ -366,7 +369,7 @@ def fit(
         bar.total = bar.n  # stopped early on purpose: the bar is complete
         bar.refresh()
     bar.close()
-    result.train_seconds = time.perf_counter() - t0
+    result.train_seconds = result.earlier_seconds + time.perf_counter() - t0
     result.epochs_run = len(result.history)
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)

@@ -339,3 +339,22 @@ def test_the_fingerprint_ignores_comments_and_docstrings(tmp_path):
     b.write_text('"""Other doc."""\n\n\ndef f(x):\n    # a comment\n    return x + 1\n')
     c.write_text('def f(x):\n    return x + 2\n')
     assert _code_of(a) == _code_of(b) != _code_of(c)
+
+
+def test_wall_seconds_counts_every_segment_of_a_resumed_run(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.sqlite")
+    history = [{"epoch": e, "loss": 1.0, "train_seconds": 10.0, "eval_seconds": 2.0}
+               for e in (1, 2, 3)]
+    stored = []
+    for name, timings, resumed in (
+        ("fresh", {"total_seconds": 40.0}, None),
+        # stored before timings covered earlier segments: the process resumed after epoch 2
+        # (0-based 1) and timed only epoch 3; epochs 1-2 come back from the history
+        ("old", {"total_seconds": 13.0}, 1),
+        ("new", {"total_seconds": 37.0, "earlier_segments_seconds": 24.0}, 1),
+    ):
+        cfg = profile_config("smoke", name=name, train__seed=len(stored))
+        store.start(cfg)
+        stored.append(store.finish(cfg, {**fake_result(0), "history": history, "timings": timings,
+                                         "extra": {"resumed_from": resumed}}))
+    assert [r.wall_seconds() for r in stored] == [40.0, 13.0 + 24.0, 37.0]

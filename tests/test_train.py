@@ -12,6 +12,7 @@ from mmsr_lib.data.format import load_dataset
 from mmsr_lib.data.preprocess import build_sequences
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.runs.runner import build_model
+from mmsr_lib.runs.store import epoch_seconds
 from mmsr_lib.train import build_optimizer, fit, linear_decay
 
 
@@ -54,6 +55,9 @@ def test_resume_equals_uninterrupted(data, tmp_path, seq):
     resumed = build_model(cfg, data)  # a fresh process would rebuild the model like this
     res = fit(resumed, data, cfg, run_dir=tmp_path / "part", progress=False)
     assert res.resumed_from == 1
+    # the run's time covers both processes: the two epochs before the resume are counted
+    assert res.earlier_seconds == epoch_seconds(res.history[:2]) > 0
+    assert res.train_seconds > res.earlier_seconds
     assert [h["loss"] for h in res.history] == [h["loss"] for h in res_full.history]
     assert res.best_valid == res_full.best_valid and res.best_epoch == res_full.best_epoch
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):

@@ -181,11 +181,11 @@ def run_experiment(
     extra: dict = {"n_users": data.n_users, "n_items": data.n_items, "data": data.name,
                    "device": str(device)}
     history: list = []
-    t_train = 0.0
+    t_train = t_earlier = 0.0
     if model.trainable:
         run_dir = Path(run_dir) if run_dir is not None else run_dir_of(cfg)
         fr = fit(model, data, cfg, run_dir=run_dir, progress=progress, on_epoch_end=on_epoch_end)
-        history, t_train = fr.history, fr.train_seconds
+        history, t_train, t_earlier = fr.history, fr.train_seconds, fr.earlier_seconds
         extra.update(
             best_epoch=fr.best_epoch, epochs_run=fr.epochs_run, stopped_early=fr.stopped_early,
             converged=fr.converged, resumed_from=fr.resumed_from, world_size=fr.world_size,
@@ -203,9 +203,10 @@ def run_experiment(
         "history": history,
         "timings": {
             "data_seconds": t_data,
-            "train_seconds": t_train,
+            "train_seconds": t_train,  # all segments of a resumed run
             "test_seconds": time.perf_counter() - e0,
-            "total_seconds": time.perf_counter() - t0,
+            "total_seconds": t_earlier + time.perf_counter() - t0,
+            "earlier_segments_seconds": t_earlier,  # epochs run by processes before this one
         },
         "dataset_fingerprint": data.fingerprint(),
         "ranks": ranks,

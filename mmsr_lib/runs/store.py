@@ -106,9 +106,25 @@ class RunRecord:
     extra: dict = field(default_factory=dict)
     code_fingerprint: str | None = None
 
+    def wall_seconds(self) -> float:
+        """Wall time of the whole run, every segment of a resumed one included. Records stored
+        before timings covered earlier segments (no ``earlier_segments_seconds``) get them back
+        from their history: the epochs up to the resume point."""
+        total = float(self.timings.get("total_seconds", float("nan")))
+        resumed = (self.extra or {}).get("resumed_from")
+        if "earlier_segments_seconds" in self.timings or resumed is None:
+            return total
+        return total + epoch_seconds(self.history[: resumed + 1])
+
     def run_config(self) -> RunConfig:
         """The configuration as a ``RunConfig`` again (e.g. to re-run or vary it)."""
         return RunConfig.from_dict(self.config)
+
+
+def epoch_seconds(history: list[dict]) -> float:
+    """Seconds the epochs of a run's `history` took (training + validation), whichever process
+    ran them: what a resumed run adds for its earlier segments."""
+    return float(sum(h.get("train_seconds", 0.0) + h.get("eval_seconds", 0.0) for h in history))
 
 
 def _now() -> str:

@@ -373,8 +373,8 @@ def sweep_table(store: ResultsStore, results: Mapping[Hashable, Sequence[RunReco
             "epochs run": float(np.mean([r.extra.get("epochs_run") or 0 for r in runs])),
             "budget": int(runs[0].config["train"]["epochs"] or 0),
             "converged": f"{sum(bool(r.extra.get('converged')) for r in runs)}/{len(runs)}",
-            "wall s": float(np.mean([r.timings.get("total_seconds", math.nan) for r in runs])),
-            "wall s std": float(np.std([r.timings.get("total_seconds", math.nan) for r in runs],
+            "wall s": float(np.mean([r.wall_seconds() for r in runs])),
+            "wall s std": float(np.std([r.wall_seconds() for r in runs],
                                        ddof=1)) if len(runs) > 1 else math.nan,
             "s per epoch": float(np.nanmean(per_epoch)) if per_epoch else math.nan,
         })
