@@ -12,6 +12,7 @@ from mmsr_lib.fusion import parse_fusion_name
 from mmsr_lib.runs.runner import run_grid
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.workbook import grids
+from mmsr_lib.workbook.comparisons import table5_configs
 from mmsr_lib.workbook.paper_numbers import paper_wide
 
 BUILDERS = {
@@ -200,6 +201,14 @@ def test_profile_sizes_and_overrides() -> None:
     assert cpu["MMSR", "Ro.+Swin"].train.epochs == by_kind["*"]["train.epochs"]
     idsr = grids.table4_configs("cpu")["SASRec", "IDSR"].resolved()
     assert idsr.train.epochs == by_kind["*"]["train.epochs"]  # one budget and rule for all
+    # BCE (Table V's one loss) has a budget of its own on cpu, and every Table V row takes it
+    by_loss = PROFILE_TABLE["cpu"]["BY_LOSS"]["bce"]
+    t5 = [c.resolved() for c in table5_configs("cpu").values()]
+    t5 += [c.resolved() for c in table5_configs("cpu", dataset="movielens-100k").values()]
+    assert {(c.train.loss, c.train.epochs, c.train.patience) for c in t5} == {("bce", by_loss["train.epochs"], by_loss["train.patience"])}
+    assert by_loss["train.patience"] >= 0.1 * by_loss["train.epochs"]  # the convergence rule
+    bare = profile_config("cpu").override("train.loss=bce").resolved()  # `mmsr train` agrees
+    assert (bare.train.epochs, bare.train.patience) == (t5[0].train.epochs, t5[0].train.patience)
     # frozen encoders and ID models have no encoder learning rate
     assert all(c.train.encoder_lr is None for c in cpu.values())
     assert idsr.train.encoder_lr is None and idsr.model.text_encoder is None
