@@ -341,6 +341,24 @@ def test_the_fingerprint_ignores_comments_and_docstrings(tmp_path):
     assert _code_of(a) == _code_of(b) != _code_of(c)
 
 
+def test_the_fingerprint_leaves_the_profile_table_to_the_run_hash(tmp_path):
+    """A profile's settings reach a run only through its resolved configuration, which its hash
+    covers: editing them changes the hashes of the runs they affect, not every run's code."""
+    from mmsr_lib.config import PROFILE_TABLE
+    from mmsr_lib.runs.fingerprint import _code_of
+
+    a, b, c = (tmp_path / f"{n}.py" for n in "abc")
+    a.write_text('PROFILE_TABLE: dict = {"cpu": {"BY_KIND": {"train.epochs": 200}}}\nX = 1\n')
+    b.write_text('PROFILE_TABLE: dict = {"cpu": {"BY_KIND": {"train.epochs": 400}}}\nX = 1\n')
+    c.write_text('PROFILE_TABLE: dict = {"cpu": {"BY_KIND": {"train.epochs": 200}}}\nX = 2\n')
+    assert _code_of(a) == _code_of(b) != _code_of(c)
+    # ...because every setting of the table shows in the hash of the runs it applies to
+    cpu = profile_config("cpu")
+    budget = PROFILE_TABLE["cpu"]["BY_KIND"]["*"]["train.epochs"]
+    assert cpu.hash() == cpu.override(f"train.epochs={budget}").hash()
+    assert cpu.hash() != cpu.override(f"train.epochs={budget + 1}").hash()
+
+
 def test_wall_seconds_counts_every_segment_of_a_resumed_run(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.sqlite")
     history = [{"epoch": e, "loss": 1.0, "train_seconds": 10.0, "eval_seconds": 2.0}

@@ -1,7 +1,9 @@
 """What a stored result was computed with: a digest of the code a run executes and key versions.
 
 The code is hashed as its syntax tree without docstrings (comments are not part of it), so a
-change of prose leaves stored results fresh and a change of code does not.
+change of prose leaves stored results fresh and a change of code does not. The profile table is
+left out too: its settings reach a run only through the resolved configuration, whose hash
+identifies the run, so editing one profile's budget re-trains the runs it changes and no other.
 
 A stored run is reused only while this fingerprint (and its data's) still matches, so a table
 can never silently come from older code. It covers exactly the modules a run can execute: the
@@ -96,10 +98,23 @@ def component_modules(cfg: Any) -> set[str]:
     return out
 
 
+# module-level tables whose every effect lands in the resolved configuration, which a run's hash
+# already covers (`RunConfig.hash`): editing a profile's budget changes the hashes of the runs it
+# affects, and must not make every other stored run stale through the code fingerprint
+IN_THE_RUN_HASH = frozenset({"PROFILE_TABLE"})
+
+
+def _assigned_names(node: ast.stmt) -> set[str]:
+    targets = node.targets if isinstance(node, ast.Assign) else \
+        [node.target] if isinstance(node, ast.AnnAssign) else []
+    return {t.id for t in targets if isinstance(t, ast.Name)}
+
+
 def _code_of(path: Path) -> str:
-    """The module's code without its comments and docstrings (its AST): editing prose never
-    makes a stored result stale; editing code does."""
+    """The module's code without its comments and docstrings (its AST) and without the tables
+    of `IN_THE_RUN_HASH`: editing prose never makes a stored result stale; editing code does."""
     tree = ast.parse(path.read_text())
+    tree.body = [n for n in tree.body if not _assigned_names(n) & IN_THE_RUN_HASH]
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
