@@ -29,7 +29,6 @@ from mmsr_lib.data.loaders import TrainBatches, train_loader
 from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.recommender import Recommender
-from mmsr_lib.runs.store import epoch_seconds
 from mmsr_lib.util import distributed
 from mmsr_lib.util.atomic import atomic_path
 from mmsr_lib.util.threads import deterministic_training
@@ -121,6 +120,12 @@ class FitResult:
         """The best epoch is not in the last 10% of the epoch budget: training had reached its
         best before the budget ran out (a run still improving at the end is not converged)."""
         return 1 <= self.best_epoch <= CONVERGED_SHARE * self.budget
+
+
+def epoch_seconds(history: list[dict]) -> float:
+    """Seconds the epochs of a run's `history` took (training + validation), whichever process
+    ran them: what a resumed run adds for its earlier segments."""
+    return float(sum(h.get("train_seconds", 0.0) + h.get("eval_seconds", 0.0) for h in history))
 
 
 def _load_checkpoint(path: Path | None, cfg: RunConfig, device: torch.device) -> dict | None:

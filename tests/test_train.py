@@ -12,8 +12,7 @@ from mmsr_lib.data.format import load_dataset
 from mmsr_lib.data.preprocess import build_sequences
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.runs.runner import build_model
-from mmsr_lib.runs.store import epoch_seconds
-from mmsr_lib.train import build_optimizer, fit, linear_decay
+from mmsr_lib.train import build_optimizer, epoch_seconds, fit, linear_decay
 
 
 @pytest.fixture(scope="module")

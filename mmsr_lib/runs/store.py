@@ -114,17 +114,13 @@ class RunRecord:
         resumed = (self.extra or {}).get("resumed_from")
         if "earlier_segments_seconds" in self.timings or resumed is None:
             return total
+        from mmsr_lib.train import epoch_seconds  # torch: only for records that need it
+
         return total + epoch_seconds(self.history[: resumed + 1])
 
     def run_config(self) -> RunConfig:
         """The configuration as a ``RunConfig`` again (e.g. to re-run or vary it)."""
         return RunConfig.from_dict(self.config)
-
-
-def epoch_seconds(history: list[dict]) -> float:
-    """Seconds the epochs of a run's `history` took (training + validation), whichever process
-    ran them: what a resumed run adds for its earlier segments."""
-    return float(sum(h.get("train_seconds", 0.0) + h.get("eval_seconds", 0.0) for h in history))
 
 
 def _now() -> str:
