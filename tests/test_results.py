@@ -376,3 +376,27 @@ def test_wall_seconds_counts_every_segment_of_a_resumed_run(tmp_path: Path) -> N
         stored.append(store.finish(cfg, {**fake_result(0), "history": history, "timings": timings,
                                          "extra": {"resumed_from": resumed}}))
     assert [r.wall_seconds() for r in stored] == [40.0, 13.0 + 24.0, 37.0]
+
+
+def test_a_run_is_credited_to_the_code_it_started_with(tmp_path: Path, monkeypatch) -> None:
+    """The checkout is edited (and committed) while a run trains: the stored record names the
+    code and commit the run loaded, not those on disk when it finished."""
+    from mmsr_lib.runs.fingerprint import _code_of
+
+    disk = {"code": "loaded", "commit": "a" * 40}
+    monkeypatch.setattr(runner_mod, "code_fingerprint", lambda cfg: disk["code"])
+    monkeypatch.setattr(runner_mod, "git_commit", lambda: disk["commit"])
+
+    def runner(cfg: RunConfig, **_) -> dict:
+        disk.update(code="edited", commit="b" * 40)  # an edit lands mid-run
+        return fake_result(0)
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    rec = run_or_load(profile_config("smoke", name="edit"), runner=runner, store=store)
+    assert (rec.code_fingerprint, rec.git_commit) == ("loaded", "a" * 40)
+    # and a module's source is read once per process: an edit after that is not its code
+    module = tmp_path / "m.py"
+    module.write_text("def f(x):\n    return x + 1\n")
+    before = _code_of(module)
+    module.write_text("def f(x):\n    return x + 2\n")
+    assert _code_of(module) == before

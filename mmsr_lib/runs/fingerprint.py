@@ -53,10 +53,24 @@ def _module_file(module: str) -> Path | None:
 
 
 @functools.cache
+def _source(path: Path) -> str:
+    """The text of `path` as this process first read it: a run fingerprints the code it loaded,
+    even when the checkout is edited while it trains (see `_SNAPSHOT`)."""
+    return path.read_text()
+
+
+# the package's sources as they were when the runner loaded (it imports this module with the
+# trainer and the models): a run that finishes hours later, after an edit, is still described by
+# the code it ran, not by the files on disk by then. A module first imported after this point is
+# read when the fingerprint first needs it.
+_SNAPSHOT = [_source(p) for p in sorted(ROOT.rglob("*.py"))]
+
+
+@functools.cache
 def _imports(path: Path) -> tuple[str, ...]:
     """The mmsr_lib modules `path` imports (also inside functions), as dotted names."""
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(_source(path))):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("mmsr_lib")}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
@@ -113,7 +127,7 @@ def _assigned_names(node: ast.stmt) -> set[str]:
 def _code_of(path: Path) -> str:
     """The module's code without its comments and docstrings (its AST) and without the tables
     of `IN_THE_RUN_HASH`: editing prose never makes a stored result stale; editing code does."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(_source(path))
     tree.body = [n for n in tree.body if not _assigned_names(n) & IN_THE_RUN_HASH]
     for node in ast.walk(tree):
         body = getattr(node, "body", None)

@@ -32,7 +32,7 @@ from mmsr_lib.data.sources import dataset_root
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.recommender import Recommender
 from mmsr_lib.runs.fingerprint import code_fingerprint, same_code
-from mmsr_lib.runs.store import ResultsStore, RunRecord
+from mmsr_lib.runs.store import ResultsStore, RunRecord, git_commit
 from mmsr_lib.train import fit, resolve_device
 from mmsr_lib.util import distributed, registry
 from mmsr_lib.util.paths import resolve
@@ -299,6 +299,9 @@ def run_or_load(
         fresh = run_dir / f"retrain-{decision['tag']}" if decision["fresh"] else None
         if store is not None:
             store.start(cfg)
+        # the code this process loaded and the commit it came from, taken before training: a
+        # checkout edited during a run of hours must not be credited with its result
+        code, commit = (code_fingerprint(cfg), git_commit()) if main else (None, None)
         try:
             result = runner(cfg, progress=progress, on_epoch_end=on_epoch_end,
                             run_dir=fresh or run_dir)
@@ -312,7 +315,7 @@ def run_or_load(
             return distributed.broadcast_object(None)
         if fresh is not None:  # the checkpoint moves to the run's folder (`_promote_checkpoint`)
             result.setdefault("extra", {})["run_dir"] = str(run_dir)
-        record = store.finish(cfg, result, code_fingerprint=code_fingerprint(cfg))
+        record = store.finish(cfg, result, code_fingerprint=code, commit=commit)
         if fresh is not None:
             _promote_checkpoint(fresh, run_dir)
         distributed.broadcast_object(record)

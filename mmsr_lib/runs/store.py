@@ -294,12 +294,13 @@ class ResultsStore:
                  now, now),
             )
 
-    def finish(self, config: RunConfig, result: dict, code_fingerprint: str | None = None
-               ) -> RunRecord:
+    def finish(self, config: RunConfig, result: dict, code_fingerprint: str | None = None,
+               commit: str | None = None) -> RunRecord:
         """Store a finished run's result (see ``RESULT_KEYS``) and return the stored record.
 
         `code_fingerprint` (`mmsr_lib.runs.fingerprint`) says which code computed it; a
-        record whose fingerprint differs from the current code's counts as stale.
+        record whose fingerprint differs from the current code's counts as stale. `commit` is
+        the checkout's commit when the run started (default: now; a long run outlives commits).
         """
         if not isinstance(result, dict):
             raise ValueError(f"a run result must be a dict, got {type(result).__name__}")
@@ -323,7 +324,7 @@ class ResultsStore:
             key, config.name, config.profile, config.to_json(),
             _dumps(metrics, "metrics"), _dumps(result.get("history", []), "history"),
             _dumps(result.get("timings", {}), "timings"),
-            None if fingerprint is None else str(fingerprint), git_commit(),
+            None if fingerprint is None else str(fingerprint), commit or git_commit(),
             _dumps(result.get("extra", {}), "extra"),
         )
         now = _now()
