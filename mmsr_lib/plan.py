@@ -1263,7 +1263,8 @@ def run_progress(cfg: RunConfig) -> str:
 def run_state(cfg: RunConfig, store: Any) -> str:
     """Where one run stands in `store` (None: no store yet), one of `RUN_STATES`: *stored*
     (loaded as is), *stale* (stored by other code or data, so trained again), *training* (a
-    process holds its lock now: a grid started beside it waits for it, then loads it),
+    process holds its lock now, a stale run's included: a grid started beside it waits for it,
+    then loads it),
     *stopped* (killed or interrupted: it resumes from its last checkpoint when trained again),
     *failed* (its error is in `mmsr results`), *to train*."""
     from mmsr_lib.runs.runner import current_data_fingerprint, stale_reason
@@ -1276,7 +1277,11 @@ def run_state(cfg: RunConfig, store: Any) -> str:
             return "training"
         interrupted = record.status == "running" or (record.error or "").startswith(INTERRUPTIONS)
         return "stopped" if interrupted else "failed"
-    return "stored" if stale_reason(record, current_data_fingerprint(cfg)) is None else "stale"
+    if stale_reason(record, current_data_fingerprint(cfg)) is None:
+        return "stored"
+    # a stale run keeps its record while a process trains it again (`store.start` leaves a
+    # finished result readable), so its lock tells whether that is happening now
+    return "training" if training_now(cfg) else "stale"
 
 
 def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = None,

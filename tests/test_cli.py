@@ -239,3 +239,27 @@ def test_tuning_flags_a_choice_at_the_end_of_its_range():
     assert at_edge(space, best) == {"model.dropout": "largest"}
     assert at_edge(space, {**best, "train.lr": "1e-3", "model.dropout": 0.3}) == {
         "train.lr": "smallest"}
+
+
+def test_a_stale_run_being_trained_again_lists_as_training(tmp_path, monkeypatch):
+    """Retraining keeps the stale record readable until the new one is stored, so the listing
+    asks the run's lock: held -> training, free -> stale."""
+    import fcntl
+
+    from mmsr_lib.config import profile_config
+    from mmsr_lib.plan import run_state
+    from mmsr_lib.runs import runner as runner_mod
+    from mmsr_lib.runs.store import ResultsStore
+
+    cfg = profile_config("smoke", name="st").override(
+        "train.epochs=1", f"train.checkpoint_dir={tmp_path / 'runs'}")
+    store = ResultsStore(tmp_path / "r.sqlite")
+    runner_mod.run_or_load(cfg, store=store, progress=False)
+    assert run_state(cfg, store) == "stored"
+    monkeypatch.setattr(runner_mod, "code_fingerprint", lambda *a: "edited-code")
+    assert run_state(cfg, store) == "stale"
+    lock = runner_mod.lock_of(cfg)
+    with open(lock, "a") as held:  # what run_or_load holds while it trains the run again
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert run_state(cfg, store) == "training"
+    assert run_state(cfg, store) == "stale"
