@@ -205,7 +205,8 @@ def test_profile_sizes_and_overrides() -> None:
     by_loss = PROFILE_TABLE["cpu"]["BY_LOSS"]["bce"]
     t5 = [c.resolved() for c in table5_configs("cpu").values()]
     t5 += [c.resolved() for c in table5_configs("cpu", dataset="movielens-100k").values()]
-    assert {(c.train.loss, c.train.epochs, c.train.patience) for c in t5} == {("bce", by_loss["train.epochs"], by_loss["train.patience"])}
+    assert {(c.train.loss, c.train.epochs, c.train.patience) for c in t5} == {
+        ("bce", by_loss["train.epochs"], by_loss["train.patience"])}
     assert by_loss["train.patience"] >= 0.1 * by_loss["train.epochs"]  # the convergence rule
     bare = profile_config("cpu").override("train.loss=bce").resolved()  # `mmsr train` agrees
     assert (bare.train.epochs, bare.train.patience) == (t5[0].train.epochs, t5[0].train.patience)
