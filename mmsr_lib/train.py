@@ -1,5 +1,5 @@
-"""The trainer: AdamW with encoder/downstream groups, linear decay, early stopping on valid NDCG@10,
-atomic resumable checkpoints.
+"""The trainer: AdamW with encoder/downstream groups, a linear or plateau learning-rate schedule,
+early stopping on valid NDCG@10, atomic resumable checkpoints.
 
 Resuming is exact: every epoch reseeds dropout and the batch order from (seed, epoch), and the
 checkpoint holds the optimiser and scheduler, so a run killed after epoch k and restarted ends
@@ -199,7 +199,7 @@ def train_step(
     model: Recommender,
     batch: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scheduler: LRSchedule,
     cfg: RunConfig,
     ddp_model: torch.nn.Module | None = None,
 ) -> torch.Tensor:
@@ -227,13 +227,61 @@ def train_step(
     return global_loss
 
 
+PLATEAU_FACTOR = 0.5  # `plateau` schedule: each stall multiplies the rates by this, to `decay_to`
+
+
+class LRSchedule:
+    """A run's learning-rate policy behind one interface: `step` after every optimiser step,
+    `validated(score)` after every validation.
+
+    - ``linear`` (the paper): factor 1 -> `decay_to` over the first `decay_frac` of the epoch
+      budget (`linear_decay`). The trajectory depends on the budget, so a run stopped early by
+      patience may never have annealed, and a longer budget changes every epoch of it.
+    - ``plateau``: rates held until valid NDCG@10 has not improved for `plateau` validations,
+      then multiplied by `PLATEAU_FACTOR`, down to `decay_to` times their start (torch's
+      `ReduceLROnPlateau`, strict improvement as early stopping counts it). Nothing depends on
+      the budget: a run that converges under one cap is the same run under any larger cap, and
+      every run anneals before patience ends it (`plateau` < `patience`).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int):
+        t = cfg.resolved().train
+        self.kind = t.schedule
+        self._optimizer = optimizer
+        if self.kind == "linear":
+            self._sched: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau = \
+                torch.optim.lr_scheduler.LambdaLR(
+                    optimizer, linear_decay(t.epochs * steps_per_epoch, t.decay_to, t.decay_frac))
+        else:
+            self._sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=PLATEAU_FACTOR, patience=t.plateau - 1,
+                threshold=0.0, threshold_mode="abs", cooldown=0,
+                min_lr=[g["lr"] * t.decay_to for g in optimizer.param_groups], eps=0.0)
+
+    def step(self) -> None:
+        """After every optimiser step (the linear decay moves per step)."""
+        if self.kind == "linear":
+            self._sched.step()
+
+    def validated(self, score: float) -> None:
+        """After every validation with its selection score (the plateau rule counts stalls)."""
+        if self.kind == "plateau":
+            self._sched.step(score)
+
+    def get_last_lr(self) -> list[float]:
+        return [float(g["lr"]) for g in self._optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return self._sched.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._sched.load_state_dict(state)
+
+
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int
-                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The paper's schedule over the run's epoch budget (`linear_decay`)."""
-    t = cfg.train
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_decay(t.epochs * steps_per_epoch, t.decay_to, t.decay_frac)
-    )
+                   ) -> LRSchedule:
+    """The run's learning-rate schedule (`train.schedule`: linear or plateau; `LRSchedule`)."""
+    return LRSchedule(optimizer, cfg, steps_per_epoch)
 
 
 def fit(
@@ -336,6 +384,7 @@ def fit(
                                                 cfg.eval.batch_size).metrics
             record["eval_seconds"] = time.perf_counter() - v0
             score = valid[SELECTION_METRIC]
+            scheduler.validated(score)
             if score > best_score:
                 best_score, bad_checks = score, 0
                 best_state = trainable_state(model)

@@ -110,6 +110,61 @@ def test_linear_decay_schedule():
     assert f(120) == pytest.approx(0.1) and f(149) == pytest.approx(0.1)
 
 
+def plateau_cfg(**kw):
+    return small_cfg("sasrec", **{"train.patience": 3, "train.plateau": 1, **kw})
+
+
+def test_plateau_schedule_halves_on_stalls_and_ignores_the_budget(data):
+    """`plateau`: the rates halve after each stalled validation (plateau=1), never below 10%, and a
+    run that converges under one epoch cap is the same run, epoch for epoch, under a larger one."""
+    runs = [fit(build_model(plateau_cfg(**{"train.epochs": cap}), data), data,
+                plateau_cfg(**{"train.epochs": cap}), progress=False) for cap in (40, 80)]
+    short, long = runs
+    assert short.stopped_early and short.converged and short.epochs_run < 40
+    assert [(h["loss"], h["lr"]) for h in short.history] == [(h["loss"], h["lr"]) for h in long.history]
+    best, lr, expected = -1.0, 0.01, []
+    for h in short.history:
+        expected.append(lr)
+        score = h["valid"]["NDCG@10"]
+        if score > best:
+            best = score
+        else:  # a stall: the next epoch runs at half the rate, down to decay_to (0.1) of the start
+            lr = max(lr * 0.5, 0.01 * 0.1)
+    assert [h["lr"] for h in short.history] == pytest.approx(expected)
+    assert min(expected) < 0.01  # the case was chosen to stall: the rule was exercised
+
+
+def test_each_schedule_keeps_only_its_own_knob_in_the_run_identity():
+    """cpu and smoke train with `plateau` (patience // 4), the paper profile with the paper's linear
+    decay; the other schedule's field is None, so it cannot split one run into two hashes."""
+    cpu = profile_config("cpu").resolved().train
+    assert (cpu.schedule, cpu.plateau, cpu.decay_frac) == ("plateau", cpu.patience // 4, None)
+    assert profile_config("cpu").override("train.decay_frac=0.5").hash() == profile_config("cpu").hash()
+    paper = profile_config("paper").resolved().train
+    assert (paper.schedule, paper.plateau, paper.decay_frac) == ("linear", None, 0.8)
+    assert profile_config("paper").override("train.plateau=3").hash() == profile_config("paper").hash()
+    # a resolved plateau run switched back to linear gets the paper's decay length again
+    back = profile_config("cpu").resolved().override("train.schedule=linear").resolved().train
+    assert (back.decay_frac, back.plateau) == (0.8, None)
+
+
+def test_plateau_schedule_resumes_exactly(data, tmp_path):
+    cfg = plateau_cfg(**{"train.epochs": 40})
+    full = fit(build_model(cfg, data), data, cfg, run_dir=tmp_path / "full", progress=False)
+    first_drop = next(i for i, h in enumerate(full.history) if h["lr"] < 0.01)
+
+    def kill(epoch, record):  # after the first rate drop: the scheduler's state must come back
+        if epoch == first_drop + 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(build_model(cfg, data), data, cfg, run_dir=tmp_path / "part", progress=False,
+            on_epoch_end=kill)
+    res = fit(build_model(cfg, data), data, cfg, run_dir=tmp_path / "part", progress=False)
+    assert res.resumed_from == first_drop + 1
+    assert [(h["loss"], h["lr"]) for h in res.history] == [(h["loss"], h["lr"]) for h in full.history]
+
+
 def test_optimizer_groups_weight_decay(data):
     cfg = small_cfg("sasrec")
     opt = build_optimizer(build_model(cfg, data), cfg)
