@@ -36,6 +36,7 @@ EPILOG = """examples:
   mmsr results list
   mmsr results export --csv results.csv
   mmsr results equate --since HEAD~1          # keep runs through a change shown not to alter them
+  mmsr results archive docs/runs              # finished runs as files for git; `import` reads them
   mmsr bench eval
   mmsr plan --notebook 03 --profile cpu       # fits? how long? (probe + prediction)
 """
@@ -165,6 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Example: mmsr results export --csv results.csv")
     exp.add_argument("--results", default=None)
     exp.add_argument("--csv", required=True, help="output path")
+    arc = rsub.add_parser(
+        "archive", help="write finished runs as one file each, to keep in git (read-only)",
+        description="Write every finished run (config, metrics, history, timings, provenance, "
+                    "per-user ranks) to DIR/<hash>.json.gz; an unchanged run is an unchanged "
+                    "file. The store lives in an ignored folder of one checkout; the archive "
+                    "is how its runs outlive it. Example: mmsr results archive docs/runs")
+    arc.add_argument("folder", metavar="DIR")
+    arc.add_argument("--results", default=None)
+    imp = rsub.add_parser(
+        "import", help="add archived runs to the store (never replaces a finished run)",
+        description="Read DIR/*.json.gz written by `mmsr results archive` into the store; runs "
+                    "the store holds as finished are kept, unreadable files are skipped and "
+                    "named. Example: mmsr results import docs/runs")
+    imp.add_argument("folder", metavar="DIR")
+    imp.add_argument("--results", default=None)
     eq = rsub.add_parser(
         "equate", help="keep stale runs through a change of code shown not to alter results",
         description="For the stored runs made stale by code changed since REV: train one run of "
@@ -338,7 +354,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_results(args: argparse.Namespace) -> int:
     from mmsr_lib.workbook.report import results_listing
 
+    if args.results_command == "import":
+        from mmsr_lib.runs.archive import import_archive
+
+        report = import_archive(_store(args.results), args.folder)
+        print("\n".join(report.lines("imported")))
+        return 0 if not report.skipped else 1
     store = _store(args.results, readonly=True)
+    if args.results_command == "archive":
+        from mmsr_lib.runs.archive import write_archive
+
+        print("\n".join(write_archive(store, args.folder).lines("written")))
+        return 0
     if args.results_command == "equate":
         from mmsr_lib.runs.equate import equate, report_lines
 

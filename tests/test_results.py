@@ -400,3 +400,44 @@ def test_a_run_is_credited_to_the_code_it_started_with(tmp_path: Path, monkeypat
     before = _code_of(module)
     module.write_text("def f(x):\n    return x + 2\n")
     assert _code_of(module) == before
+
+
+def test_archive_round_trip_is_deterministic_and_never_replaces_a_finished_run(tmp_path, capsys):
+    """`mmsr results archive` / `import`: every column and the per-user ranks come back equal, an
+    unchanged run is an unchanged file, a finished run is never overwritten, bad files are named."""
+    from mmsr_lib.cli import main
+    from mmsr_lib.runs.archive import import_archive, write_archive
+
+    src = ResultsStore(tmp_path / "a.sqlite")
+    cfgs = [profile_config("smoke", name=f"r{s}", train__seed=s) for s in (1, 2)]
+    ranks = {"test": np.array([0, 5, 2**31 - 1, 17]), "valid": np.arange(4)}
+    for s, cfg in enumerate(cfgs):
+        src.finish(cfg, {**fake_result(s), "ranks": ranks}, code_fingerprint="fp")
+    src.fail(profile_config("smoke", name="broken", train__seed=9), "boom")  # not archived
+    folder = tmp_path / "arc"
+    first = write_archive(src, folder)
+    assert sorted(first.written) == sorted(f"{c.hash()}.json.gz" for c in cfgs)
+    data = {p.name: p.read_bytes() for p in folder.iterdir()}
+    again = write_archive(src, folder)
+    assert (again.written, sorted(again.unchanged)) == ([], sorted(data))
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == data  # byte for byte
+
+    dst = ResultsStore(tmp_path / "b.sqlite")
+    kept = dst.finish(cfgs[0], fake_result(7))  # already finished here: must stay as it is
+    (folder / "0000000000000000.json.gz").write_bytes(b"not gzip")
+    report = import_archive(dst, folder)
+    assert report.written == [f"{cfgs[1].hash()}.json.gz"]
+    assert report.unchanged == [f"{cfgs[0].hash()}.json.gz"]
+    assert report.skipped[0][0] == "0000000000000000.json.gz"
+    assert "not a gzipped JSON file" in report.skipped[0][1]
+    assert dst.get(cfgs[0].hash()) == kept
+    assert dst.get(cfgs[1].hash()) == src.get(cfgs[1].hash())  # every column, provenance too
+    got = dst.ranks(cfgs[1].hash())
+    assert set(got) == {"test", "valid"} and np.array_equal(got["test"], ranks["test"])
+    # the command line: a skipped file makes the import exit 1 and names it
+    assert main(["results", "import", str(folder), "--results", str(tmp_path / "c.sqlite")]) == 1
+    out = capsys.readouterr().out
+    assert "imported 2, unchanged 0, skipped 1" in out and "0000000000000000.json.gz" in out
+    assert len(ResultsStore(tmp_path / "c.sqlite").records()) == 2
+    with pytest.raises(FileNotFoundError, match="no results archive"):
+        import_archive(dst, tmp_path / "nowhere")
