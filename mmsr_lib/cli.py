@@ -166,21 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Example: mmsr results export --csv results.csv")
     exp.add_argument("--results", default=None)
     exp.add_argument("--csv", required=True, help="output path")
-    arc = rsub.add_parser(
-        "archive", help="write finished runs as one file each, to keep in git (read-only)",
-        description="Write every finished run (config, metrics, history, timings, provenance, "
-                    "per-user ranks) to DIR/<hash>.json.gz; an unchanged run is an unchanged "
-                    "file. The store lives in an ignored folder of one checkout; the archive "
-                    "is how its runs outlive it. Example: mmsr results archive docs/runs")
-    arc.add_argument("folder", metavar="DIR")
-    arc.add_argument("--results", default=None)
-    imp = rsub.add_parser(
-        "import", help="add archived runs to the store (never replaces a finished run)",
-        description="Read DIR/*.json.gz written by `mmsr results archive` into the store; runs "
-                    "the store holds as finished are kept, unreadable files are skipped and "
-                    "named. Example: mmsr results import docs/runs")
-    imp.add_argument("folder", metavar="DIR")
-    imp.add_argument("--results", default=None)
+    for name, short, long in (
+        ("archive", "write finished runs as one file each, to keep in git (read-only)",
+         "Write every finished run (config, metrics, history, timings, provenance, per-user "
+         "ranks) to DIR/<hash>.json.gz; an unchanged run is an unchanged file. The store lives "
+         "in an ignored folder of one checkout; the archive is how its runs outlive it. "
+         "Example: mmsr results archive docs/runs"),
+        ("import", "add archived runs to the store (never replaces a finished run)",
+         "Read DIR/*.json.gz written by `mmsr results archive` into the store; runs the store "
+         "holds as finished are kept, unreadable files are skipped and named. "
+         "Example: mmsr results import docs/runs"),
+    ):
+        folder_cmd = rsub.add_parser(name, help=short, description=long)
+        folder_cmd.add_argument("folder", metavar="DIR")
+        folder_cmd.add_argument("--results", default=None)
     eq = rsub.add_parser(
         "equate", help="keep stale runs through a change of code shown not to alter results",
         description="For the stored runs made stale by code changed since REV: train one run of "
