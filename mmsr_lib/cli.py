@@ -440,6 +440,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
     counts = Counter(states.values())
     print(f"{len(states)} distinct runs in {store.path if store else 'no results store yet'}: "
           + ", ".join(f"{counts[s]} {s}" for s in RUN_STATES if counts[s]))
+    if counts["archived"]:
+        print("archived runs are in the repository's results archive but not in this store: "
+              "`mmsr results import docs/runs` adds them, so they are not trained again")
     if counts["stale"]:
         print("stale runs were computed by other code and train again with --train; if that "
               "change cannot alter results, `mmsr results equate --since REV` (REV: the commit "

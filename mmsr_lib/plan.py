@@ -1204,7 +1204,7 @@ def notebook_runs(notebook: str, profile: str, *overrides: str) -> list[PlannedR
     return out
 
 
-RUN_STATES = ("stored", "stale", "training", "stopped", "failed", "to train")
+RUN_STATES = ("stored", "stale", "training", "stopped", "failed", "archived", "to train")
 # how `runner.run_or_load` records a run cut short by the user or a signal (`store.fail` writes
 # the exception's class name first): such a run resumes from its checkpoint, it did not fail
 INTERRUPTIONS = ("KeyboardInterrupt", "SystemExit", "Terminated")
@@ -1266,12 +1266,17 @@ def run_state(cfg: RunConfig, store: Any) -> str:
     process holds its lock now, a stale run's included: a grid started beside it waits for it,
     then loads it),
     *stopped* (killed or interrupted: it resumes from its last checkpoint when trained again),
-    *failed* (its error is in `mmsr results`), *to train*."""
+    *failed* (its error is in `mmsr results`), *archived* (not in this store, but in the
+    repository's results archive, `docs/runs`: `mmsr results import docs/runs` adds it), *to
+    train*."""
+    from mmsr_lib.runs.archive import archived
     from mmsr_lib.runs.runner import current_data_fingerprint, stale_reason
 
     record = store.get(cfg.hash()) if store is not None else None
     if record is None:
-        return "training" if training_now(cfg) else "to train"
+        if training_now(cfg):
+            return "training"
+        return "archived" if archived(cfg.hash()) else "to train"
     if record.status != "done":
         if training_now(cfg):
             return "training"

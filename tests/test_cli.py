@@ -157,6 +157,33 @@ def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path, mon
     assert "`mmsr results equate --since REV`" in hint
 
 
+def test_grid_list_names_runs_the_repository_archive_holds(capsys, tmp_path, monkeypatch):
+    """A run missing from this store but archived in docs/runs lists as *archived*, with the
+    command that imports it, instead of *to train* (hours of training for nothing)."""
+    from mmsr_lib.plan import notebook_runs
+    from mmsr_lib.runs import archive
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+
+    cfg = notebook_runs("03", "smoke")[0].config.override("train.epochs=1")
+    elsewhere = ResultsStore(tmp_path / "elsewhere.sqlite")
+    run_or_load(cfg, store=elsewhere, progress=False)
+    archive.write_archive(elsewhere, tmp_path / "runs")
+    monkeypatch.setattr(archive, "REPO_ARCHIVE", tmp_path / "runs")
+    db = tmp_path / "fresh.sqlite"
+    ResultsStore(db)
+    assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
+                 "--results", str(db)]) == 0
+    *out, summary, hint = capsys.readouterr().out.strip().splitlines()
+    assert f" archived  {cfg.hash()}  " in "\n".join(out) and ": 1 archived, " in summary
+    assert "`mmsr results import docs/runs`" in hint
+    assert main(["results", "import", str(tmp_path / "runs"), "--results", str(db)]) == 0
+    capsys.readouterr()
+    main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
+          "--results", str(db)])
+    assert f" stored    {cfg.hash()}  " in capsys.readouterr().out
+
+
 def test_grid_list_shows_how_far_a_started_run_got(capsys, tmp_path):
     """A stopped run's line says which epoch its checkpoint reached and its best epoch so far,
     read from the checkpoint it resumes from; a run killed before its first epoch ended has no

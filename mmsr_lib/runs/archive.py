@@ -35,6 +35,8 @@ log = logging.getLogger("mmsr.archive")
 
 FORMAT = "mmsr-run/1"
 SUFFIX = ".json.gz"
+# the repository's archive: the runs behind docs/results_cpu.md and the README
+REPO_ARCHIVE = Path(__file__).resolve().parents[2] / "docs" / "runs"
 # the store's columns in the order of `_COLUMNS`; an archived run carries all of them
 _FIELDS = tuple(c.strip() for c in _COLUMNS.split(","))
 _JSON_FIELDS = ("config", "metrics", "history", "timings", "extra")
@@ -91,6 +93,11 @@ def write_archive(store: ResultsStore, folder: str | Path,
             Path(tmp).write_bytes(data)
         report.written.append(path.name)
     return report
+
+
+def archived(config_hash: str, folder: str | Path | None = None) -> bool:
+    """Whether `folder` (default: the repository's archive) holds the run `config_hash`."""
+    return (Path(folder or REPO_ARCHIVE) / f"{config_hash}{SUFFIX}").is_file()
 
 
 def read_document(path: Path) -> dict:
