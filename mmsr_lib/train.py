@@ -324,6 +324,8 @@ def fit(
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
 
     result = FitResult(world_size=world, budget=t.epochs)
+    # `stop_after_decay`: patience may end the run only once the linear decay is over
+    min_epochs = round(t.epochs * t.decay_frac) if t.stop_after_decay else 0
     best_state: dict[str, torch.Tensor] | None = None
     best_score, bad_checks, start_epoch, done = -math.inf, 0, 0, False
     ck = _load_checkpoint(ckpt_path, cfg, device)
@@ -394,7 +396,7 @@ def fit(
             if progress:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", ndcg10=f"{score:.2f}")
         result.history.append(record)
-        done = last or bad_checks >= t.patience
+        done = last or (bad_checks >= t.patience and epoch + 1 >= min_epochs)
         result.stopped_early = done and not last
         if ckpt_path is not None and main:
             atomic_save(

@@ -35,8 +35,8 @@ SMALL = ("model.dim=16", "train.epochs=2", "data.synth.n_users=60", "data.synth.
     ("train.patience=0", r"train.patience=0 is out of range"),
     ("train.decay_to=0", r"train.decay_to=0.0 is out of range"),
     ("train.schedule=cosine", r"train.schedule='cosine'; choose one of \['linear', 'plateau'\]"),
-    ("train.plateau=0", r"train.plateau=0 is out of range"),
-    ("train.plateau=3", r"train.plateau=3 must not exceed train.patience=2"),
+    ("train.schedule=plateau train.plateau=0", r"train.plateau=0 is out of range"),
+    ("train.schedule=plateau train.plateau=3", r"train.plateau=3 must not exceed train.patience=2"),
     ("train.device=gpu", r"train.device='gpu'; choose auto, cpu, cuda or cuda:N"),
     ("train.amp=maybe", r"train.amp='maybe': expected a boolean"),
     ("model.dim=0", r"model.dim=0 is out of range"),
@@ -56,7 +56,7 @@ SMALL = ("model.dim=16", "train.epochs=2", "data.synth.n_users=60", "data.synth.
 ])
 def test_every_setting_is_validated_before_anything_runs(override, message):
     with pytest.raises(ConfigError, match=message):
-        profile_config("smoke").override(override).resolved()
+        profile_config("smoke").override(*override.split(" ")).resolved()  # space: several
 
 
 def test_validation_happens_before_training(tmp_path):

@@ -111,7 +111,21 @@ def test_linear_decay_schedule():
 
 
 def plateau_cfg(**kw):
-    return small_cfg("sasrec", **{"train.patience": 3, "train.plateau": 1, **kw})
+    return small_cfg("sasrec", **{"train.schedule": "plateau", "train.patience": 3,
+                                  "train.plateau": 1, **kw})
+
+
+def test_stop_after_decay_lets_patience_end_a_run_only_once_the_decay_is_over(data):
+    """`train.stop_after_decay` (cpu, BCE): a stalled run trains on until the linear decay has
+    ended (epoch decay_frac x epochs), then stops; before that epoch it is the same run."""
+    base = small_cfg("sasrec", **{"train.epochs": 10, "train.patience": 1, "train.lr": 1e-6,
+                                  "train.decay_frac": 0.6})
+    free = fit(build_model(base, data), data, base, progress=False)
+    held_cfg = base.override("train.stop_after_decay=true")
+    held = fit(build_model(held_cfg, data), data, held_cfg, progress=False)
+    assert free.stopped_early and free.epochs_run < 6  # the case stalls at once
+    assert held.epochs_run >= 6  # the decay ends after epoch 6 of 10
+    assert [h["loss"] for h in held.history[:free.epochs_run]] == [h["loss"] for h in free.history]
 
 
 def test_plateau_schedule_halves_on_stalls_and_ignores_the_budget(data):
@@ -134,17 +148,22 @@ def test_plateau_schedule_halves_on_stalls_and_ignores_the_budget(data):
     assert min(expected) < 0.01  # the case was chosen to stall: the rule was exercised
 
 
-def test_each_schedule_keeps_only_its_own_knob_in_the_run_identity():
-    """cpu and smoke train with `plateau` (patience // 4), the paper profile with the paper's linear
-    decay; the other schedule's field is None, so it cannot split one run into two hashes."""
+def test_each_schedule_keeps_only_its_own_knobs_in_the_run_identity():
+    """Every profile trains with the paper's linear decay (cpu BCE runs anneal before they may
+    stop); `plateau` is an option. The other schedule's fields are None, so they cannot split
+    one run into two hashes."""
     cpu = profile_config("cpu").resolved().train
-    assert (cpu.schedule, cpu.plateau, cpu.decay_frac) == ("plateau", cpu.patience // 4, None)
-    assert profile_config("cpu").override("train.decay_frac=0.5").hash() == profile_config("cpu").hash()
-    paper = profile_config("paper").resolved().train
-    assert (paper.schedule, paper.plateau, paper.decay_frac) == ("linear", None, 0.8)
-    assert profile_config("paper").override("train.plateau=3").hash() == profile_config("paper").hash()
+    assert (cpu.schedule, cpu.plateau, cpu.decay_frac, cpu.stop_after_decay) == (
+        "linear", None, 0.8, False)
+    bce = profile_config("cpu").override("train.loss=bce").resolved().train
+    assert bce.stop_after_decay is True
+    assert profile_config("cpu").override("train.plateau=3").hash() == profile_config("cpu").hash()
+    plateau = profile_config("cpu").override("train.schedule=plateau")
+    t = plateau.resolved().train
+    assert (t.plateau, t.decay_frac, t.stop_after_decay) == (t.patience // 4, None, None)
+    assert plateau.override("train.decay_frac=0.5").hash() == plateau.hash()
     # a resolved plateau run switched back to linear gets the paper's decay length again
-    back = profile_config("cpu").resolved().override("train.schedule=linear").resolved().train
+    back = plateau.resolved().override("train.schedule=linear").resolved().train
     assert (back.decay_frac, back.plateau) == (0.8, None)
 
 
