@@ -676,14 +676,14 @@ def fits(peak_mb: float, capacity_mb: float | None, headroom: float = HEADROOM) 
 
 
 def expected_epochs(budget: int, patience: int | None, eval_every: int = 1,
-                    best_share: float = EXPECTED_BEST_SHARE) -> int:
+                    best_share: float = EXPECTED_BEST_SHARE, min_epochs: int = 0) -> int:
     """Epochs the patience rule is expected to run: the best validation at `best_share` of the
-    budget, then `patience` validations (every `eval_every` epochs) without improvement; capped
-    at the budget."""
+    budget, then `patience` validations (every `eval_every` epochs) without improvement; at
+    least `min_epochs` (`train.stop_after_decay`: the end of the decay); capped at the budget."""
     if budget <= 0:
         return 0
     best = max(1, math.ceil(best_share * budget))
-    return min(budget, best + (patience or budget) * eval_every)
+    return min(budget, max(min_epochs, best + (patience or budget) * eval_every))
 
 
 def device_memory(device: str) -> tuple[float | None, str]:
@@ -810,10 +810,12 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
                          f"growth after the build x {r_distinct:.2f} ({what}), + item "
                          "tables" + (" + frozen caches" if host else "") + " for the catalog")
     budget = int(t.epochs or 0) if probe.trainable else 0
-    exp = expected_epochs(budget, t.patience, t.eval_every)
+    floor = round(budget * t.decay_frac) if t.stop_after_decay else 0
+    exp = expected_epochs(budget, t.patience, t.eval_every, min_epochs=floor)
     src["epochs"] = (f"budget: train.epochs={budget}; expected: best at "
                      f"{EXPECTED_BEST_SHARE:.0%} of the budget + patience {t.patience}"
                      + (f" x eval_every {t.eval_every}" if t.eval_every > 1 else "")
+                     + (f", at least {floor} (no stop before the decay ends)" if floor else "")
                      + ", capped at the budget")
     return Prediction(
         kind=describe_kind(r), data=describe_data(r), device=probe.device,

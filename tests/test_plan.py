@@ -194,6 +194,7 @@ def test_expected_epochs_follow_the_patience_rule():
     assert plan.expected_epochs(3, 2) == 3  # capped at the budget
     assert plan.expected_epochs(100, 5, eval_every=2) == 50
     assert plan.expected_epochs(0, 5) == 0
+    assert plan.expected_epochs(400, 40, min_epochs=320) == 320  # stop_after_decay: not before
 
 
 def test_predict_scales_a_probe_on_a_smaller_catalog_by_the_counted_ratios():
