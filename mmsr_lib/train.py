@@ -234,17 +234,17 @@ class LRSchedule:
     """A run's learning-rate policy behind one interface: `step` after every optimiser step,
     `validated(score)` after every validation.
 
-    - ``linear`` (the paper; every profile's): factor 1 -> `decay_to` over the first
+    - ``linear`` (the paper; every profile's default): factor 1 -> `decay_to` over the first
       `decay_frac` of the epoch budget (`linear_decay`). The trajectory depends on the budget,
       so a run stopped early by patience may not have annealed (`train.stop_after_decay` keeps
       it from stopping before the decay ends), and a longer budget changes every epoch of it.
-    - ``plateau``: rates held until valid NDCG@10 has not improved for `plateau` validations,
-      then multiplied by `PLATEAU_FACTOR`, down to `decay_to` times their start (torch's
-      `ReduceLROnPlateau`, strict improvement as early stopping counts it). Nothing depends on
-      the budget: a run that converges under one cap is the same run under any larger cap, and
-      every run anneals before patience ends it (`plateau` < `patience`). An option, not a
-      default: on Table V's BCE rows it annealed the slow learners too early (ID SASRec lost 2.3
-      valid NDCG@10 points against the linear decay; docs/results_cpu.md, notebook 04).
+    - ``plateau`` (cpu's BCE runs, Table V): rates held until valid NDCG@10 has not improved for
+      `plateau` validations (default patience/2), then multiplied by `PLATEAU_FACTOR`, down to
+      `decay_to` times their start (torch's `ReduceLROnPlateau`, strict improvement as early
+      stopping counts it). Nothing depends on the budget: a run that converges under one cap is
+      the same run under any larger cap, and every run anneals before patience ends it. With
+      patience/4 it annealed slow learners too early (ID SASRec BCE lost 2.3 valid NDCG@10
+      points; docs/results_cpu.md, notebook 04).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_epoch: int):

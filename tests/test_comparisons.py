@@ -73,7 +73,7 @@ def test_table5_rows_are_the_papers_and_share_runs(profile):
         assert (grid["IDSR", arch].hash() == t4[arch, "IDSR"].hash()) is shared
     if profile == "cpu":  # the profile's BCE budget for every row, baselines included
         assert {(c.resolved().train.epochs, c.resolved().train.patience)
-                for c in grid.values()} == {(400, 40)}
+                for c in grid.values()} == {(800, 40)}
 
 
 def test_table5_on_movielens_keeps_text_only_rows():

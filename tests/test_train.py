@@ -149,22 +149,22 @@ def test_plateau_schedule_halves_on_stalls_and_ignores_the_budget(data):
 
 
 def test_each_schedule_keeps_only_its_own_knobs_in_the_run_identity():
-    """Every profile trains with the paper's linear decay (cpu BCE runs anneal before they may
-    stop); `plateau` is an option. The other schedule's fields are None, so they cannot split
-    one run into two hashes."""
+    """The paper's linear decay by default; cpu BCE runs (Table V) take `plateau` (patience // 2)
+    under a cap that is only a ceiling. The other schedule's fields are None, so they cannot
+    split one run into two hashes."""
     cpu = profile_config("cpu").resolved().train
     assert (cpu.schedule, cpu.plateau, cpu.decay_frac, cpu.stop_after_decay) == (
         "linear", None, 0.8, False)
-    bce = profile_config("cpu").override("train.loss=bce").resolved().train
-    assert bce.stop_after_decay is True
     assert profile_config("cpu").override("train.plateau=3").hash() == profile_config("cpu").hash()
-    plateau = profile_config("cpu").override("train.schedule=plateau")
-    t = plateau.resolved().train
-    assert (t.plateau, t.decay_frac, t.stop_after_decay) == (t.patience // 4, None, None)
-    assert plateau.override("train.decay_frac=0.5").hash() == plateau.hash()
+    bce = profile_config("cpu").override("train.loss=bce")
+    t = bce.resolved().train
+    assert (t.schedule, t.plateau, t.decay_frac, t.stop_after_decay) == (
+        "plateau", t.patience // 2, None, None)
+    assert bce.override("train.decay_frac=0.5").hash() == bce.hash()
+    assert profile_config("paper").override("train.loss=bce").resolved().train.schedule == "linear"
     # a resolved plateau run switched back to linear gets the paper's decay length again
-    back = plateau.resolved().override("train.schedule=linear").resolved().train
-    assert (back.decay_frac, back.plateau) == (0.8, None)
+    back = bce.resolved().override("train.schedule=linear").resolved().train
+    assert (back.decay_frac, back.plateau, back.stop_after_decay) == (0.8, None, False)
 
 
 def test_plateau_schedule_resumes_exactly(data, tmp_path):
