@@ -73,17 +73,13 @@ def _encode(doc: dict) -> bytes:
     return gzip.compress(text.encode(), compresslevel=9, mtime=0)
 
 
-def write_archive(store: ResultsStore, folder: str | Path,
-                  hashes: list[str] | None = None) -> ArchiveReport:
-    """Write every finished run of `store` (or those in `hashes`) to `folder`; a file is
-    replaced (atomically) only when the run's stored content differs from it."""
+def write_archive(store: ResultsStore, folder: str | Path) -> ArchiveReport:
+    """Write every finished run of `store` to `folder`; a file is replaced (atomically) only
+    when the run's stored content differs from it."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     report = ArchiveReport()
-    wanted = None if hashes is None else set(hashes)
     for rec in store.records(status="done"):
-        if wanted is not None and rec.config_hash not in wanted:
-            continue
         data = _encode(run_document(rec, store.ranks(rec.config_hash)))
         path = out / f"{rec.config_hash}{SUFFIX}"
         if path.is_file() and path.read_bytes() == data:
