@@ -21,6 +21,7 @@ import torch
 
 from mmsr_lib.evaluate import History, evaluate_ranking, reference_eval_loop
 from mmsr_lib.util.atomic import atomic_write_text
+from mmsr_lib.util.isolated import call_in_fresh_process
 
 
 def machine() -> dict:
@@ -278,14 +279,6 @@ def _profile_steps(model, opt, sched, cfg, batches, dev: torch.device, n: int = 
             for e in rows[:12]]
 
 
-def _in_subprocess(fn: Callable[..., dict], *args) -> dict:
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(fn, args)
-
-
 def bench_train(steps: int = 20, device: str = "auto", profile: bool = True,
                 isolate: bool = True, count_flops: bool = True, **config) -> dict:
     """Training throughput of plain vs fast item encoding on the same data, seed and model.
@@ -299,7 +292,7 @@ def bench_train(steps: int = 20, device: str = "auto", profile: bool = True,
     cfg = train_bench_config(**config)
     dev = str(resolve_device(device))
     load_data(cfg.data)  # generate the catalog once, outside the timed children
-    run = _in_subprocess if isolate else (lambda fn, *a: fn(*a))
+    run = call_in_fresh_process if isolate else (lambda fn, *a: fn(*a))
     res = {m: run(_train_steps, cfg.to_dict(), m, steps, dev, profile, count_flops)
            for m in ("plain", "fast")}
     bs = cfg.train.batch_size

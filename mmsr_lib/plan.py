@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from mmsr_lib.config import PROFILES, RunConfig, default_profile, profile_config
+from mmsr_lib.util.isolated import call_in_fresh_process
 from mmsr_lib.util.memory import peak_rss_bytes, reset_peak_rss
 
 # -- assumptions, stated once --------------------------------------------------------------------
@@ -593,17 +594,6 @@ def _probe_worker(cfg_dict: dict, steps: int, eval_rows: int, device: str, isola
     return dataclasses.asdict(out)
 
 
-def _in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
-    import multiprocessing as mp
-
-    pool = mp.get_context("spawn").Pool(1)
-    try:
-        return pool.apply(fn, args)
-    finally:  # a clean exit of the worker (terminate leaves the tracker warning about leaks)
-        pool.close()
-        pool.join()
-
-
 def probe(cfg: RunConfig, steps: int = 3, eval_rows: int = 512, device: str | None = None,
           isolate: bool = True, plugins: Sequence[str] = (), cache_dir: str | None = None
           ) -> Probe:
@@ -619,7 +609,7 @@ def probe(cfg: RunConfig, steps: int = 3, eval_rows: int = 512, device: str | No
     dev = str(resolve_device(device or r.train.device))
     args = (r.to_dict(), int(steps), int(eval_rows), dev, bool(isolate), tuple(plugins),
             cache_dir)
-    result = _in_fresh_process(_probe_worker, *args) if isolate else _probe_worker(*args)
+    result = call_in_fresh_process(_probe_worker, *args) if isolate else _probe_worker(*args)
     return Probe.from_dict(result)
 
 
