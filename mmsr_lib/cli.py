@@ -474,6 +474,10 @@ HANDLERS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "tune": cmd_
             "results": cmd_results, "components": cmd_components, "grid": cmd_grid}
 
 
+# the commands that train and store runs (the others, e.g. plan and bench, leave no checkpoint)
+TRAINING_COMMANDS = frozenset({"demo", "train", "tune", "grid"})
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised as an interrupt: a grid's worker pool stops its workers on it
     (`runs.parallel.train_in_processes`) instead of leaving them training as orphans that hold
@@ -513,9 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         with signals_as_interrupts():
             return _dispatch(args)
     except KeyboardInterrupt as err:
-        print(f"mmsr: {'terminated' if isinstance(err, Terminated) else 'interrupted'} (a "
-              "resumable run continues from its last checkpoint when started again)",
-              file=sys.stderr)
+        what = "terminated" if isinstance(err, Terminated) else "interrupted"
+        if args.command in TRAINING_COMMANDS:
+            what += " (a resumable run continues from its last checkpoint when started again)"
+        print(f"mmsr: {what}", file=sys.stderr)
         return 128 + err.signum if isinstance(err, Terminated) else 130
     except Exception as err:  # every failure: one line that says what to do
         if args.verbose:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mmsr_lib import cli
 from mmsr_lib.cli import main
 
 
@@ -290,3 +291,21 @@ def test_a_stale_run_being_trained_again_lists_as_training(tmp_path, monkeypatch
         fcntl.flock(held, fcntl.LOCK_EX)
         assert run_state(cfg, store) == "training"
     assert run_state(cfg, store) == "stale"
+
+
+@pytest.mark.parametrize(("argv", "resumes"), [(["components"], False),
+                                               (["plan", "--profile", "smoke"], False),
+                                               (["train", "--profile", "smoke"], True)])
+def test_an_interrupt_mentions_checkpoints_only_for_commands_that_train(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str],
+        resumes: bool) -> None:
+    import signal
+
+    def terminated(args: object) -> int:
+        raise cli.Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "_dispatch", terminated)
+    assert cli.main(argv) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert err.startswith("mmsr: terminated")
+    assert ("continues from its last checkpoint" in err) is resumes
