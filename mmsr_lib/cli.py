@@ -32,6 +32,7 @@ EPILOG = """examples:
   mmsr train --profile paper --set data.path=data/hm
   mmsr train --profile cpu --set data.synth.domain=target --init-from <source run hash>
   mmsr grid 02 --list                         # a notebook's runs (each seed), as commands, stored or not
+  mmsr grid 04 --summary                      # its rows from the runs stored so far (read only)
   mmsr grid 09 --train --profile cpu          # train all of a notebook's runs as one queue
   mmsr results list
   mmsr results export --csv results.csv
@@ -215,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "stands in the results store: stored, stale, training (by a process "
                            "now), stopped (resumes from its checkpoint), failed or to train; a "
                            "training or stopped run with the epoch its checkpoint reached")
+    grid.add_argument("--summary", action="store_true",
+                      help="each row from the runs already stored (read only, while a grid "
+                           "trains too): seeds stored, converged, best epochs, test HR@10 and "
+                           "NDCG@10 (mean ± std over seeds) and NDCG@10 against the section's "
+                           "best row with the paired test over users")
     grid.add_argument("--train", action="store_true",
                       help="train every run of the notebook's grids, all seeds (the runs `mmsr "
                            "plan --notebook NN` prices, for any notebook 00-12) as one queue "
@@ -421,6 +427,20 @@ def cmd_grid(args: argparse.Namespace) -> int:
         store = _store(args.results, readonly=True)
     except FileNotFoundError:
         store = None
+    if args.summary:
+        from mmsr_lib.plan import grid_summary
+
+        table = grid_summary(args.notebook, profile, *args.overrides, store=store)
+        for section, part in table.groupby("section", sort=False):
+            print(f"# {section}")
+            part = part.drop(columns="section")
+            part["row"] = part["row"].str.ljust(part["row"].str.len().max())  # left-aligned
+            print(part.to_string(index=False))
+        stored = sum(int(s.split("/")[0]) for s in table["seeds"])
+        print(f"{stored} of {sum(int(s.split('/')[1]) for s in table['seeds'])} runs stored "
+              f"in {store.path if store else 'no results store yet'}; rows with missing seeds "
+              "are means over the stored ones")
+        return 0
     section = None
     states: dict[str, str] = {}
     progress: dict[str, str] = {}

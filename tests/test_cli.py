@@ -309,3 +309,36 @@ def test_an_interrupt_mentions_checkpoints_only_for_commands_that_train(
     err = capsys.readouterr().err
     assert err.startswith("mmsr: terminated")
     assert ("continues from its last checkpoint" in err) is resumes
+
+
+def test_grid_summary_reads_rows_from_the_stored_runs_only(capsys, tmp_path):
+    """`mmsr grid NN --summary`: the rows that have stored runs, with their seeds, test metrics
+    (equal to the records') and the comparison with the section's best row, which refuses a
+    claim between unconverged runs; rows without runs are listed empty, nothing is trained."""
+    from mmsr_lib.plan import label_text, notebook_runs
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+
+    db = tmp_path / "r.sqlite"
+    store = ResultsStore(db)
+    runs = notebook_runs("03", "smoke", "train.epochs=1")
+    first, second = runs[0], next(r for r in runs[1:] if r.section == runs[0].section)
+    recs = [run_or_load(r.config, store=store, progress=False) for r in (first, second)]
+    assert main(["grid", "03", "--summary", "--profile", "smoke", "--set", "train.epochs=1",
+                 "--results", str(db)]) == 0
+    out = capsys.readouterr().out
+    lines = {label_text(r.label): next(ln for ln in out.splitlines()
+                                       if ln.startswith(label_text(r.label) + " "))
+             for r in (first, second)}
+    for run, rec in zip((first, second), recs, strict=True):
+        line = lines[label_text(run.label)]
+        assert f"{rec.metrics['test']['NDCG@10']:.2f}" in line
+        assert f"{rec.metrics['test']['HR@10']:.2f}" in line and " 1/1 " in line
+    best, other = sorted(recs, key=lambda r: -r.metrics["test"]["NDCG@10"])
+    by_hash = {first.config.hash(): first, second.config.hash(): second}
+    assert lines[label_text(by_hash[best.config_hash].label)].rstrip().endswith("best")
+    assert lines[label_text(by_hash[other.config_hash].label)].rstrip().endswith(
+        "not converged")  # one epoch of a one-epoch budget
+    total = len(runs)
+    assert out.rstrip().splitlines()[-1].startswith(f"2 of {total} runs stored in {db}")
+    assert len(store.records()) == 2  # read only: nothing trained
