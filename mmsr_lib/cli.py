@@ -436,10 +436,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
             part = part.drop(columns="section")
             part["row"] = part["row"].str.ljust(part["row"].str.len().max())  # left-aligned
             print(part.to_string(index=False))
-        stored = sum(int(s.split("/")[0]) for s in table["seeds"])
-        print(f"{stored} of {sum(int(s.split('/')[1]) for s in table['seeds'])} runs stored "
-              f"in {store.path if store else 'no results store yet'}; rows with missing seeds "
-              "are means over the stored ones")
+        print(f"{table.attrs['stored']} of {table.attrs['planned']} runs stored in "
+              f"{store.path if store else 'no results store yet'}; rows with missing seeds are "
+              "means over the stored ones")
         return 0
     section = None
     states: dict[str, str] = {}

@@ -1287,10 +1287,11 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     """A notebook's rows from the runs already stored, trained or not: a long cpu grid can be
     read while it trains, without the notebook. Per section and row: seeds stored (current code
     and data only: `run_state` says *stored*), how many converged and their best epochs, test
-    HR@10 and `metric` as mean ± std over the stored seeds, and `metric` against the section's
-    best row by its mean, with the paired test over users (`significance.verdict` rules: a
-    difference only between converged rows with every seed stored, else "n.s." or why not)."""
-    from mmsr_lib.workbook.significance import compare, converged
+    HR@10 and `metric` as mean ± std over the stored seeds (`significance.summarize`), and
+    `metric` against the section's best row by its mean, with the paired test over users (a
+    difference only between converged rows with every seed stored, else "n.s." or why not).
+    ``attrs["stored"]`` / ``attrs["planned"]``: the runs stored and planned in all."""
+    from mmsr_lib.workbook.significance import compare, converged, mean_std_cell, summarize
 
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for run in notebook_runs(notebook, profile, *overrides):
@@ -1298,29 +1299,23 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
         row["planned"] += 1
         if store is not None and run_state(run.config, store) == "stored":
             row["runs"].append(store.get(run.config.hash()))
-
-    def mean_std(runs: list, m: str) -> tuple[float, str]:
-        vals = [r.metrics.get(split, {}).get(m, math.nan) for r in runs]
-        if not vals:
-            return math.nan, ""
-        sd = f" ± {np.std(vals, ddof=1):.2f}" if len(vals) > 1 else ""
-        return float(np.mean(vals)), f"{np.mean(vals):.2f}{sd}"
-
-    best: dict[str, tuple[str, str]] = {}  # section -> the row with the highest mean
-    for (section, label), row in rows.items():
-        mean = mean_std(row["runs"], metric)[0]
-        if not math.isnan(mean) and (section not in best
-                                      or mean > mean_std(rows[best[section]]["runs"], metric)[0]):
-            best[section] = (section, label)
+    for row in rows.values():
+        row["summary"] = summarize(row["runs"], split, ("HR@10", metric))
+        row["complete"] = len(row["runs"]) == row["planned"]
+    best: dict[str, tuple[str, str]] = {}  # section -> its row with the highest mean
+    for key, row in rows.items():
+        mean = row["summary"][metric]
+        if not math.isnan(mean) and (key[0] not in best
+                                     or mean > rows[best[key[0]]]["summary"][metric]):
+            best[key[0]] = key
     out = []
     for key, row in rows.items():
-        runs, complete = row["runs"], len(row["runs"]) == row["planned"]
-        ref = best.get(key[0])
+        runs, ref = row["runs"], best.get(key[0])
         if not runs or ref is None:
             against = ""
         elif ref == key:
             against = "best"
-        elif not (complete and len(rows[ref]["runs"]) == rows[ref]["planned"]):
+        elif not (row["complete"] and rows[ref]["complete"]):
             against = "seeds missing"
         elif not (converged(runs) and converged(rows[ref]["runs"])):
             against = "not converged"
@@ -1328,16 +1323,19 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
             t = compare(store, runs, rows[ref]["runs"], split, metric)
             against = (f"{t.diff:+.2f} (p={t.p_value:.2g})" if t.significant
                        else f"n.s. (p={t.p_value:.2g})")
-        conv = sum(bool(r.extra.get("converged")) for r in runs)
+        sm = row["summary"]
         out.append({
             "section": key[0], "row": key[1], "seeds": f"{len(runs)}/{row['planned']}",
-            "converged": f"{conv}/{len(runs)}" if runs else "",
+            "converged": sm["converged"] if runs else "",
             "best epochs": " / ".join(str(r.extra.get("best_epoch", "?")) for r in runs),
-            f"{split} HR@10": mean_std(runs, "HR@10")[1],
-            f"{split} {metric}": mean_std(runs, metric)[1],
+            **{f"{split} {m}": mean_std_cell(sm[m], sm[f"{m} std"]) if runs else ""
+               for m in ("HR@10", metric)},
             f"vs best ({metric})": against,
         })
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    table.attrs["stored"] = sum(len(r["runs"]) for r in rows.values())
+    table.attrs["planned"] = sum(r["planned"] for r in rows.values())
+    return table
 
 
 def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = None,
