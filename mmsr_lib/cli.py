@@ -34,6 +34,7 @@ EPILOG = """examples:
   mmsr grid 02 --list                         # a notebook's runs (each seed), as commands, stored or not
   mmsr grid 04 --summary                      # its rows from the runs stored so far (read only)
   mmsr grid 09 --train --profile cpu          # train all of a notebook's runs as one queue
+  mmsr grid 04 --train --only MovieLens       # ... or the rows one pattern matches (also --list, plan)
   mmsr results list
   mmsr results export --csv results.csv
   mmsr results equate --since HEAD~1          # keep runs through a change shown not to alter them
@@ -226,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "plan --notebook NN` prices, for any notebook 00-12) as one queue "
                            "over the worker processes ($MMSR_WORKERS), sources before the runs "
                            "warm-started from them; the notebook then loads them")
+    grid.add_argument("--only", default=None, metavar="REGEX",
+                      help="only the rows whose 'section / row' matches this regular expression "
+                           "(case-insensitive), for --list, --summary and --train (with the "
+                           "sources their transfers start from), e.g. --only MovieLens or "
+                           "--only 'FDSA|CARCA'")
     _add_common(grid)
 
     _add_bench(sub)
@@ -418,7 +424,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     profile = args.profile or default_profile()
     if args.train:
         counts = train_notebook(args.notebook, profile, *args.overrides,
-                                store=_store(args.results))
+                                store=_store(args.results), only=args.only)
         print(f"notebook {args.notebook} on {profile}: {counts['runs']} distinct runs, "
               f"{counts['stored']} stored before, {counts['trained']} trained now")
         return 0
@@ -430,7 +436,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     if args.summary:
         from mmsr_lib.plan import grid_summary
 
-        table = grid_summary(args.notebook, profile, *args.overrides, store=store)
+        table = grid_summary(args.notebook, profile, *args.overrides, store=store,
+                             only=args.only)
         for section, part in table.groupby("section", sort=False):
             print(f"# {section}")
             part = part.drop(columns="section")
@@ -443,7 +450,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     section = None
     states: dict[str, str] = {}
     progress: dict[str, str] = {}
-    for run in notebook_runs(args.notebook, profile, *args.overrides):
+    for run in notebook_runs(args.notebook, profile, *args.overrides, only=args.only):
         if run.section != section:
             section = run.section
             print(f"# {section}")

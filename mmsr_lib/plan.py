@@ -1181,8 +1181,29 @@ class GridUnavailable(ValueError):
     or changed); the message says which."""
 
 
-def notebook_runs(notebook: str, profile: str, *overrides: str) -> list[PlannedRun]:
-    """Every run of a notebook's grids on `profile`: each configuration once per seed."""
+def select_runs(runs: Sequence[PlannedRun], only: str | None) -> list[PlannedRun]:
+    """The runs whose "section / row" matches the regular expression `only` (case-insensitive,
+    anywhere in the text; None keeps all), so a user short of time can list, price, summarise or
+    train one part of a notebook, e.g. ``--only MovieLens`` or ``--only "FDSA|CARCA"``. A pattern
+    that matches nothing is an error that lists what there is, not an empty, silent grid."""
+    if only is None:
+        return list(runs)
+    try:
+        pattern = re.compile(only, re.IGNORECASE)
+    except re.error as err:
+        raise ValueError(f"--only {only!r} is not a regular expression: {err}") from err
+    kept = [r for r in runs if pattern.search(f"{r.section} / {label_text(r.label)}")]
+    if not kept:
+        names = dict.fromkeys(f"{r.section} / {label_text(r.label)}" for r in runs)
+        raise ValueError(f"--only {only!r} matches no row; the rows are (section / row): "
+                         + "; ".join(names))
+    return kept
+
+
+def notebook_runs(notebook: str, profile: str, *overrides: str,
+                  only: str | None = None) -> list[PlannedRun]:
+    """Every run of a notebook's grids on `profile`: each configuration once per seed (those of
+    the rows `only` matches, `select_runs`)."""
     key = notebook_key(notebook)
     try:
         sections = NOTEBOOK_GRIDS[key][1](profile, overrides)
@@ -1194,7 +1215,7 @@ def notebook_runs(notebook: str, profile: str, *overrides: str) -> list[PlannedR
         for label, cfg in sec.configs.items():
             for seed in sec.seeds:
                 out.append(PlannedRun(key, sec.name, label, cfg.override(f"train.seed={seed}")))
-    return out
+    return select_runs(out, only)
 
 
 RUN_STATES = ("stored", "stale", "training", "stopped", "failed", "archived", "to train")
@@ -1283,7 +1304,8 @@ def run_state(cfg: RunConfig, store: Any) -> str:
 
 
 def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
-                 metric: str = "NDCG@10", split: str = "test") -> pd.DataFrame:
+                 metric: str = "NDCG@10", split: str = "test",
+                 only: str | None = None) -> pd.DataFrame:
     """A notebook's rows from the runs already stored, trained or not: a long cpu grid can be
     read while it trains, without the notebook. Per section and row: seeds stored (current code
     and data only: `run_state` says *stored*), how many converged and their best epochs, test
@@ -1294,7 +1316,7 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     from mmsr_lib.workbook.significance import compare, converged, mean_std_cell, summarize
 
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for run in notebook_runs(notebook, profile, *overrides):
+    for run in notebook_runs(notebook, profile, *overrides, only=only):
         row = rows.setdefault((run.section, label_text(run.label)), {"planned": 0, "runs": []})
         row["planned"] += 1
         if store is not None and run_state(run.config, store) == "stored":
@@ -1339,20 +1361,30 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
 
 
 def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = None,
-                   workers: int | None = None, progress: bool = True) -> dict[str, int]:
+                   workers: int | None = None, progress: bool = True,
+                   only: str | None = None) -> dict[str, int]:
     """Train every run of a notebook's grids (`notebook_runs`, its default parameters) as one
     queue, so that no core waits for one grid's slowest run before the next grid starts; the
     notebook then loads them all. Runs warm-started from another run of the queue
     (``train.init_from``, notebook 08's transfers) start only once their source is stored.
-    Workers: ``runs.parallel.grid_workers`` unless given. Returns the counts of distinct runs,
+    Workers: ``runs.parallel.grid_workers`` unless given. `only` trains the rows it matches
+    (`select_runs`) and the sources they warm-start from. Returns the counts of distinct runs,
     those stored before, and those trained now."""
     from mmsr_lib.runs.runner import pending_runs, train_pending
     from mmsr_lib.runs.store import ResultsStore
 
     store = store if store is not None else ResultsStore()
+    every = {run.config.resolved().hash(): run.config
+             for run in notebook_runs(notebook, profile, *overrides)}
     distinct: dict[str, RunConfig] = {}
-    for run in notebook_runs(notebook, profile, *overrides):
+    for run in notebook_runs(notebook, profile, *overrides, only=only):
         distinct.setdefault(run.config.resolved().hash(), run.config)
+    sources = [c.resolved().train.init_from for c in distinct.values()]
+    while sources:  # a selected transfer needs its source (and that one's, if any)
+        source = sources.pop()
+        if source in every and source not in distinct:
+            distinct[source] = every[source]
+            sources.append(every[source].resolved().train.init_from)
     todo = {cfg.resolved().hash(): cfg for cfg in pending_runs(list(distinct.values()), store)}
     counts = {"runs": len(distinct), "stored": len(distinct) - len(todo), "trained": len(todo)}
     while todo:
@@ -1660,6 +1692,9 @@ def add_plan_parser(sub: argparse._SubParsersAction) -> None:
                       help=f"plan a notebook's grids ({', '.join(sorted(NOTEBOOK_GRIDS))})")
     what.add_argument("--study", action="store_true",
                       help="plan every notebook's grids on the profile")
+    p.add_argument("--only", default=None, metavar="REGEX",
+                   help="with --notebook: only the rows whose 'section / row' matches this "
+                        "regular expression (case-insensitive), as `mmsr grid --only`")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per probe (default 5 for one configuration, 3 for grids)")
     p.add_argument("--eval-users", type=int, default=None,
@@ -1695,7 +1730,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             title = f"study on profile {profile}"
         else:
             key = notebook_key(args.notebook)
-            runs = notebook_runs(key, profile, *args.overrides)
+            runs = notebook_runs(key, profile, *args.overrides, only=args.only)
             title = f"notebook {NOTEBOOK_GRIDS[key][0]} on profile {profile}"
         result: Any = plan_runs(runs, title=title, progress=lambda s: print(s, file=sys.stderr),
                                 **common)
@@ -1726,5 +1761,6 @@ __all__ = [
     "PlannedRun", "Prediction", "Probe", "add_plan_parser", "build_key", "cmd_plan", "cost_key",
     "data_counts", "describe_kind", "device_memory", "expected_epochs", "fit_candidates", "fits",
     "format_config_plan", "format_grid_plan", "notebook_runs", "plan_config", "plan_runs",
-    "predict", "probe", "probe_config", "stand_in", "study_runs", "suggest", "validate_plan",
+    "predict", "probe", "probe_config", "select_runs", "stand_in", "study_runs", "suggest",
+    "validate_plan",
 ]

@@ -114,6 +114,13 @@ def test_grid_list_covers_every_notebook_with_its_seeds(capsys):
         dict.fromkeys(r.section for r in runs))
     assert main(["grid", "42", "--list"]) == 2
     assert "no grid for notebook '42'" in capsys.readouterr().err
+    # --only: the rows it matches, under their sections; a pattern matching nothing is an error
+    assert main(["grid", "08", "--list", "--profile", "smoke", "--only", "bili-10k"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "# Table X" and len(out) == 5 and out[-1].startswith("3 distinct runs")
+    assert all(line.startswith("Bili-10K / ") for line in out[1:-1])
+    assert main(["grid", "08", "--summary", "--profile", "smoke", "--only", "nothing"]) == 2
+    assert "matches no row" in capsys.readouterr().err
 
 
 def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path, monkeypatch):

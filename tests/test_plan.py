@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
+
 from mmsr_lib import plan
 from mmsr_lib.cli import main
 from mmsr_lib.config import profile_config
@@ -360,3 +362,35 @@ def test_train_notebook_trains_every_planned_run_once_sources_first(tmp_path):
     assert {r.config_hash for r in store.records()} == planned
     again = plan.train_notebook("08", "smoke", store=store, workers=2, progress=False)
     assert again == {"runs": len(planned), "stored": len(planned), "trained": 0}
+
+
+def test_only_selects_rows_by_section_and_label_and_says_what_there_is():
+    """`--only REGEX` (grid and plan): matched case-insensitively against "section / row";
+    a pattern that matches nothing, or is not a pattern, is an error naming the rows."""
+    runs = plan.notebook_runs("08", "smoke")
+    kept = plan.notebook_runs("08", "smoke", only="table x /.*transfer")
+    assert kept and all(r.section == "Table X" and "Transfer" in plan.label_text(r.label)
+                        for r in kept)
+    assert [r.config.hash() for r in kept] == [
+        r.config.hash() for r in runs
+        if r.section == "Table X" and "Transfer" in plan.label_text(r.label)]
+    assert plan.select_runs(runs, None) == runs
+    with pytest.raises(ValueError, match="matches no row.*Table IX / MMSR / Scratch"):
+        plan.notebook_runs("08", "smoke", only="no such row")
+    with pytest.raises(ValueError, match="not a regular expression"):
+        plan.notebook_runs("08", "smoke", only="(")
+
+
+def test_train_notebook_only_trains_the_matched_rows_and_their_sources(tmp_path):
+    """`mmsr grid 08 --train --only 'Transfer HM-100K'`: the transfer row and the source run it
+    warm-starts from (which the pattern does not match), nothing else."""
+    from mmsr_lib.runs.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    (transfer,) = plan.notebook_runs("08", "smoke", only="Transfer HM-100K")
+    source = transfer.config.resolved().train.init_from
+    assert source and source != transfer.config.resolved().hash()
+    counts = plan.train_notebook("08", "smoke", store=store, workers=1, progress=False,
+                                 only="Transfer HM-100K")
+    assert counts == {"runs": 2, "stored": 0, "trained": 2}
+    assert {r.config_hash for r in store.records()} == {source, transfer.config.resolved().hash()}
