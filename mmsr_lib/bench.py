@@ -546,6 +546,80 @@ def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "a
     }
 
 
+def bench_memo_rows(steps: int = 20, row: str = "CARCA++", device: str = "auto",
+                    profile: str = "cpu", vision_encoder: str | None = None) -> dict:
+    """A Table V row under BCE with a frozen vision memo: its tokens and mask read only when
+    something reads them (`multimodal.MemoRows`) vs gathered for every batch's items, as before.
+
+    BCE asks for a batch's distinct items, not a run of ids, so the memo is gathered; the content
+    baselines keep EfficientNet's whole feature map, and their combination modules (like the
+    vector-level fusions) read only the pooled vector. Two copies of one model with the same
+    weights train on the same first `steps` batches from the same random state (dropout on, as
+    in a run: skipping a gather draws no random number); the first step of each (which builds
+    the memo) is not timed into the throughput. Encoders frozen, as on the cpu
+    profile; `vision_encoder` replaces the row's."""
+    import copy
+
+    from mmsr_lib.data.loaders import TrainBatches
+    from mmsr_lib.runs.runner import build_model, load_data
+    from mmsr_lib.train import build_optimizer, build_schedule, resolve_device, train_step
+    from mmsr_lib.workbook.comparisons import table5_configs
+
+    chosen = (f"model.vision_encoder={vision_encoder}",) if vision_encoder else ()
+    grid = table5_configs(profile, "model.finetune=frozen", *chosen)
+    labels = [label for label in grid if label[1].lower() == str(row).lower()]
+    if not labels:
+        raise ValueError(f"row={row!r} is not a Table V row; choose one of "
+                         f"{[label[1] for label in grid]}")
+    cfg = grid[labels[0]].resolved()
+    dev = resolve_device(device)
+    data = load_data(cfg.data)
+    lazy = build_model(cfg, data, dev)
+    eager = copy.deepcopy(lazy)
+    branch = getattr(eager.item_encoder, "vision", None)
+    if branch is None:
+        raise ValueError(f"row={row!r} has no vision branch, so no memo to read")
+    branch.memo_lazy = False
+    batches = TrainBatches(data, cfg.train.batch_size, cfg.train.seed)
+    batches.set_epoch(0)
+    res = {}
+    for name, model in (("eager", eager), ("lazy", lazy)):
+        torch.manual_seed(cfg.train.seed)
+        model.train()
+        opt = build_optimizer(model, cfg)
+        sched = build_schedule(opt, cfg, len(batches))
+        losses, times = [], []
+        for i in range(steps):
+            batch = {k: v.to(dev) for k, v in batches[i % len(batches)].items()}
+            _sync(dev)
+            t = time.perf_counter()
+            losses.append(float(train_step(model, batch, opt, sched, cfg).item()))
+            _sync(dev)
+            times.append(time.perf_counter() - t)
+        res[name] = {"losses": losses, "step_seconds": float(np.median(times[1:] or times))}
+    memo = getattr(lazy.item_encoder.vision, "_memo_out", None)
+    if memo is None:
+        raise ValueError(f"row={row!r}: its vision branch keeps no memo here (not frozen, or "
+                         "too large), so there is nothing to compare")
+    bs = cfg.train.batch_size
+    return {
+        "benchmark": "memo-rows",
+        "settings": {"steps": steps, "device": str(dev), "row": f"Table V {labels[0][1]}",
+                     "profile": profile, "loss": cfg.train.loss,
+                     "vision_encoder": cfg.model.vision_encoder,
+                     "memo_tokens_shape": list(memo.tokens.shape), "batch_size": bs,
+                     "threads": torch.get_num_threads()},
+        "eager_sequences_per_second": bs / res["eager"]["step_seconds"],
+        "lazy_sequences_per_second": bs / res["lazy"]["step_seconds"],
+        "speedup": res["eager"]["step_seconds"] / res["lazy"]["step_seconds"],
+        "max_abs_loss_difference": max(abs(a - b) for a, b in zip(
+            res["eager"]["losses"], res["lazy"]["losses"], strict=True)),
+        "losses_eager": res["eager"]["losses"],
+        "losses_lazy": res["lazy"]["losses"],
+        "machine": machine(),
+    }
+
+
 def bench_grid(epochs: int = 8, rows: tuple[str, ...] | str = ("IDSR", "MMSR-T"),
                seeds: tuple[int, ...] | int = (42, 43), profile: str = "cpu") -> dict:
     """A grid's runs one after the other in this process (all usable cores as threads, what a
@@ -605,6 +679,7 @@ def bench_grid(epochs: int = 8, rows: tuple[str, ...] | str = ("IDSR", "MMSR-T")
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "train": bench_train,
     "frozen": bench_frozen,
+    "memo-rows": bench_memo_rows,
     "grid": bench_grid,
     "gpu": bench_gpu,
     "train-scaling": bench_train_scaling,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from mmsr_lib.bench import bench_eval, bench_frozen, bench_train
 
 
@@ -44,6 +46,20 @@ def test_bench_frozen_memo_and_per_step_paths_compute_the_same_losses():
     assert r["max_abs_loss_difference"] < 1e-5
     assert len(r["losses_memo"]) == 3 and all(math.isfinite(x) for x in r["losses_memo"])
     assert r["speedup"] > 0
+
+
+@pytest.mark.parametrize("row", ["CARCA++", "MMSR"])
+def test_bench_memo_rows_lazy_and_eager_tokens_compute_the_same_losses(row):
+    """CARCA++ reads the pooled vector only, MMSR's merge-attention the tokens: both train to
+    the same losses, bit for bit, whether the memo's tokens are gathered at once or on demand."""
+    from mmsr_lib.bench import bench_memo_rows
+
+    r = bench_memo_rows(steps=3, row=row, profile="smoke", vision_encoder="tiny-resnet")
+    assert r["settings"]["loss"] == "bce" and len(r["losses_lazy"]) == 3
+    assert r["max_abs_loss_difference"] == 0.0 and r["losses_lazy"] == r["losses_eager"]
+    assert all(math.isfinite(x) for x in r["losses_lazy"]) and r["speedup"] > 0
+    with pytest.raises(ValueError, match="not a Table V row"):
+        bench_memo_rows(steps=1, row="nope", profile="smoke")
 
 
 def test_bench_grid_one_process_and_side_by_side_store_the_same_metrics():

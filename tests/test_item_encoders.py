@@ -438,6 +438,17 @@ def test_a_frozen_vision_branch_is_computed_once_and_equals_the_per_step_path(sm
     assert torch.equal(span.pooled, gathered.pooled.flip(0))
     assert span.pooled.data_ptr() == branch._memo_out.pooled[1:].data_ptr()  # a view, no copy
 
+    # tokens and mask are gathered only when read (a vector-level consumer never pays for them),
+    # then kept; the values are the memo's rows either way
+    lazy = branch(ids)
+    assert lazy._read == {}
+    assert torch.equal(lazy.tokens, branch._memo_out.tokens[ids]) and set(lazy._read) == {"tokens"}
+    assert lazy.tokens is lazy.tokens and torch.equal(lazy.mask, branch._memo_out.mask[ids])
+    assert lazy.dim == branch._memo_out.tokens.shape[-1]
+    branch.memo_lazy = False
+    assert set(branch(ids)._read) == {"tokens", "mask"}
+    branch.memo_lazy = True
+
     _, small = make(smoke, *frozen)
     small.item_encoder.vision.memo_max_bytes = 1
     small.item_encoder.vision(ids)
