@@ -15,6 +15,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -474,6 +475,35 @@ def bench_data(n_users: int = 200_000, n_items: int = 85_000, mean_seq_len: floa
     }
 
 
+def _train_side_by_side(models: dict[str, torch.nn.Module], cfg: Any, data: Any,
+                        dev: torch.device, steps: int, seed: int | None = None) -> dict:
+    """Each model in turn trains `steps` steps on the same first batches of `data` (from the
+    random state `seed` when given): name -> its losses and median step seconds (the first
+    step, which builds caches and memos, not timed when there are others)."""
+    from mmsr_lib.data.loaders import TrainBatches
+    from mmsr_lib.train import build_optimizer, build_schedule, train_step
+
+    batches = TrainBatches(data, cfg.train.batch_size, cfg.train.seed)
+    batches.set_epoch(0)
+    res = {}
+    for name, model in models.items():
+        if seed is not None:
+            torch.manual_seed(seed)
+        model.train()
+        opt = build_optimizer(model, cfg)
+        sched = build_schedule(opt, cfg, len(batches))
+        losses, times = [], []
+        for i in range(steps):
+            batch = {k: v.to(dev) for k, v in batches[i % len(batches)].items()}
+            _sync(dev)
+            t = time.perf_counter()
+            losses.append(float(train_step(model, batch, opt, sched, cfg).item()))
+            _sync(dev)
+            times.append(time.perf_counter() - t)
+        res[name] = {"losses": losses, "step_seconds": float(np.median(times[1:] or times))}
+    return res
+
+
 def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "auto",
                  profile: str = "cpu", vision_encoder: str | None = None) -> dict:
     """A frozen vision branch (the cpu profile's MMSR-V / MMSR rows): its outputs computed once
@@ -487,9 +517,8 @@ def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "a
     """
     import copy
 
-    from mmsr_lib.data.loaders import TrainBatches
     from mmsr_lib.runs.runner import build_model, load_data
-    from mmsr_lib.train import build_optimizer, build_schedule, resolve_device, train_step
+    from mmsr_lib.train import resolve_device
     from mmsr_lib.workbook.quickstart import quickstart_configs
 
     label = {"vision": "MMSR-V", "mm": "MMSR"}[item_encoder]
@@ -503,22 +532,8 @@ def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "a
     per_step.item_encoder.vision.memo_max_bytes = 0  # the per-step path
     gather = copy.deepcopy(memo)
     gather.item_encoder.vision.memo_views = False  # the memo read by gathering every item
-    batches = TrainBatches(data, cfg.train.batch_size, cfg.train.seed)
-    batches.set_epoch(0)
-    res = {}
-    for name, model in (("per_step", per_step), ("memo_gather", gather), ("memo", memo)):
-        model.train()
-        opt = build_optimizer(model, cfg)
-        sched = build_schedule(opt, cfg, len(batches))
-        losses, times = [], []
-        for i in range(steps):
-            batch = {k: v.to(dev) for k, v in batches[i % len(batches)].items()}
-            _sync(dev)
-            t = time.perf_counter()
-            losses.append(float(train_step(model, batch, opt, sched, cfg).item()))
-            _sync(dev)
-            times.append(time.perf_counter() - t)
-        res[name] = {"losses": losses, "step_seconds": float(np.median(times[1:] or times))}
+    res = _train_side_by_side({"per_step": per_step, "memo_gather": gather, "memo": memo},
+                              cfg, data, dev, steps)
     if getattr(memo.item_encoder.vision, "_memo_out", None) is None:
         raise ValueError(f"{cfg.model.vision_encoder}'s frozen branch is not constant here (random "
                          "masking, dropout or no cache), so there is nothing to compare; pick "
@@ -560,9 +575,8 @@ def bench_memo_rows(steps: int = 20, row: str = "CARCA++", device: str = "auto",
     profile; `vision_encoder` replaces the row's."""
     import copy
 
-    from mmsr_lib.data.loaders import TrainBatches
     from mmsr_lib.runs.runner import build_model, load_data
-    from mmsr_lib.train import build_optimizer, build_schedule, resolve_device, train_step
+    from mmsr_lib.train import resolve_device
     from mmsr_lib.workbook.comparisons import table5_configs
 
     chosen = (f"model.vision_encoder={vision_encoder}",) if vision_encoder else ()
@@ -580,23 +594,8 @@ def bench_memo_rows(steps: int = 20, row: str = "CARCA++", device: str = "auto",
     if branch is None:
         raise ValueError(f"row={row!r} has no vision branch, so no memo to read")
     branch.memo_lazy = False
-    batches = TrainBatches(data, cfg.train.batch_size, cfg.train.seed)
-    batches.set_epoch(0)
-    res = {}
-    for name, model in (("eager", eager), ("lazy", lazy)):
-        torch.manual_seed(cfg.train.seed)
-        model.train()
-        opt = build_optimizer(model, cfg)
-        sched = build_schedule(opt, cfg, len(batches))
-        losses, times = [], []
-        for i in range(steps):
-            batch = {k: v.to(dev) for k, v in batches[i % len(batches)].items()}
-            _sync(dev)
-            t = time.perf_counter()
-            losses.append(float(train_step(model, batch, opt, sched, cfg).item()))
-            _sync(dev)
-            times.append(time.perf_counter() - t)
-        res[name] = {"losses": losses, "step_seconds": float(np.median(times[1:] or times))}
+    res = _train_side_by_side({"eager": eager, "lazy": lazy}, cfg, data, dev, steps,
+                              seed=cfg.train.seed)
     memo = getattr(lazy.item_encoder.vision, "_memo_out", None)
     if memo is None:
         raise ValueError(f"row={row!r}: its vision branch keeps no memo here (not frozen, or "
