@@ -1312,11 +1312,15 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     HR@10 and `metric` as mean ± std over the stored seeds (`significance.summarize`), and
     `metric` against the section's best row by its mean, with the paired test over users (a
     difference only between converged rows with every seed stored, else "n.s." or why not).
-    ``attrs["stored"]`` / ``attrs["planned"]``: the runs stored and planned in all."""
+    `only` shows the rows it matches (`select_runs`), still against the best of all the
+    section's rows. ``attrs["stored"]`` / ``attrs["planned"]``: the runs stored and planned in
+    the rows shown."""
     from mmsr_lib.workbook.significance import compare, converged, mean_std_cell, summarize
 
+    shown = {(r.section, label_text(r.label))
+             for r in notebook_runs(notebook, profile, *overrides, only=only)}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for run in notebook_runs(notebook, profile, *overrides, only=only):
+    for run in notebook_runs(notebook, profile, *overrides):  # `only` hides rows, not rivals
         row = rows.setdefault((run.section, label_text(run.label)), {"planned": 0, "runs": []})
         row["planned"] += 1
         if store is not None and run_state(run.config, store) == "stored":
@@ -1332,6 +1336,8 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
             best[key[0]] = key
     out = []
     for key, row in rows.items():
+        if key not in shown:
+            continue
         runs, ref = row["runs"], best.get(key[0])
         if not runs or ref is None:
             against = ""
@@ -1355,8 +1361,8 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
             f"vs best ({metric})": against,
         })
     table = pd.DataFrame(out)
-    table.attrs["stored"] = sum(len(r["runs"]) for r in rows.values())
-    table.attrs["planned"] = sum(r["planned"] for r in rows.values())
+    table.attrs["stored"] = sum(len(r["runs"]) for k, r in rows.items() if k in shown)
+    table.attrs["planned"] = sum(r["planned"] for k, r in rows.items() if k in shown)
     return table
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mmsr_lib import cli
@@ -348,4 +350,13 @@ def test_grid_summary_reads_rows_from_the_stored_runs_only(capsys, tmp_path):
         "not converged")  # one epoch of a one-epoch budget
     total = len(runs)
     assert out.rstrip().splitlines()[-1].startswith(f"2 of {total} runs stored in {db}")
+    # --only hides rows, not rivals: the other row alone is still compared with the best one
+    other_label = label_text(by_hash[other.config_hash].label)
+    assert main(["grid", "03", "--summary", "--profile", "smoke", "--set", "train.epochs=1",
+                 "--results", str(db), "--only", f"^{first.section} / {re.escape(other_label)}$"
+                 ]) == 0
+    out = capsys.readouterr().out.rstrip().splitlines()
+    (line,) = [ln for ln in out if ln.startswith(other_label + " ")]
+    assert line.rstrip().endswith("not converged") and len(out) == 4  # section, header, row, total
+    assert out[-1].startswith("1 of 1 runs stored")
     assert len(store.records()) == 2  # read only: nothing trained
