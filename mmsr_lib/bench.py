@@ -590,7 +590,7 @@ def bench_memo_rows(steps: int = 20, row: str = "CARCA++", device: str = "auto",
     data = load_data(cfg.data)
     lazy = build_model(cfg, data, dev)
     eager = copy.deepcopy(lazy)
-    branch = getattr(eager.item_encoder, "vision", None)
+    branch = getattr(getattr(eager, "item_encoder", None), "vision", None)
     if branch is None:
         raise ValueError(f"row={row!r} has no vision branch, so no memo to read")
     branch.memo_lazy = False
