@@ -1317,10 +1317,10 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     the rows shown."""
     from mmsr_lib.workbook.significance import compare, converged, mean_std_cell, summarize
 
-    shown = {(r.section, label_text(r.label))
-             for r in notebook_runs(notebook, profile, *overrides, only=only)}
+    planned = notebook_runs(notebook, profile, *overrides)
+    shown = {(r.section, label_text(r.label)) for r in select_runs(planned, only)}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for run in notebook_runs(notebook, profile, *overrides):  # `only` hides rows, not rivals
+    for run in planned:  # `only` hides rows, not rivals
         row = rows.setdefault((run.section, label_text(run.label)), {"planned": 0, "runs": []})
         row["planned"] += 1
         if store is not None and run_state(run.config, store) == "stored":
@@ -1380,10 +1380,10 @@ def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = No
     from mmsr_lib.runs.store import ResultsStore
 
     store = store if store is not None else ResultsStore()
-    every = {run.config.resolved().hash(): run.config
-             for run in notebook_runs(notebook, profile, *overrides)}
+    runs = notebook_runs(notebook, profile, *overrides)
+    every = {run.config.resolved().hash(): run.config for run in runs}
     distinct: dict[str, RunConfig] = {}
-    for run in notebook_runs(notebook, profile, *overrides, only=only):
+    for run in select_runs(runs, only):
         distinct.setdefault(run.config.resolved().hash(), run.config)
     sources = [c.resolved().train.init_from for c in distinct.values()]
     while sources:  # a selected transfer needs its source (and that one's, if any)
