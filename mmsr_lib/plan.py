@@ -1283,24 +1283,30 @@ def run_state(cfg: RunConfig, store: Any) -> str:
     *failed* (its error is in `mmsr results`), *archived* (not in this store, but in the
     repository's results archive, `docs/runs`: `mmsr results import docs/runs` adds it), *to
     train*."""
+    return run_state_and_record(cfg, store)[0]
+
+
+def run_state_and_record(cfg: RunConfig, store: Any) -> tuple[str, Any]:
+    """`run_state` and the stored record it was read from (None when there is none), so that a
+    caller reading the stored results does not look each run up a second time."""
     from mmsr_lib.runs.archive import archived
     from mmsr_lib.runs.runner import current_data_fingerprint, stale_reason
 
     record = store.get(cfg.hash()) if store is not None else None
     if record is None:
         if training_now(cfg):
-            return "training"
-        return "archived" if archived(cfg.hash()) else "to train"
+            return "training", None
+        return ("archived" if archived(cfg.hash()) else "to train"), None
     if record.status != "done":
         if training_now(cfg):
-            return "training"
+            return "training", record
         interrupted = record.status == "running" or (record.error or "").startswith(INTERRUPTIONS)
-        return "stopped" if interrupted else "failed"
+        return ("stopped" if interrupted else "failed"), record
     if stale_reason(record, current_data_fingerprint(cfg)) is None:
-        return "stored"
+        return "stored", record
     # a stale run keeps its record while a process trains it again (`store.start` leaves a
     # finished result readable), so its lock tells whether that is happening now
-    return "training" if training_now(cfg) else "stale"
+    return ("training" if training_now(cfg) else "stale"), record
 
 
 def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
@@ -1323,8 +1329,10 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     for run in planned:  # `only` hides rows, not rivals
         row = rows.setdefault((run.section, label_text(run.label)), {"planned": 0, "runs": []})
         row["planned"] += 1
-        if store is not None and run_state(run.config, store) == "stored":
-            row["runs"].append(store.get(run.config.hash()))
+        if store is not None:
+            state, record = run_state_and_record(run.config, store)
+            if state == "stored":
+                row["runs"].append(record)
     for row in rows.values():
         row["summary"] = summarize(row["runs"], split, ("HR@10", metric))
         row["complete"] = len(row["runs"]) == row["planned"]
