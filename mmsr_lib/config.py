@@ -127,6 +127,11 @@ class TrainConfig:
     checkpoint_dir: str = "runs"  # not hashed
     feature_cache: str | None = "data/feature_cache"  # frozen-prefix cache folder; not hashed
 
+    def min_epochs(self) -> int:
+        """Epochs before patience may end the run: the end of the linear decay under
+        `stop_after_decay`, else 0. One rule for the trainer and the planner's estimate."""
+        return round((self.epochs or 0) * self.decay_frac) if self.stop_after_decay else 0
+
 
 @dataclass
 class EvalConfig:

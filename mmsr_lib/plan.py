@@ -801,7 +801,7 @@ def predict(cfg: RunConfig, probe: Probe, counts: DataCounts | None = None,
                          f"growth after the build x {r_distinct:.2f} ({what}), + item "
                          "tables" + (" + frozen caches" if host else "") + " for the catalog")
     budget = int(t.epochs or 0) if probe.trainable else 0
-    floor = round(budget * t.decay_frac) if t.stop_after_decay else 0
+    floor = t.min_epochs() if budget else 0
     exp = expected_epochs(budget, t.patience, t.eval_every, min_epochs=floor)
     src["epochs"] = (f"budget: train.epochs={budget}; expected: best at "
                      f"{EXPECTED_BEST_SHARE:.0%} of the budget + patience {t.patience}"

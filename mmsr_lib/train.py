@@ -328,7 +328,7 @@ def fit(
 
     result = FitResult(world_size=world, budget=t.epochs)
     # `stop_after_decay`: patience may end the run only once the linear decay is over
-    min_epochs = round(t.epochs * t.decay_frac) if t.stop_after_decay else 0
+    min_epochs = t.min_epochs()
     best_state: dict[str, torch.Tensor] | None = None
     best_score, bad_checks, start_epoch, done = -math.inf, 0, 0, False
     ck = _load_checkpoint(ckpt_path, cfg, device)

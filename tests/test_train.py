@@ -125,6 +125,8 @@ def test_stop_after_decay_lets_patience_end_a_run_only_once_the_decay_is_over(da
     held = fit(build_model(held_cfg, data), data, held_cfg, progress=False)
     assert free.stopped_early and free.epochs_run < 6  # the case stalls at once
     assert held.epochs_run >= 6  # the decay ends after epoch 6 of 10
+    # the trainer and the planner read the floor from one rule
+    assert (held_cfg.resolved().train.min_epochs(), base.resolved().train.min_epochs()) == (6, 0)
     assert [h["loss"] for h in held.history[:free.epochs_run]] == [h["loss"] for h in free.history]
 
 

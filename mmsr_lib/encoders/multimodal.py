@@ -13,6 +13,7 @@ An item is its text and its image; the IDs only index into per-item inputs that 
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -229,20 +230,14 @@ class MemoRows(ModalityOutput):
         # not the dataclass's __init__: tokens and mask are read on demand
         self.pooled = memo.pooled[rows]
         self._memo, self._rows = memo, rows
-        self._read: dict[str, torch.Tensor] = {}
 
-    def _rows_of(self, name: str) -> torch.Tensor:
-        if name not in self._read:
-            self._read[name] = getattr(self._memo, name)[self._rows]
-        return self._read[name]
-
-    @property
+    @cached_property
     def tokens(self) -> torch.Tensor:  # type: ignore[override]
-        return self._rows_of("tokens")
+        return self._memo.tokens[self._rows]
 
-    @property
+    @cached_property
     def mask(self) -> torch.Tensor:  # type: ignore[override]
-        return self._rows_of("mask")
+        return self._memo.mask[self._rows]
 
 
 def _as_span(ids: torch.Tensor) -> torch.Tensor | slice:
