@@ -619,6 +619,57 @@ def bench_memo_rows(steps: int = 20, row: str = "CARCA++", device: str = "auto",
     }
 
 
+def bench_carca_scorer(split: str = "valid", repeat: int = 2, profile: str = "cpu",
+                       device: str = "auto") -> dict:
+    """CARCA++'s full-ranking scorer over one split's users (every user x every item, float64
+    cross-attention: most of a CARCA++ epoch on CPU) with users grouped by history length and
+    padded positions left out (`CarcaScorer.trim`) vs every user attending over all `max_len`
+    positions. Same model (Table V's CARCA++ row, seeded init), same users; the scores are
+    compared (largest difference) and so are the evaluator's target ranks and metrics. Untrained
+    weights: the cost does not depend on them, and equal ranks are asked of any weights."""
+    from mmsr_lib.baselines.carca import CarcaScorer
+    from mmsr_lib.evaluate import evaluate_model
+    from mmsr_lib.runs.runner import build_model, load_data
+    from mmsr_lib.train import resolve_device
+    from mmsr_lib.workbook.comparisons import table5_configs
+
+    grid = table5_configs(profile)
+    cfg = next(c for label, c in grid.items() if label[1] == "CARCA++").resolved()
+    dev = resolve_device(device)
+    data = load_data(cfg.data)
+    model = build_model(cfg, data, dev).eval()  # initialised from train.seed
+    ev = data.eval_set(split)
+    with torch.no_grad():
+        table = model.item_table(cfg.eval.batch_size)
+    scorers = {"plain": CarcaScorer(model, table, trim=False),
+               "trimmed": CarcaScorer(model, table, trim=True)}
+    seconds: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    for name, scorer in scorers.items():
+        seconds[name], results[name] = timed(
+            lambda scorer=scorer: evaluate_model(model, ev, scorer=scorer), repeat)
+    inputs = torch.from_numpy(np.ascontiguousarray(ev.inputs[:cfg.eval.batch_size])).to(dev)
+    with torch.no_grad():
+        diff = (scorers["plain"](inputs).clone() - scorers["trimmed"](inputs)).abs().max()
+    lengths = (np.asarray(ev.inputs) > 0).sum(1)
+    plain, trimmed = results["plain"], results["trimmed"]
+    return {
+        "benchmark": "carca-scorer",
+        "settings": {"profile": profile, "split": split, "users": len(ev),
+                     "items": data.n_items, "max_len": int(np.asarray(ev.inputs).shape[1]),
+                     "mean_history_length": float(lengths.mean()), "repeat": repeat,
+                     "device": str(dev), "threads": torch.get_num_threads()},
+        "plain_seconds": seconds["plain"],
+        "trimmed_seconds": seconds["trimmed"],
+        "speedup": seconds["plain"] / seconds["trimmed"],
+        "max_abs_score_difference": float(diff),
+        "ranks_equal": bool(np.array_equal(plain.ranks, trimmed.ranks)),
+        "metrics_plain": plain.metrics,
+        "metrics_trimmed": trimmed.metrics,
+        "machine": machine(),
+    }
+
+
 def bench_grid(epochs: int = 8, rows: tuple[str, ...] | str = ("IDSR", "MMSR-T"),
                seeds: tuple[int, ...] | int = (42, 43), profile: str = "cpu") -> dict:
     """A grid's runs one after the other in this process (all usable cores as threads, what a
@@ -679,6 +730,7 @@ BENCHMARKS: dict[str, Callable[..., dict]] = {
     "train": bench_train,
     "frozen": bench_frozen,
     "memo-rows": bench_memo_rows,
+    "carca-scorer": bench_carca_scorer,
     "grid": bench_grid,
     "gpu": bench_gpu,
     "train-scaling": bench_train_scaling,

@@ -254,6 +254,27 @@ def test_carca_scorer_chunks_the_catalog(smoke, models, monkeypatch) -> None:
     torch.testing.assert_close(small_batches, whole, atol=1e-6, rtol=1e-6)
 
 
+def test_carca_scorer_trimmed_groups_rank_as_the_plain_scorer(smoke, models, monkeypatch) -> None:
+    """Users grouped by history length, each group over only the positions its members have
+    (groups of 3 here, so groups differ in width; an empty history among them), score as every
+    user over all positions: to float64 rounding, in the same order, row for row."""
+    from mmsr_lib.baselines import carca
+
+    model = models["carca++"].eval()
+    inputs = torch.from_numpy(np.ascontiguousarray(smoke[1].eval_set("valid").inputs[:20]))
+    inputs[7] = 0
+    lengths = (inputs > 0).sum(1)
+    assert len(set(lengths.tolist())) > 3 and lengths.max() == inputs.shape[1]
+    monkeypatch.setattr(carca, "TRIM_GROUP", 3)
+    with torch.no_grad():
+        table = model.item_table()
+        plain = carca.CarcaScorer(model, table, trim=False)(inputs).clone()
+        trimmed = carca.CarcaScorer(model, table, trim=True)(inputs).clone()
+    torch.testing.assert_close(trimmed, plain, atol=1e-12, rtol=1e-12)
+    assert torch.equal(trimmed.argsort(dim=1, stable=True), plain.argsort(dim=1, stable=True))
+    assert torch.equal(trimmed[7], torch.full_like(trimmed[7], float(model.head.out.bias)))
+
+
 # -- VQRec's codes -------------------------------------------------------------------------------
 def test_vqrec_codes_are_deterministic_in_range_and_memoised(smoke, monkeypatch) -> None:
     base, data = smoke

@@ -73,3 +73,13 @@ def test_bench_grid_one_process_and_side_by_side_store_the_same_metrics():
     # count, which can move at most a tie-breaking user or so (one of ~300 is 0.33 points)
     assert r["max_abs_metric_difference"] < 0.5
     assert r["speedup"] > 0
+
+
+def test_bench_carca_scorer_trimmed_equals_plain():
+    """Grouping users by history length and leaving out padded positions changes no rank."""
+    from mmsr_lib.bench import bench_carca_scorer
+
+    r = bench_carca_scorer(split="valid", repeat=1, profile="smoke")
+    assert r["ranks_equal"] and r["metrics_plain"] == r["metrics_trimmed"]
+    assert r["max_abs_score_difference"] < 1e-12
+    assert r["settings"]["mean_history_length"] < r["settings"]["max_len"]  # padding to skip
