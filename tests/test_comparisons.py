@@ -76,6 +76,17 @@ def test_table5_rows_are_the_papers_and_share_runs(profile):
                 for c in grid.values()} == {(800, 40)}
 
 
+def test_table5_setting_column_names_each_rows_training_setting():
+    """The `setting` column shows the searched ID rows' own settings and that the other
+    baselines share SASRec's (on cpu: GRU4Rec lr 3e-2 under the linear decay, SASRec 3e-3)."""
+    grid = cmp.table5_configs("cpu")
+    setting = {label: cmp.describe_setting(cfg) for label, cfg in grid.items()}
+    assert setting["IDSR", "SASRec"] == "lr 0.003, dropout 0.3, bce, plateau"
+    assert setting["IDSR", "GRU4Rec"] == ("lr 0.03, dropout 0, bce, linear "
+                                          "(no stop before the decay ends)")
+    assert setting["IDSR w. Side Feat.", "CARCA++"] == setting["IDSR", "SASRec"]
+
+
 def test_table5_on_movielens_keeps_text_only_rows():
     grid = cmp.table5_configs("cpu", dataset="movielens-100k")
     left = cmp.left_out("movielens-100k")

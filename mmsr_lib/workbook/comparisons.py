@@ -434,11 +434,22 @@ def describe_row(cfg: RunConfig) -> str:
     return f"{head}: {' + '.join(parts)}" if parts else head
 
 
+def describe_setting(cfg: RunConfig) -> str:
+    """The training setting a row ran with (learning rate, dropout, loss, schedule), so a reader
+    sees which baselines had a search of their own and which share another row's setting."""
+    r = cfg.resolved()
+    t = r.train
+    return (f"lr {t.lr:g}, dropout {r.model.dropout:g}, {t.loss}, {t.schedule}"
+            + (" (no stop before the decay ends)" if t.stop_after_decay else ""))
+
+
 def comparison_table(results: Mapping, configs: Mapping, split: str = "test",
                      metrics: Sequence[str] = ("HR@10", "NDCG@10")) -> pd.DataFrame:
-    """`grids.grid_table` with `describe_row` in its ``encoders`` column."""
+    """`grids.grid_table` with `describe_row` in its ``encoders`` column and
+    `describe_setting` in its ``setting`` column."""
     table = grids.grid_table(results, configs, split, metrics)
     table["encoders"] = [describe_row(cfg) for cfg in configs.values()]
+    table["setting"] = [describe_setting(cfg) for cfg in configs.values()]
     return table
 
 
