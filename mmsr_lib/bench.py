@@ -561,6 +561,19 @@ def bench_frozen(steps: int = 20, item_encoder: str = "vision", device: str = "a
     }
 
 
+def _table5_row(row: str, profile: str, *overrides: str) -> tuple[tuple[str, str], Any]:
+    """Table V's row named `row` (case-insensitive) on `profile`: its label and resolved
+    configuration; an unknown name is a clear error listing the rows."""
+    from mmsr_lib.workbook.comparisons import table5_configs
+
+    grid = table5_configs(profile, *overrides)
+    labels = [label for label in grid if label[1].lower() == str(row).lower()]
+    if not labels:
+        raise ValueError(f"row={row!r} is not a Table V row; choose one of "
+                         f"{[label[1] for label in grid]}")
+    return labels[0], grid[labels[0]].resolved()
+
+
 def bench_memo_rows(steps: int = 20, row: str = "CARCA++", device: str = "auto",
                     profile: str = "cpu", vision_encoder: str | None = None) -> dict:
     """A Table V row under BCE with a frozen vision memo: its tokens and mask read only when
@@ -577,15 +590,9 @@ def bench_memo_rows(steps: int = 20, row: str = "CARCA++", device: str = "auto",
 
     from mmsr_lib.runs.runner import build_model, load_data
     from mmsr_lib.train import resolve_device
-    from mmsr_lib.workbook.comparisons import table5_configs
 
     chosen = (f"model.vision_encoder={vision_encoder}",) if vision_encoder else ()
-    grid = table5_configs(profile, "model.finetune=frozen", *chosen)
-    labels = [label for label in grid if label[1].lower() == str(row).lower()]
-    if not labels:
-        raise ValueError(f"row={row!r} is not a Table V row; choose one of "
-                         f"{[label[1] for label in grid]}")
-    cfg = grid[labels[0]].resolved()
+    label, cfg = _table5_row(row, profile, "model.finetune=frozen", *chosen)
     dev = resolve_device(device)
     data = load_data(cfg.data)
     lazy = build_model(cfg, data, dev)
@@ -603,7 +610,7 @@ def bench_memo_rows(steps: int = 20, row: str = "CARCA++", device: str = "auto",
     bs = cfg.train.batch_size
     return {
         "benchmark": "memo-rows",
-        "settings": {"steps": steps, "device": str(dev), "row": f"Table V {labels[0][1]}",
+        "settings": {"steps": steps, "device": str(dev), "row": f"Table V {label[1]}",
                      "profile": profile, "loss": cfg.train.loss,
                      "vision_encoder": cfg.model.vision_encoder,
                      "memo_tokens_shape": list(memo.tokens.shape), "batch_size": bs,
@@ -631,10 +638,8 @@ def bench_carca_scorer(split: str = "valid", repeat: int = 2, profile: str = "cp
     from mmsr_lib.evaluate import evaluate_model
     from mmsr_lib.runs.runner import build_model, load_data
     from mmsr_lib.train import resolve_device
-    from mmsr_lib.workbook.comparisons import table5_configs
 
-    grid = table5_configs(profile)
-    cfg = next(c for label, c in grid.items() if label[1] == "CARCA++").resolved()
+    _, cfg = _table5_row("CARCA++", profile)
     dev = resolve_device(device)
     data = load_data(cfg.data)
     model = build_model(cfg, data, dev).eval()  # initialised from train.seed
@@ -651,12 +656,13 @@ def bench_carca_scorer(split: str = "valid", repeat: int = 2, profile: str = "cp
     inputs = torch.from_numpy(np.ascontiguousarray(ev.inputs[:cfg.eval.batch_size])).to(dev)
     with torch.no_grad():
         diff = (scorers["plain"](inputs).clone() - scorers["trimmed"](inputs)).abs().max()
-    lengths = (np.asarray(ev.inputs) > 0).sum(1)
+    all_inputs = np.asarray(ev.inputs)
+    lengths = (all_inputs > 0).sum(1)
     plain, trimmed = results["plain"], results["trimmed"]
     return {
         "benchmark": "carca-scorer",
         "settings": {"profile": profile, "split": split, "users": len(ev),
-                     "items": data.n_items, "max_len": int(np.asarray(ev.inputs).shape[1]),
+                     "items": data.n_items, "max_len": int(all_inputs.shape[1]),
                      "mean_history_length": float(lengths.mean()), "repeat": repeat,
                      "device": str(dev), "threads": torch.get_num_threads()},
         "plain_seconds": seconds["plain"],
