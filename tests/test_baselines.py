@@ -266,10 +266,21 @@ def test_carca_scorer_trimmed_groups_rank_as_the_plain_scorer(smoke, models, mon
     lengths = (inputs > 0).sum(1)
     assert len(set(lengths.tolist())) > 3 and lengths.max() == inputs.shape[1]
     monkeypatch.setattr(carca, "TRIM_GROUP", 3)
+    widths: list[int] = []  # positions each scored group attends over
+    score = carca.CarcaScorer._score
+
+    def spy(self, k, *rest):
+        widths.append(k.shape[2])
+        return score(self, k, *rest)
+
+    monkeypatch.setattr(carca.CarcaScorer, "_score", spy)
     with torch.no_grad():
         table = model.item_table()
         plain = carca.CarcaScorer(model, table, trim=False)(inputs).clone()
+        assert widths == [inputs.shape[1]]
         trimmed = carca.CarcaScorer(model, table, trim=True)(inputs).clone()
+    # groups of the shortest histories attend over fewer positions than max_len
+    assert len(widths) == 1 + 7 and min(widths[1:]) < inputs.shape[1]
     torch.testing.assert_close(trimmed, plain, atol=1e-12, rtol=1e-12)
     assert torch.equal(trimmed.argsort(dim=1, stable=True), plain.argsort(dim=1, stable=True))
     assert torch.equal(trimmed[7], torch.full_like(trimmed[7], float(model.head.out.bias)))
