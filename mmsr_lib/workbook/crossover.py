@@ -61,7 +61,13 @@ from mmsr_lib.util.paths import resolve
 from mmsr_lib.workbook.grids import Grid
 from mmsr_lib.workbook.paper_numbers import paper_table1, paper_wide
 from mmsr_lib.workbook.report import relative_improvement
-from mmsr_lib.workbook.significance import ALPHA, converged, paired_test, per_user
+from mmsr_lib.workbook.significance import (
+    ALPHA,
+    PairedTest,
+    converged,
+    paired_test,
+    per_user,
+)
 
 SWEEP_ENCODERS = ("IDSR", "MMSR-T", "MMSR-V", "MMSR")
 TEXT_ONLY_ENCODERS = ("IDSR", "MMSR-T")  # data sets without images (MovieLens-100K)
@@ -411,17 +417,13 @@ class PointDiff:
     converged: bool = True
 
 
-@dataclass
-class PointTest:
+@dataclass(kw_only=True)
+class PointTest(PairedTest):
+    """Content vs IDs at one density point: the paired test of the seed-averaged metric over
+    users, where the point sits, and the direction a claim may take there."""
+
     label: str
-    x: float
-    mean_a: float
-    mean_b: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    n_users: int
+    x: float  # interactions per item
     converged: bool
     sign: int  # +1 content significantly ahead, -1 IDs significantly ahead, 0 no claim
 
@@ -533,8 +535,8 @@ def estimate_crossover(
                              "be the same non-empty [seeds, users]")
         t = paired_test(a.mean(0), b.mean(0), metric)
         sign = int(np.sign(t.diff)) if (t.supports_a_claim(alpha) and p.converged) else 0
-        tests.append(PointTest(p.label, p.x, t.mean_a, t.mean_b, t.diff, t.ci_low, t.ci_high,
-                               t.p_value, t.n_users, p.converged, sign))
+        tests.append(PointTest(**vars(t), label=p.label, x=p.x, converged=p.converged,
+                               sign=sign))
     est = CrossoverEstimate(content, baseline, split, metric, tests, n_boot=n_boot)
     sig = [i for i, t in enumerate(tests) if t.sign != 0]
     brackets = [(i, j) for i, j in zip(sig, sig[1:], strict=False)
