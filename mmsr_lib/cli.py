@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(tune)
     tune.add_argument("--space", action="append", default=[], metavar="KEY=V1,V2",
                       help="a searched field and its candidates (default: lr, dropout, loss)")
+    tune.add_argument("--summary", action="store_true",
+                      help="print the trials stored so far and where the others stand "
+                           "(read only: trains nothing)")
     tune.add_argument("--allow-stale", action="store_true",
                       help="reuse trials stored by other code (their validation scores)")
 
@@ -261,6 +264,14 @@ def _store(path: str | None, readonly: bool = False):
     return ResultsStore(path, readonly=readonly)
 
 
+def _store_if_any(path: str | None):
+    """The store, read only, or None when there is none yet: listing never creates one."""
+    try:
+        return _store(path, readonly=True)
+    except FileNotFoundError:
+        return None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mmsr_lib.workbook.quickstart import print_quickstart
 
@@ -340,7 +351,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mmsr_lib.runs.tuning import ID_SPACE, tune
+    from mmsr_lib.runs.tuning import ID_SPACE, tune, tune_summary
 
     space = dict(ID_SPACE)
     if args.space:
@@ -350,10 +361,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
             if not values:
                 raise ValueError(f"--space {item!r} is not of the form section.key=v1,v2")
             space[key.strip()] = tuple(v.strip() for v in values.split(","))
-    search = tune(_config(args), space, store=_store(args.results), progress=True,
-                  allow_stale=args.allow_stale)
     import pandas as pd
 
+    if args.summary:
+        table = tune_summary(_config(args), space, store=_store_if_any(args.results))
+        with pd.option_context("display.width", 160, "display.max_columns", None):
+            shown = table.drop(columns=["hash"]).round(2).astype(object)
+            print(shown.where(shown.notna(), "").to_string(index=False))
+        return 0
+    search = tune(_config(args), space, store=_store(args.results), progress=True,
+                  allow_stale=args.allow_stale)
     with pd.option_context("display.width", 160, "display.max_columns", None):
         print(search.trials.drop(columns=["hash"]).to_string(index=False))
     print("chosen on validation NDCG@10:", " ".join(f"--set {o}" for o in search.overrides()))
@@ -429,10 +446,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
               f"{counts['stored']} stored before, {counts['trained']} trained now")
         return 0
     base = profile_config(profile)
-    try:  # read only: listing never creates a store
-        store = _store(args.results, readonly=True)
-    except FileNotFoundError:
-        store = None
+    store = _store_if_any(args.results)
     if args.summary:
         from mmsr_lib.plan import grid_summary
 

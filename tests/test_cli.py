@@ -228,9 +228,19 @@ def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):
     args = ["tune", "--profile", "smoke", "--results", str(tmp_path / "r.sqlite"),
             "--set", "train.epochs=1", "--set", "model.dim=16",
             "--space", "train.lr=0.001,0.01"]
+    assert main([*args, "--summary"]) == 0  # read only: nothing is trained
+    before = capsys.readouterr().out.splitlines()
+    assert len(before) == 3 and all(" to train" in line for line in before[1:]), before
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "valid NDCG@10" in out and "test NDCG@10 (not used)" in out
+    assert main([*args, "--summary"]) == 0
+    after = capsys.readouterr().out.splitlines()
+    assert all(" stored " in line for line in after[1:]) and len(after) == 3, after
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("train.lr "))
+    scores = {f"{float(line.split()[1]):.2f}" for line in lines[header + 1 : header + 3]}
+    assert {line.split()[2] for line in after[1:]} == scores  # the same trials, read back
     assert "chosen on validation NDCG@10: --set train.lr=" in out
     # two candidates: whichever wins is at an end of the range, and the output says so
     assert "note: train.lr=" in out and "extend the range" in out

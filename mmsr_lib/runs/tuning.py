@@ -78,6 +78,47 @@ def grid(space: Mapping[str, Sequence]) -> list[dict[str, object]]:
             for values in itertools.product(*(space[k] for k in keys))]
 
 
+def trial_configs(base: RunConfig, space: Mapping[str, Sequence]
+                  ) -> list[tuple[dict[str, object], RunConfig]]:
+    """Each combination of `space` and its run: `base` with those settings, named
+    ``<name>-tune<i>`` (so trial 0 of a space that starts at the row's own setting is the
+    row's stored run)."""
+    if not space:
+        raise ValueError("an empty search space: give at least one field and its candidates")
+    return [(settings, base.override(*(f"{k}={v}" for k, v in settings.items()),
+                                     f"name={base.name}-tune{i}"))
+            for i, settings in enumerate(grid(space))]
+
+
+def _trial_scores(rec: RunRecord) -> dict[str, object]:
+    split, metric = SELECTION
+    return {"valid NDCG@10": rec.metrics[split][metric],
+            "test NDCG@10 (not used)": rec.metrics["test"][metric],
+            "best epoch": rec.extra.get("best_epoch"), "epochs run": rec.extra.get("epochs_run"),
+            "converged": bool(rec.extra.get("converged"))}
+
+
+def tune_summary(base: RunConfig, space: Mapping[str, Sequence],
+                 store: ResultsStore | None) -> pd.DataFrame:
+    """The search's trials as they stand, training nothing: per combination its state
+    (`plan.run_state`), its scores when stored, and how far a started run got (`plan.run_progress`),
+    so a long search can be read while it trains or after it was stopped."""
+    from mmsr_lib.plan import run_progress, run_state_and_record
+
+    rows = []
+    for settings, cfg in trial_configs(base, space):
+        state, rec = run_state_and_record(cfg, store)
+        scores = _trial_scores(rec) if state == "stored" else {}
+        progress = "" if state in ("stored", "to train") else run_progress(cfg)
+        rows.append({**settings, "state": state, **scores, "progress": progress,
+                     "hash": cfg.hash()})
+    table = pd.DataFrame(rows)
+    for col in ("best epoch", "epochs run"):
+        if col in table:
+            table[col] = table[col].astype("Int64")
+    return table
+
+
 def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
          store: ResultsStore | None = None, progress: bool = False,
          allow_stale: bool = False) -> Search:
@@ -86,20 +127,11 @@ def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
     Converged runs are preferred: a combination whose best epoch hit the budget only wins if
     no combination converged (and is flagged in `trials`).
     """
-    if not space:
-        raise ValueError("an empty search space: give at least one field and its candidates")
     rows = []
     records = []
-    for i, settings in enumerate(grid(space)):
-        cfg = base.override(*(f"{k}={v}" for k, v in settings.items()),
-                            f"name={base.name}-tune{i}")
+    for settings, cfg in trial_configs(base, space):
         rec = run_or_load(cfg, store=store, progress=progress, allow_stale=allow_stale)
-        split, metric = SELECTION
-        rows.append({**settings, "valid NDCG@10": rec.metrics[split][metric],
-                     "test NDCG@10 (not used)": rec.metrics["test"][metric],
-                     "best epoch": rec.extra.get("best_epoch"),
-                     "epochs run": rec.extra.get("epochs_run"),
-                     "converged": bool(rec.extra.get("converged")), "hash": rec.config_hash})
+        rows.append({**settings, **_trial_scores(rec), "hash": rec.config_hash})
         records.append(rec)
     trials = pd.DataFrame(rows)
     pool = trials[trials["converged"]] if trials["converged"].any() else trials
