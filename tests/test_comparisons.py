@@ -87,6 +87,27 @@ def test_table5_setting_column_names_each_rows_training_setting():
     assert setting["IDSR w. Side Feat.", "CARCA++"] == setting["IDSR", "SASRec"]
 
 
+def test_table5_searched_column_says_which_rows_had_their_own_search(tmp_path):
+    """Rows searched on validation say over what; the others that they take ID SASRec's
+    setting (every row on smoke, which searches nothing). The column survives
+    `grids.split_available` and is absent from a grid that records no searches."""
+    cpu = grids.split_available(cmp.table5_configs("cpu"))[0]
+    assert cpu.searches[("IDSR", "SASRec")].startswith("lr ")
+    assert cpu.searches[("IDSR", "GRU4Rec")].startswith("lr ")
+    assert cpu.searches[cmp.OURS] == cmp.NOT_SEARCHED
+    assert set(cpu.searches) == set(cpu)
+    ml = cmp.table5_configs("cpu", dataset="movielens-100k")
+    assert ml.searches[cmp.OURS_TEXT] == cmp.NOT_SEARCHED
+    assert ml.searches[("IDSR", "NextItNet")] != cpu.searches[("IDSR", "NextItNet")]
+    assert "paper" in cmp.table5_configs("paper").searches[cmp.OURS]
+    store = ResultsStore(tmp_path / "r.sqlite")
+    grid = cmp.table5_configs("smoke")
+    results = _store_runs(store, grid, _table5_ranks()[1], seeds=(42,))
+    table = cmp.comparison_table(results, grid)
+    assert set(table["searched"]) == {cmp.NOT_SEARCHED}
+    assert "searched" not in cmp.comparison_table(results, dict(grid)).columns
+
+
 def test_table5_on_movielens_keeps_text_only_rows():
     grid = cmp.table5_configs("cpu", dataset="movielens-100k")
     left = cmp.left_out("movielens-100k")

@@ -110,12 +110,15 @@ CONTENT_SETTINGS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
 
 
 class Grid(dict):
-    """An ordered (level 1, level 2) -> RunConfig mapping that knows its table and level names."""
+    """An ordered (level 1, level 2) -> RunConfig mapping that knows its table and level names
+    and, where a table records them (Table V), how each row's setting was chosen
+    (``searches``: label -> sentence; None when the grid does not say)."""
 
     def __init__(self, table: str, levels: tuple[str, str]) -> None:
         super().__init__()
         self.table = table
         self.levels = levels
+        self.searches: dict[tuple[str, str], str] | None = None
 
 
 # -- building blocks ------------------------------------------------------------------------------
@@ -206,6 +209,7 @@ def split_available(configs: Mapping) -> tuple[Grid, dict]:
     (an optional package such as MPNet): a notebook shows those rows as not installed instead
     of failing half-way."""
     ok = Grid(getattr(configs, "table", ""), getattr(configs, "levels", ("group", "row")))
+    ok.searches = getattr(configs, "searches", None)
     missing = {}
     for label, cfg in configs.items():
         m = cfg.resolved().model
