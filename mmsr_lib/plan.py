@@ -1315,9 +1315,11 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     """A notebook's rows from the runs already stored, trained or not: a long cpu grid can be
     read while it trains, without the notebook. Per section and row: seeds stored (current code
     and data only: `run_state` says *stored*), how many converged and their best epochs, test
-    HR@10 and `metric` as mean ± std over the stored seeds (`significance.summarize`), and
-    `metric` against the section's best row by its mean, with the paired test over users (a
-    difference only between converged rows with every seed stored, else "n.s." or why not).
+    HR@10 and `metric` as mean ± std over the stored seeds (`significance.summarize`),
+    `metric` against the section's best row by its mean (among the rows with every seed
+    stored, where there are any), with the paired test over users (a difference only between
+    converged rows with every seed stored, else "n.s." or why not),
+    and the seeds training now or stopped mid-run with how far they got (`run_progress`).
     `only` shows the rows it matches (`select_runs`), still against the best of all the
     section's rows. ``attrs["stored"]`` / ``attrs["planned"]``: the runs stored and planned in
     the rows shown."""
@@ -1327,21 +1329,28 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     shown = {(r.section, label_text(r.label)) for r in select_runs(planned, only)}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for run in planned:  # `only` hides rows, not rivals
-        row = rows.setdefault((run.section, label_text(run.label)), {"planned": 0, "runs": []})
+        row = rows.setdefault((run.section, label_text(run.label)),
+                              {"planned": 0, "runs": [], "started": []})
         row["planned"] += 1
-        if store is not None:
-            state, record = run_state_and_record(run.config, store)
-            if state == "stored":
-                row["runs"].append(record)
+        state, record = run_state_and_record(run.config, store)
+        if state == "stored":
+            row["runs"].append(record)
+        elif state in ("training", "stopped"):
+            progress = run_progress(run.config)
+            row["started"].append(f"seed {run.config.train.seed} {state}"
+                                  + (f": {progress}" if progress else ""))
     for row in rows.values():
         row["summary"] = summarize(row["runs"], split, ("HR@10", metric))
         row["complete"] = len(row["runs"]) == row["planned"]
-    best: dict[str, tuple[str, str]] = {}  # section -> its row with the highest mean
-    for key, row in rows.items():
-        mean = row["summary"][metric]
-        if not math.isnan(mean) and (key[0] not in best
-                                     or mean > rows[best[key[0]]]["summary"][metric]):
-            best[key[0]] = key
+    # section -> its row with the highest mean, among the rows with every seed stored where
+    # there are any (a one-seed row on top would leave nothing to test against)
+    best: dict[str, tuple[str, str]] = {}
+    for section in dict.fromkeys(key[0] for key in rows):
+        scored = [key for key in rows
+                  if key[0] == section and not math.isnan(rows[key]["summary"][metric])]
+        pool = [key for key in scored if rows[key]["complete"]] or scored
+        if pool:
+            best[section] = max(pool, key=lambda k: rows[k]["summary"][metric])
     out = []
     for key, row in rows.items():
         if key not in shown:
@@ -1367,6 +1376,7 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
             **{f"{split} {m}": mean_std_cell(sm[m], sm[f"{m} std"]) if runs else ""
                for m in ("HR@10", metric)},
             f"vs best ({metric})": against,
+            "in progress": "; ".join(row["started"]),
         })
     table = pd.DataFrame(out)
     table.attrs["stored"] = sum(len(r["runs"]) for k, r in rows.items() if k in shown)

@@ -370,3 +370,42 @@ def test_grid_summary_reads_rows_from_the_stored_runs_only(capsys, tmp_path):
     assert line.rstrip().endswith("not converged") and len(out) == 4  # section, header, row, total
     assert out[-1].startswith("1 of 1 runs stored")
     assert len(store.records()) == 2  # read only: nothing trained
+
+
+def test_grid_summary_tests_against_a_complete_row_and_shows_seeds_in_progress(
+        capsys, tmp_path, monkeypatch):
+    """A row with a seed missing is never the reference of `vs best` (nothing could be tested
+    against it), and the seed that is training or stopped says how far it got."""
+    from mmsr_lib import config
+    from mmsr_lib.plan import label_text, notebook_runs
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+
+    monkeypatch.setitem(config.PROFILE_TABLE["smoke"], "seeds", (42, 43))
+    db = tmp_path / "r.sqlite"
+    store = ResultsStore(db)
+    runs = notebook_runs("03", "smoke", "train.epochs=2")
+    first = runs[0]
+    rows = [r for r in runs if r.section == first.section]
+    full = [r for r in rows if r.label == first.label]
+    other = next(r.label for r in rows if r.label != first.label)
+    partial = [r for r in rows if r.label == other]
+    assert [r.config.train.seed for r in full] == [42, 43] == [r.config.train.seed
+                                                                for r in partial]
+    for run in [*full, partial[0]]:
+        run_or_load(run.config, store=store, progress=False)
+
+    def stop(epoch: int, record: dict) -> None:
+        raise KeyboardInterrupt  # after the first epoch's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run_or_load(partial[1].config, store=store, progress=False, on_epoch_end=stop)
+    assert main(["grid", "03", "--summary", "--profile", "smoke", "--set", "train.epochs=2",
+                 "--results", str(db)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    line = {label: next(ln for ln in out if ln.startswith(label_text(label) + " "))
+            for label in (first.label, other)}
+    assert " 2/2 " in line[first.label] and line[first.label].rstrip().endswith("best")
+    assert " 1/2 " in line[other] and " seeds missing " in line[other]
+    assert re.search(r"seed 43 stopped: epoch 1/2, best 1 \(valid NDCG@10 \d+\.\d\d\)$",
+                     line[other].rstrip()), line[other]
