@@ -149,8 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains every combination of the search space (stored and reused like any "
                     "run) and prints the trials and the chosen settings, picked on validation "
                     "NDCG@10 among converged runs; the test split is never used to choose. "
-                    "Example: mmsr tune --profile cpu --set model.sequence=gru4rec")
+                    "Example: mmsr tune --profile cpu --set model.sequence=gru4rec; a "
+                    "notebook row's own setting: mmsr tune --notebook 04 --only 'Table V / "
+                    "CARCA' --space train.lr=3e-3,1e-3")
     _add_common(tune)
+    tune.add_argument("--notebook", default=None, metavar="NN",
+                      help="search the setting of the notebook row that --only names (its "
+                           "configuration at its first seed; --set applies to the notebook)")
+    tune.add_argument("--only", default=None, metavar="PATTERN",
+                      help="with --notebook: the one row ('section / row', a "
+                           "case-insensitive regular expression)")
     tune.add_argument("--space", action="append", default=[], metavar="KEY=V1,V2",
                       help="a searched field and its candidates (default: lr, dropout, loss)")
     tune.add_argument("--summary", action="store_true",
@@ -363,13 +371,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
             space[key.strip()] = tuple(v.strip() for v in values.split(","))
     import pandas as pd
 
+    if args.notebook is not None:
+        from mmsr_lib.plan import row_config
+
+        if args.only is None:
+            raise ValueError("--notebook needs --only naming one of its rows")
+        base = row_config(args.notebook, args.profile or default_profile(), *args.overrides,
+                          only=args.only)
+    elif args.only is not None:
+        raise ValueError("--only names a notebook row: give --notebook NN too")
+    else:
+        base = _config(args)
     if args.summary:
-        table = tune_summary(_config(args), space, store=_store_if_any(args.results))
+        table = tune_summary(base, space, store=_store_if_any(args.results))
         with pd.option_context("display.width", 160, "display.max_columns", None):
             shown = table.drop(columns=["hash"]).round(2).astype(object)
             print(shown.where(shown.notna(), "").to_string(index=False))
         return 0
-    search = tune(_config(args), space, store=_store(args.results), progress=True,
+    search = tune(base, space, store=_store(args.results), progress=True,
                   allow_stale=args.allow_stale)
     with pd.option_context("display.width", 160, "display.max_columns", None):
         print(search.trials.drop(columns=["hash"]).to_string(index=False))

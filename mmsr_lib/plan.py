@@ -1200,6 +1200,18 @@ def select_runs(runs: Sequence[PlannedRun], only: str | None) -> list[PlannedRun
     return kept
 
 
+def row_config(notebook: str, profile: str, *overrides: str, only: str) -> RunConfig:
+    """The configuration of the one notebook row `only` matches, at its first seed: what a
+    search of that row's setting (`mmsr tune --notebook NN --only ROW`) starts from, so its
+    trial at the row's own setting is the row's stored run, not a near copy of it."""
+    runs = notebook_runs(notebook, profile, *overrides, only=only)
+    rows = dict.fromkeys(f"{r.section} / {label_text(r.label)}" for r in runs)
+    if len(rows) != 1:
+        raise ValueError(f"--only {only!r} matches {len(rows)} rows of notebook {notebook}; "
+                         "name one (section / row): " + "; ".join(rows))
+    return runs[0].config
+
+
 def notebook_runs(notebook: str, profile: str, *overrides: str,
                   only: str | None = None) -> list[PlannedRun]:
     """Every run of a notebook's grids on `profile`: each configuration once per seed (those of

@@ -409,3 +409,27 @@ def test_grid_summary_tests_against_a_complete_row_and_shows_seeds_in_progress(
     assert " 1/2 " in line[other] and " seeds missing " in line[other]
     assert re.search(r"seed 43 stopped: epoch 1/2, best 1 \(valid NDCG@10 \d+\.\d\d\)$",
                      line[other].rstrip()), line[other]
+
+
+def test_tune_starts_from_a_notebook_rows_own_configuration(capsys, tmp_path):
+    """`mmsr tune --notebook NN --only ROW` searches that row's setting: its trial at the row's
+    own setting is the row's run (same hash), and a pattern naming several rows, or --only
+    without a notebook, is refused with what to do."""
+    from mmsr_lib.plan import notebook_runs, row_config
+    from mmsr_lib.runs.tuning import trial_configs
+
+    row = "Table V / .*CARCA"
+    base = row_config("04", "smoke", only=row)
+    assert base.hash() == notebook_runs("04", "smoke", only=row)[0].config.hash()
+    assert base.resolved().model.recommender == "carca++"
+    lr = base.resolved().train.lr
+    trials = trial_configs(base, {"train.lr": (lr, 10 * lr)})
+    assert trials[0][1].hash() == base.hash() and trials[1][1].hash() != base.hash()
+    args = ["tune", "--profile", "smoke", "--results", str(tmp_path / "r.sqlite"),
+            "--notebook", "04", "--space", f"train.lr={lr},{10 * lr}", "--summary"]
+    assert main([*args, "--only", row]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(" to train" in line for line in lines[1:])
+    assert main([*args, "--only", "Table V"]) == 2
+    assert "rows of notebook 04; name one" in capsys.readouterr().err
+    assert main([a for a in args if a not in ("--notebook", "04")] + ["--only", row]) == 2

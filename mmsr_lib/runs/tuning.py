@@ -90,6 +90,10 @@ def trial_configs(base: RunConfig, space: Mapping[str, Sequence]
             for i, settings in enumerate(grid(space))]
 
 
+SCORE_COLUMNS = ("valid NDCG@10", "test NDCG@10 (not used)", "best epoch", "epochs run",
+                 "converged")
+
+
 def _trial_scores(rec: RunRecord) -> dict[str, object]:
     split, metric = SELECTION
     return {"valid NDCG@10": rec.metrics[split][metric],
@@ -108,7 +112,7 @@ def tune_summary(base: RunConfig, space: Mapping[str, Sequence],
     rows = []
     for settings, cfg in trial_configs(base, space):
         state, rec = run_state_and_record(cfg, store)
-        scores = _trial_scores(rec) if state == "stored" else {}
+        scores = _trial_scores(rec) if state == "stored" else dict.fromkeys(SCORE_COLUMNS)
         progress = "" if state in ("stored", "to train") else run_progress(cfg)
         rows.append({**settings, "state": state, **scores, "progress": progress,
                      "hash": cfg.hash()})
