@@ -7,7 +7,8 @@ run executes) so that studying them never changes the code fingerprint of a stor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -223,6 +224,18 @@ def sampled_ranks(
     return out
 
 
+@contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """Eval mode without gradients for the block; the model's mode is restored after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def _model_scores(model: Any, eval_set: Any, scorer: Any) -> Callable[[int, int], Tensor]:
     device = next(iter(model.parameters()), torch.zeros(0)).device
     inputs = torch.from_numpy(np.ascontiguousarray(eval_set.inputs))
@@ -234,16 +247,11 @@ def model_tie_counts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`tie_count_batches` for every row of `eval_set` scored by a `Recommender` (one process;
     the model is put in eval mode and restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            scorer = scorer if scorer is not None else model.scorer()
-            return tie_count_batches(_model_scores(model, eval_set, scorer),
-                                     np.asarray(eval_set.targets, dtype=np.int64),
-                                     eval_set.history, batch_size)
-    finally:
-        model.train(was_training)
+    with _evaluating(model):
+        scorer = scorer if scorer is not None else model.scorer()
+        return tie_count_batches(_model_scores(model, eval_set, scorer),
+                                 np.asarray(eval_set.targets, dtype=np.int64),
+                                 eval_set.history, batch_size)
 
 
 def model_sampled_ranks(
@@ -251,13 +259,8 @@ def model_sampled_ranks(
 ) -> np.ndarray:
     """`sampled_ranks` for every row of `eval_set` scored by a `Recommender`, against the
     negatives of `sample_negatives` (draw them once and reuse them for every model compared)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            scorer = scorer if scorer is not None else model.scorer()
-            return sampled_ranks(_model_scores(model, eval_set, scorer),
-                                 np.asarray(eval_set.targets, dtype=np.int64), negatives,
-                                 batch_size)
-    finally:
-        model.train(was_training)
+    with _evaluating(model):
+        scorer = scorer if scorer is not None else model.scorer()
+        return sampled_ranks(_model_scores(model, eval_set, scorer),
+                             np.asarray(eval_set.targets, dtype=np.int64), negatives,
+                             batch_size)
