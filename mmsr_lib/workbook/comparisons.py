@@ -87,8 +87,9 @@ TABLE5_RULES: dict[str, dict[str, dict[Label, tuple[str, ...]]]] = {
 }
 # Table V rows whose setting came from a validation-only search of their own (seed 42, the
 # trials in docs/results_cpu.md), and over what; every other row trains at ID SASRec's setting
-# and says so (`comparison_table`'s ``searched`` column): a gap to an unsearched baseline may be the setting's, not
-# the model's. The ID rows were searched under the cpu profile's CE; Table V trains with BCE.
+# and says so (`comparison_table`'s ``searched`` column): a gap to an unsearched baseline may
+# be the setting's, not the model's. The ID rows were searched under the cpu profile's CE;
+# Table V trains with BCE.
 TABLE5_SEARCHES: dict[str, dict[str, dict[Label, str]]] = {
     "cpu": {
         "synthetic": {
