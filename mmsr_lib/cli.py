@@ -359,7 +359,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from mmsr_lib.runs.tuning import ID_SPACE, tune, tune_summary
+    from mmsr_lib.runs.tuning import ID_SPACE, tune
 
     space = dict(ID_SPACE)
     if args.space:
@@ -383,6 +383,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     else:
         base = _config(args)
     if args.summary:
+        from mmsr_lib.plan import tune_summary
+
         table = tune_summary(base, space, store=_store_if_any(args.results))
         with pd.option_context("display.width", 160, "display.max_columns", None):
             shown = table.drop(columns=["hash"]).round(2).astype(object)

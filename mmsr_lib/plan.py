@@ -1321,6 +1321,27 @@ def run_state_and_record(cfg: RunConfig, store: Any) -> tuple[str, Any]:
     return ("training" if training_now(cfg) else "stale"), record
 
 
+def tune_summary(base: RunConfig, space: Mapping[str, Sequence], store: Any
+                 ) -> pd.DataFrame:
+    """The search's trials as they stand, training nothing: per combination its state
+    (`run_state`), its scores when stored, and how far a started run got (`run_progress`),
+    so a long search can be read while it trains or after it was stopped."""
+    from mmsr_lib.runs.tuning import SCORE_COLUMNS, trial_configs, trial_scores
+
+    rows = []
+    for settings, cfg in trial_configs(base, space):
+        state, rec = run_state_and_record(cfg, store)
+        scores = trial_scores(rec) if state == "stored" else dict.fromkeys(SCORE_COLUMNS)
+        progress = "" if state in ("stored", "to train") else run_progress(cfg)
+        rows.append({**settings, "state": state, **scores, "progress": progress,
+                     "hash": cfg.hash()})
+    table = pd.DataFrame(rows)
+    for col in ("best epoch", "epochs run"):
+        if col in table:
+            table[col] = table[col].astype("Int64")
+    return table
+
+
 def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
                  metric: str = "NDCG@10", split: str = "test",
                  only: str | None = None) -> pd.DataFrame:

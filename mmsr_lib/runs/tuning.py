@@ -94,33 +94,13 @@ SCORE_COLUMNS = ("valid NDCG@10", "test NDCG@10 (not used)", "best epoch", "epoc
                  "converged")
 
 
-def _trial_scores(rec: RunRecord) -> dict[str, object]:
+def trial_scores(rec: RunRecord) -> dict[str, object]:
+    """A stored trial's row of the search table (`SCORE_COLUMNS`)."""
     split, metric = SELECTION
     return {"valid NDCG@10": rec.metrics[split][metric],
             "test NDCG@10 (not used)": rec.metrics["test"][metric],
             "best epoch": rec.extra.get("best_epoch"), "epochs run": rec.extra.get("epochs_run"),
             "converged": bool(rec.extra.get("converged"))}
-
-
-def tune_summary(base: RunConfig, space: Mapping[str, Sequence],
-                 store: ResultsStore | None) -> pd.DataFrame:
-    """The search's trials as they stand, training nothing: per combination its state
-    (`plan.run_state`), its scores when stored, and how far a started run got (`plan.run_progress`),
-    so a long search can be read while it trains or after it was stopped."""
-    from mmsr_lib.plan import run_progress, run_state_and_record
-
-    rows = []
-    for settings, cfg in trial_configs(base, space):
-        state, rec = run_state_and_record(cfg, store)
-        scores = _trial_scores(rec) if state == "stored" else dict.fromkeys(SCORE_COLUMNS)
-        progress = "" if state in ("stored", "to train") else run_progress(cfg)
-        rows.append({**settings, "state": state, **scores, "progress": progress,
-                     "hash": cfg.hash()})
-    table = pd.DataFrame(rows)
-    for col in ("best epoch", "epochs run"):
-        if col in table:
-            table[col] = table[col].astype("Int64")
-    return table
 
 
 def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
@@ -135,7 +115,7 @@ def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
     records = []
     for settings, cfg in trial_configs(base, space):
         rec = run_or_load(cfg, store=store, progress=progress, allow_stale=allow_stale)
-        rows.append({**settings, **_trial_scores(rec), "hash": rec.config_hash})
+        rows.append({**settings, **trial_scores(rec), "hash": rec.config_hash})
         records.append(rec)
     trials = pd.DataFrame(rows)
     pool = trials[trials["converged"]] if trials["converged"].any() else trials
