@@ -454,8 +454,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
         RUN_STATES,
         label_text,
         notebook_runs,
-        run_progress,
         run_state,
+        started_progress,
         train_notebook,
     )
 
@@ -494,7 +494,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         key = run.config.hash()
         if key not in states:  # a run shared by several rows is looked up once
             states[key] = run_state(run.config, store)
-            note = run_progress(run.config) if states[key] in ("training", "stopped") else ""
+            note = started_progress(run.config, states[key])
             progress[key] = f"[{note}]  " if note else ""
         print(f"{label_text(run.label):<32} seed {run.config.train.seed:<4} {states[key]:<8}  "
               f"{key}  {progress[key]}{shlex.join(cmd)}")

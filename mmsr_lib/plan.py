@@ -1321,10 +1321,19 @@ def run_state_and_record(cfg: RunConfig, store: Any) -> tuple[str, Any]:
     return ("training" if training_now(cfg) else "stale"), record
 
 
+STARTED_STATES = ("training", "stopped")  # the states whose checkpoint says how far a run got
+
+
+def started_progress(cfg: RunConfig, state: str) -> str:
+    """`run_progress` for a run in one of `STARTED_STATES`, "" for any other state: what
+    `mmsr grid --list`, `--summary` and `mmsr tune --summary` show beside a run."""
+    return run_progress(cfg) if state in STARTED_STATES else ""
+
+
 def tune_summary(base: RunConfig, space: Mapping[str, Sequence], store: Any
                  ) -> pd.DataFrame:
     """The search's trials as they stand, training nothing: per combination its state
-    (`run_state`), its scores when stored, and how far a started run got (`run_progress`),
+    (`run_state`), its scores when stored, and how far a started run got (`started_progress`),
     so a long search can be read while it trains or after it was stopped."""
     from mmsr_lib.runs.tuning import SCORE_COLUMNS, trial_configs, trial_scores
 
@@ -1332,8 +1341,8 @@ def tune_summary(base: RunConfig, space: Mapping[str, Sequence], store: Any
     for settings, cfg in trial_configs(base, space):
         state, rec = run_state_and_record(cfg, store)
         scores = trial_scores(rec) if state == "stored" else dict.fromkeys(SCORE_COLUMNS)
-        progress = "" if state in ("stored", "to train") else run_progress(cfg)
-        rows.append({**settings, "state": state, **scores, "progress": progress,
+        rows.append({**settings, "state": state, **scores,
+                     "progress": started_progress(cfg, state),
                      "hash": cfg.hash()})
     table = pd.DataFrame(rows)
     for col in ("best epoch", "epochs run"):
@@ -1352,7 +1361,7 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     `metric` against the section's best row by its mean (among the rows with every seed
     stored, where there are any), with the paired test over users (a difference only between
     converged rows with every seed stored, else "n.s." or why not),
-    and the seeds training now or stopped mid-run with how far they got (`run_progress`).
+    and the seeds training now or stopped mid-run with how far they got (`started_progress`).
     `only` shows the rows it matches (`select_runs`), still against the best of all the
     section's rows. ``attrs["stored"]`` / ``attrs["planned"]``: the runs stored and planned in
     the rows shown."""
@@ -1368,8 +1377,8 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
         state, record = run_state_and_record(run.config, store)
         if state == "stored":
             row["runs"].append(record)
-        elif state in ("training", "stopped"):
-            progress = run_progress(run.config)
+        elif state in STARTED_STATES:
+            progress = started_progress(run.config, state)
             row["started"].append(f"seed {run.config.train.seed} {state}"
                                   + (f": {progress}" if progress else ""))
     for row in rows.values():

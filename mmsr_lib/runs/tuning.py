@@ -97,10 +97,9 @@ SCORE_COLUMNS = ("valid NDCG@10", "test NDCG@10 (not used)", "best epoch", "epoc
 def trial_scores(rec: RunRecord) -> dict[str, object]:
     """A stored trial's row of the search table (`SCORE_COLUMNS`)."""
     split, metric = SELECTION
-    return {"valid NDCG@10": rec.metrics[split][metric],
-            "test NDCG@10 (not used)": rec.metrics["test"][metric],
-            "best epoch": rec.extra.get("best_epoch"), "epochs run": rec.extra.get("epochs_run"),
-            "converged": bool(rec.extra.get("converged"))}
+    return dict(zip(SCORE_COLUMNS, (
+        rec.metrics[split][metric], rec.metrics["test"][metric], rec.extra.get("best_epoch"),
+        rec.extra.get("epochs_run"), bool(rec.extra.get("converged"))), strict=True))
 
 
 def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
