@@ -369,8 +369,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
             if not values:
                 raise ValueError(f"--space {item!r} is not of the form section.key=v1,v2")
             space[key.strip()] = tuple(v.strip() for v in values.split(","))
-    import pandas as pd
-
     if args.notebook is not None:
         from mmsr_lib.plan import row_config
 
@@ -385,19 +383,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.summary:
         from mmsr_lib.plan import tune_summary
 
-        table = tune_summary(base, space, store=_store_if_any(args.results))
-        with pd.option_context("display.width", 160, "display.max_columns", None):
-            shown = table.drop(columns=["hash"]).round(2).astype(object)
-            print(shown.where(shown.notna(), "").to_string(index=False))
+        print(_trials_text(tune_summary(base, space, store=_store_if_any(args.results))))
         return 0
     search = tune(base, space, store=_store(args.results), progress=True,
                   allow_stale=args.allow_stale)
-    with pd.option_context("display.width", 160, "display.max_columns", None):
-        print(search.trials.drop(columns=["hash"]).to_string(index=False))
+    print(_trials_text(search.trials))
     print("chosen on validation NDCG@10:", " ".join(f"--set {o}" for o in search.overrides()))
     for warning in search.edge_warnings():
         print("note:", warning)
     return 0
+
+
+def _trials_text(trials) -> str:
+    """A search's trials as `tune` and `tune --summary` both print them: scores to two
+    decimals (percent), blanks where a trial has none yet, the run hashes left out."""
+    import pandas as pd
+
+    shown = trials.drop(columns=["hash"]).round(2).astype(object)
+    with pd.option_context("display.width", 160, "display.max_columns", None):
+        return shown.where(shown.notna(), "").to_string(index=False)
 
 
 def cmd_results(args: argparse.Namespace) -> int:

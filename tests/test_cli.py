@@ -239,7 +239,8 @@ def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):
     assert all(" stored " in line for line in after[1:]) and len(after) == 3, after
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("train.lr "))
-    scores = {f"{float(line.split()[1]):.2f}" for line in lines[header + 1 : header + 3]}
+    scores = {line.split()[1] for line in lines[header + 1 : header + 3]}
+    assert all(len(s.partition(".")[2]) <= 2 for s in scores), scores  # printed as the summary
     assert {line.split()[2] for line in after[1:]} == scores  # the same trials, read back
     assert "chosen on validation NDCG@10: --set train.lr=" in out
     # two candidates: whichever wins is at an end of the range, and the output says so
