@@ -35,6 +35,7 @@ EPILOG = """examples:
   mmsr grid 04 --summary                      # its rows from the runs stored so far (read only)
   mmsr grid 09 --train --profile cpu          # train all of a notebook's runs as one queue
   mmsr grid 04 --train --only MovieLens       # ... or the rows one pattern matches (also --list, plan)
+  mmsr check-sasrec --profile cpu             # ID SASRec vs RecBole's SASRec, same split
   mmsr results list
   mmsr results export --csv results.csv
   mmsr results equate --since HEAD~1          # keep runs through a change shown not to alter them
@@ -166,6 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
                            "(read only: trains nothing)")
     tune.add_argument("--allow-stale", action="store_true",
                       help="reuse trials stored by other code (their validation scores)")
+
+    chk = sub.add_parser(
+        "check-sasrec", help="our ID SASRec against RecBole's SASRec: same data, split and "
+                             "evaluator, several seeds, paired test",
+        description="Trains RecBole 1.2.1's SASRec on our split of a data set (one JSON per "
+                    "lr / dropout / seed in --folder, reused when present) and prints it next to "
+                    "our stored ID SASRec runs of Table IV (mmsr grid 03), with the paired test "
+                    "over users. Example: mmsr check-sasrec --profile cpu "
+                    "--lr 1e-3 --dropout 0.5")
+    _add_common(chk)
+    chk.add_argument("--dataset", default="movielens-100k", choices=("movielens-100k", "synthetic"))
+    chk.add_argument("--seeds", default=None, help="comma-separated (default: the profile's)")
+    chk.add_argument("--lr", type=float, default=None, help="default: RecBole's (1e-3)")
+    chk.add_argument("--dropout", type=float, default=None, help="default: RecBole's (0.5)")
+    chk.add_argument("--epochs", type=int, default=None, help="budget (default: RecBole's 300)")
+    chk.add_argument("--patience", type=int, default=None,
+                     help="RecBole's stopping_step, validations (default 10)")
+    chk.add_argument("--folder", default=None,
+                     help="where the runs' JSON files are kept (default: "
+                          "docs/reference/recbole-sasrec-<dataset>)")
+    chk.add_argument("--summary", action="store_true",
+                     help="print the comparison from the runs kept so far (trains nothing)")
 
     res = sub.add_parser("results", help="list or export stored runs")
     rsub = res.add_subparsers(dest="results_command", required=True)
@@ -404,6 +427,47 @@ def _trials_text(trials) -> str:
         return shown.where(shown.notna(), "").to_string(index=False)
 
 
+def cmd_check_sasrec(args: argparse.Namespace) -> int:
+    from mmsr_lib.workbook import recbole_check as rc
+
+    profile = args.profile or default_profile()
+    cfg, seeds = rc.our_sasrec(profile, args.dataset)
+    cfg = cfg.override(*args.overrides)
+    if args.seeds:
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+    defaults = rc.RECBOLE_DEFAULTS
+    lr = defaults["learning_rate"] if args.lr is None else args.lr
+    dropout = defaults["dropout"] if args.dropout is None else args.dropout
+    folder = Path(args.folder or f"docs/reference/recbole-sasrec-{args.dataset}")
+    budget = {"epochs": args.epochs or defaults["epochs"],
+              "stopping_step": args.patience or defaults["stopping_step"]}
+    theirs = []
+    if args.summary:
+        theirs = [rc.RecBoleRun.load(p) for s in seeds
+                  if (p := rc.run_file(folder, s, lr, dropout)).exists()]
+    else:
+        from mmsr_lib.runs.runner import load_data
+
+        data = load_data(cfg.resolved().data)
+        for seed in seeds:
+            run = rc.train_or_load(data, folder, seed, lr, dropout, **budget)
+            theirs.append(run)
+            print(f"RecBole SASRec seed {seed}: test NDCG@10 {run.test['NDCG@10']:.2f} "
+                  f"(best epoch {run.best_epoch} of {run.epochs_run}, {run.seconds:.0f} s)")
+    store = _store_if_any(args.results)
+    ours = [] if store is None else [
+        r for s in seeds if (r := store.get(cfg.override(f"train.seed={s}").hash())) is not None
+        and r.status == "done"]
+    table, test = rc.comparison(store, ours, theirs)
+    print(table.to_string(index=False))
+    print(f"settings: RecBole lr {lr:g}, dropout {dropout:g}; ours: {cfg.name} "
+          f"(lr {cfg.train.lr:g}, dropout {cfg.model.dropout:g}, loss {cfg.train.loss})")
+    if test is not None:
+        print(f"paired test over {test.n_users} users (test NDCG@10, seed-averaged, ours vs "
+              f"RecBole): {test}")
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from mmsr_lib.workbook.report import results_listing
 
@@ -536,6 +600,7 @@ def config_diff(base, cfg) -> list[str]:
 
 
 HANDLERS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "tune": cmd_tune,
+            "check-sasrec": cmd_check_sasrec,
             "results": cmd_results, "components": cmd_components, "grid": cmd_grid}
 
 

@@ -1,0 +1,106 @@
+"""RecBole's SASRec on our split: same targets user by user, and its scores ranked by our
+evaluator agree with RecBole's own evaluator where the two protocols coincide."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmsr_lib.config import profile_config
+from mmsr_lib.data.history import History
+from mmsr_lib.data.preprocess import EvalSet
+from mmsr_lib.evaluate import evaluate_model, metrics_from_ranks
+from mmsr_lib.runs.runner import load_data
+from mmsr_lib.workbook import recbole_check as rc
+
+
+class _Recorder(torch.nn.Module):
+    """A stand-in RecBole sequential model: scores item j of row b as 1000 * b + j and keeps
+    what it was given."""
+
+    ITEM_SEQ, ITEM_SEQ_LEN = "item_id_list", "item_length"
+
+    def __init__(self, n_items: int) -> None:
+        super().__init__()
+        self.n_items, self.seen = n_items, None
+
+    def full_sort_predict(self, batch: dict) -> torch.Tensor:
+        self.seen = batch
+        rows = torch.arange(len(batch[self.ITEM_SEQ_LEN]), dtype=torch.float32)[:, None]
+        return 1000 * rows + torch.arange(self.n_items + 1, dtype=torch.float32)
+
+
+def test_scorer_turns_left_padded_inputs_into_recbole_sequences_and_back():
+    mapping = np.array([0, 3, 1, 2])  # our item i is RecBole's item mapping[i]
+    model = _Recorder(3)
+    scorer = rc.RecBoleScorer(model, mapping, dict)
+    scores = scorer(torch.tensor([[0, 0, 1, 2], [3, 1, 1, 2], [0, 0, 0, 3]]))
+    assert model.seen["item_id_list"].tolist() == [[3, 1, 0, 0], [2, 3, 3, 1], [2, 0, 0, 0]]
+    assert model.seen["item_length"].tolist() == [2, 4, 1]
+    # our column i holds RecBole's score of mapping[i]
+    assert scores[1].tolist() == [1000.0, 1003.0, 1001.0, 1002.0]
+
+
+def _smoke_data():
+    cfg = profile_config("smoke").override("data.source=synthetic").resolved()
+    return load_data(cfg.data)
+
+
+def test_atomic_file_keeps_our_order_as_time(tmp_path):
+    data = _smoke_data()
+    path = rc.write_atomic(data, tmp_path, "x")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "user_id:token\titem_id:token\ttimestamp:float"
+    assert len(lines) - 1 == sum(len(s) for s in data.seqs)
+    first = [line.split("\t") for line in lines[1 : 1 + len(data.seqs[0])]]
+    assert [int(i[1:]) for _, i, _ in first] == data.seqs[0].tolist()
+    assert [float(t) for _, _, t in first] == list(range(len(data.seqs[0])))
+
+
+def test_recbole_sasrec_on_our_split_and_both_evaluators(tmp_path, monkeypatch):
+    try:
+        rc.import_recbole()
+    except ModuleNotFoundError as e:
+        pytest.skip(str(e))
+    data = _smoke_data()
+    captured = {}
+    real = rc.evaluate_model
+
+    def keep(model, eval_set, **kw):  # keep the trained model to rank it once more below
+        captured["model"], captured["scorer"] = model, kw["scorer"]
+        return real(model, eval_set, **kw)
+
+    monkeypatch.setattr(rc, "evaluate_model", keep)
+    run = rc.train_recbole_sasrec(data, tmp_path / "work", seed=1, epochs=2)
+    monkeypatch.undo()
+    assert run.split_mismatches == {"valid": 0, "test": 0}  # every user's targets are ours
+    assert run.epochs_run == 2 and 1 <= run.best_epoch <= 2 and not run.converged
+    assert len(run.test_ranks) == data.n_users
+    assert metrics_from_ranks(np.array(run.test_ranks))["NDCG@10"] == pytest.approx(
+        run.test["NDCG@10"])
+    # RecBole ranks sequential models without masking the user's history: ours, told to mask
+    # nothing, must give RecBole's numbers (it rounds them to four decimals of a fraction)
+    test = data.eval_set("test")
+    bare = EvalSet(test.inputs, test.targets, History.from_lists([[]] * len(test)), test.users)
+    ours = evaluate_model(captured["model"], bare, scorer=captured["scorer"]).metrics
+    for name, value in run.test_recbole.items():
+        assert ours[name] == pytest.approx(value, abs=0.006), name
+    assert run.test["HR@10"] >= ours["HR@10"]  # masking seen items only helps the target
+    # the run is kept as JSON and read back equal
+    again = rc.RecBoleRun.load(run.save(tmp_path / "run.json"))
+    assert again == run
+    assert not (tmp_path / "work" / "saved").exists() or not any(
+        (tmp_path / "work" / "saved").iterdir())  # no checkpoint pickled to disk
+
+
+def test_train_or_load_reuses_the_stored_run(tmp_path, monkeypatch):
+    data = _smoke_data()
+    stored = rc.RecBoleRun(seed=7, settings={"learning_rate": 0.01}, test={"NDCG@10": 1.0})
+    stored.save(rc.run_file(tmp_path, 7, 0.01, 0.2))
+
+    def must_not_train(*a, **k):
+        raise AssertionError("a stored run was trained again")
+
+    monkeypatch.setattr(rc, "train_recbole_sasrec", must_not_train)
+    assert rc.train_or_load(data, tmp_path, 7, 0.01, 0.2) == stored
