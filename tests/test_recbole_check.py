@@ -72,6 +72,8 @@ def test_recbole_sasrec_on_our_split_and_both_evaluators(tmp_path, monkeypatch):
         return real(model, eval_set, **kw)
 
     monkeypatch.setattr(rc, "evaluate_model", keep)
+    # RecBole reads `--key=value` from the command line too: ours must not reach its config
+    monkeypatch.setattr("sys.argv", ["mmsr", "check-sasrec", "--epochs=7"])
     run = rc.train_recbole_sasrec(data, tmp_path / "work", seed=1, epochs=2)
     monkeypatch.undo()
     assert run.split_mismatches == {"valid": 0, "test": 0}  # every user's targets are ours

@@ -31,6 +31,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -208,7 +209,11 @@ def train_recbole_sasrec(data: SequenceData, workdir: str | Path, seed: int = 42
         # only RecBole 1.2.1 runs in this block; its pandas copy-on-write, NumPy 2 and torch.amp
         # deprecation warnings are not ours to fix and would bury the output
         warnings.simplefilter("ignore")
-        config = rb["Config"](model="SASRec", dataset=name, config_dict=settings)
+        argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole reads `--key=value` from argv too
+        try:
+            config = rb["Config"](model="SASRec", dataset=name, config_dict=settings)
+        finally:
+            sys.argv = argv
         rb["init_seed"](config["seed"], config["reproducibility"])
         dataset = rb["create_dataset"](config)
         train, valid, test = rb["data_preparation"](config, dataset)
