@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import math
 import os
 import sys
@@ -45,6 +46,9 @@ from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.recommender import Scorer
 from mmsr_lib.util.atomic import atomic_write_text
+
+log = logging.getLogger("mmsr.recbole")
+LOG_EVERY = 10  # epochs between progress lines
 
 INSTALL_HINT = "pip install --no-deps -r requirements-offline.txt  (`make venv` does it)"
 # RecBole's own SASRec defaults (recbole/properties/model/SASRec.yaml and overall.yaml, 1.2.1)
@@ -261,6 +265,16 @@ def _in_memory_trainer(trainer_cls: type) -> type:
         def _train_epoch(self, *args, **kwargs):
             self.epochs_run += 1
             return super()._train_epoch(*args, **kwargs)
+
+        def _valid_epoch(self, *args, **kwargs):
+            score, result = super()._valid_epoch(*args, **kwargs)
+            if self.epochs_run % LOG_EVERY == 0:  # RecBole's own log is off (verbose=False)
+                log.info("RecBole SASRec seed %s: epoch %d, valid NDCG@10 %.2f (RecBole's "
+                         "evaluator), best %.2f at epoch %d", self.config["seed"],
+                         self.epochs_run, 100 * score, 100 * max(score, self.best_valid_score),
+                         self.best_epoch + 1 if score <= self.best_valid_score
+                         else self.epochs_run)
+            return score, result
 
         def _save_checkpoint(self, epoch, verbose=True, **kwargs):
             self.best_state = copy.deepcopy(self.model.state_dict())
