@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--patience", type=int, default=None,
                      help="RecBole's stopping_step, validations (default 10)")
     chk.add_argument("--folder", default=None,
-                     help="where the runs' JSON files are kept (default: "
-                          "docs/reference/recbole-sasrec-<dataset>)")
+                     help="where the runs' JSON files are kept (default: this checkout's "
+                          "docs/reference/recbole-sasrec-<dataset>-<profile>)")
     chk.add_argument("--summary", action="store_true",
                      help="print the comparison from the runs kept so far (trains nothing)")
 
@@ -431,40 +431,27 @@ def cmd_check_sasrec(args: argparse.Namespace) -> int:
     from mmsr_lib.workbook import recbole_check as rc
 
     profile = args.profile or default_profile()
-    cfg, seeds = rc.our_sasrec(profile, args.dataset)
-    cfg = cfg.override(*args.overrides)
+    cfg, seeds = rc.our_sasrec(profile, args.dataset, *args.overrides)
     if args.seeds:
         seeds = tuple(int(s) for s in args.seeds.split(","))
     defaults = rc.RECBOLE_DEFAULTS
     lr = defaults["learning_rate"] if args.lr is None else args.lr
     dropout = defaults["dropout"] if args.dropout is None else args.dropout
-    folder = Path(args.folder or f"docs/reference/recbole-sasrec-{args.dataset}")
+    folder = Path(args.folder) if args.folder else rc.default_folder(args.dataset, profile)
     budget = {"epochs": args.epochs or defaults["epochs"],
               "stopping_step": args.patience or defaults["stopping_step"]}
-    theirs = []
-    if args.summary:
-        theirs = [rc.RecBoleRun.load(p) for s in seeds
-                  if (p := rc.run_file(folder, s, lr, dropout)).exists()]
-    else:
+    if not args.summary:
         from mmsr_lib.runs.runner import load_data
 
         data = load_data(cfg.resolved().data)
         for seed in seeds:
             run = rc.train_or_load(data, folder, seed, lr, dropout, **budget)
-            theirs.append(run)
             print(f"RecBole SASRec seed {seed}: test NDCG@10 {run.test['NDCG@10']:.2f} "
                   f"(best epoch {run.best_epoch} of {run.epochs_run}, {run.seconds:.0f} s)")
-    store = _store_if_any(args.results)
-    ours = [] if store is None else [
-        r for s in seeds if (r := store.get(cfg.override(f"train.seed={s}").hash())) is not None
-        and r.status == "done"]
-    table, test = rc.comparison(store, ours, theirs)
-    print(table.to_string(index=False))
-    print(f"settings: RecBole lr {lr:g}, dropout {dropout:g}; ours: {cfg.name} "
-          f"(lr {cfg.train.lr:g}, dropout {cfg.model.dropout:g}, loss {cfg.train.loss})")
-    if test is not None:
-        print(f"paired test over {test.n_users} users (test NDCG@10, seed-averaged, ours vs "
-              f"RecBole): {test}")
+    check = rc.stored_check(_store_if_any(args.results), profile, args.dataset, seeds, lr,
+                            dropout, folder, tuple(args.overrides))
+    print(check.table.to_string(index=False))
+    print(check.text)
     return 0
 
 

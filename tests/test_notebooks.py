@@ -127,6 +127,7 @@ CHECKS = {
         0.0 <= r["q4_share_trained_pairs"] <= 100.0,
         r["q5_reported_equals_history"] is True,
         all(b >= 0.0 for b in r["q5_bias"].values()),
+        "RecBole" in r["q6_check"],  # smoke: says how to run the check, trains nothing
     ),
     "12_ids_vs_content": lambda r: (
         r["n_points"] == 2,

@@ -106,3 +106,28 @@ def test_train_or_load_reuses_the_stored_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rc, "train_recbole_sasrec", must_not_train)
     assert rc.train_or_load(data, tmp_path, 7, 0.01, 0.2) == stored
+
+
+def test_stored_check_pairs_our_stored_runs_with_recboles_kept_ones(tmp_path):
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+
+    store, folder = ResultsStore(tmp_path / "r.sqlite"), tmp_path / "ref"
+    check = rc.stored_check(store, "smoke", "synthetic", (1,), folder=folder)
+    assert "has not been run" in check.text and check.test is None
+    cfg, _ = rc.our_sasrec("smoke", "synthetic")
+    ours = run_or_load(cfg.override("train.seed=1"), store=store)
+    ranks = store.ranks(ours.config_hash)["test"]
+    # a kept RecBole run that ranks every user's target 5 places lower than ours
+    theirs = rc.RecBoleRun(seed=1, settings={}, test=metrics_from_ranks(ranks + 5),
+                           test_recbole=metrics_from_ranks(ranks + 5), best_epoch=3,
+                           epochs_run=13, converged=True, test_ranks=(ranks + 5).tolist())
+    theirs.save(rc.run_file(folder, 1, rc.RECBOLE_DEFAULTS["learning_rate"],
+                            rc.RECBOLE_DEFAULTS["dropout"]))
+    check = rc.stored_check(store, "smoke", "synthetic", (1,), folder=folder)
+    assert check.test is not None and check.test.diff > 0  # ours minus RecBole's NDCG@10
+    assert check.table["seeds"].tolist() == [1, 1, 1]
+    expected = "ours beats RecBole" if check.test.significant else "no significant difference"
+    if not ours.extra.get("converged"):
+        expected = "no claim"
+    assert expected in check.text, check.text

@@ -314,13 +314,14 @@ def _remove_workdir(work: Path) -> None:
 
 
 # -- the comparison with our stored ID SASRec ------------------------------------------------------
-def our_sasrec(profile: str = "cpu", dataset: str = "movielens-100k"):
-    """Our ID SASRec row of Table IV on `dataset` (its configuration at the first seed) and the
-    profile's seeds: the runs RecBole's SASRec is compared with."""
+def our_sasrec(profile: str = "cpu", dataset: str = "movielens-100k", *overrides: str):
+    """Our ID SASRec row of Table IV on `dataset` (its configuration at the first seed, with
+    `overrides`) and the profile's seeds: the runs RecBole's SASRec is compared with."""
     from mmsr_lib.config import profile_seeds
     from mmsr_lib.workbook.grids import table4_configs
 
-    cfg = table4_configs(profile, dataset=dataset, architectures=["SASRec"])["SASRec", "IDSR"]
+    cfg = table4_configs(profile, *overrides, dataset=dataset,
+                         architectures=["SASRec"])["SASRec", "IDSR"]
     return cfg, profile_seeds(profile)
 
 
@@ -357,3 +358,57 @@ def comparison(store: Any, ours: list, theirs: list[RecBoleRun]) -> tuple[Any, A
         b = np.mean([per_user(np.asarray(r.test_ranks), "NDCG@10") for r in theirs], axis=0)
         test = paired_test(a, b, "NDCG@10")
     return pd.DataFrame(rows), test
+
+
+def default_folder(dataset: str = "movielens-100k", profile: str = "cpu") -> Path:
+    """Where `mmsr check-sasrec` keeps its runs: ``docs/reference/recbole-sasrec-<dataset>-
+    <profile>`` of this checkout (committed, like ``docs/runs``), whatever the current folder
+    (the profile sets the data, e.g. ``max_len``, so each has its own runs)."""
+    return Path(__file__).resolve().parents[2] / "docs" / "reference" / \
+        f"recbole-sasrec-{dataset}-{profile}"
+
+
+@dataclass
+class Check:
+    """The comparison as a notebook or the command line shows it."""
+
+    table: Any  # pandas DataFrame, one row per implementation
+    test: Any  # PairedTest or None
+    text: str  # the computed sentence
+
+
+def stored_check(store: Any, profile: str = "cpu", dataset: str = "movielens-100k",
+                 seeds: tuple[int, ...] | None = None, learning_rate: float | None = None,
+                 dropout: float | None = None, folder: str | Path | None = None,
+                 overrides: tuple[str, ...] = ()) -> Check:
+    """Our stored ID SASRec runs vs RecBole's kept runs (trains nothing)."""
+    cfg, profile_seeds = our_sasrec(profile, dataset, *overrides)
+    seeds = tuple(seeds or profile_seeds)
+    lr = RECBOLE_DEFAULTS["learning_rate"] if learning_rate is None else learning_rate
+    dropout = RECBOLE_DEFAULTS["dropout"] if dropout is None else dropout
+    folder = Path(folder) if folder is not None else default_folder(dataset, profile)
+    theirs = [RecBoleRun.load(p) for s in seeds if (p := run_file(folder, s, lr, dropout)).exists()]
+    ours = [] if store is None else [
+        r for s in seeds if (r := store.get(cfg.override(f"train.seed={s}").hash())) is not None
+        and r.status == "done"]
+    table, test = comparison(store, ours, theirs)
+    return Check(table, test, check_text(test, ours, theirs, profile, cfg, lr, dropout))
+
+
+def check_text(test: Any, ours: list, theirs: list[RecBoleRun], profile: str, cfg: Any,
+               lr: float, dropout: float) -> str:
+    """One computed sentence: the verdict of the paired test, or what is missing for it."""
+    setting = (f"RecBole's SASRec at lr {lr:g}, dropout {dropout:g} ({len(theirs)} seed(s)); "
+               f"ours at lr {cfg.train.lr:g}, dropout {cfg.model.dropout:g}, "
+               f"{cfg.train.loss.upper()} ({len(ours)} seed(s))")
+    if not theirs:
+        return (f"RecBole's SASRec has not been run for the {profile} profile: `mmsr "
+                f"check-sasrec --profile {profile}` trains it ({setting}).")
+    if not ours:
+        return (f"Our ID SASRec runs are not in the results store: `mmsr grid 03 --train "
+                f"--profile {profile} --only 'MovieLens.*SASRec / IDSR'` trains them.")
+    from mmsr_lib.workbook.significance import verdict
+
+    ours_conv = all(bool(r.extra.get("converged")) for r in ours)
+    theirs_conv = all(r.converged for r in theirs)
+    return verdict(test, "ours", "RecBole", ours_conv, theirs_conv) + f". {setting}."
