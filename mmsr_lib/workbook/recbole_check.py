@@ -207,7 +207,8 @@ def train_recbole_sasrec(data: SequenceData, workdir: str | Path, seed: int = 42
     write_atomic(data, workdir, name)
     settings = recbole_settings(data, workdir, name, seed, learning_rate, dropout, epochs,
                                 stopping_step, train_batch_size)
-    run = RecBoleRun(seed=seed, settings=settings)
+    kept = {k: v for k, v in settings.items() if k not in ("data_path", "checkpoint_dir")}
+    run = RecBoleRun(seed=seed, settings=kept)  # without this process's scratch folder
     start = time.perf_counter()
     with contextlib.chdir(workdir), warnings.catch_warnings():
         # only RecBole 1.2.1 runs in this block; its pandas copy-on-write, NumPy 2 and torch.amp
