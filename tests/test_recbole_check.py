@@ -98,7 +98,8 @@ def test_recbole_sasrec_on_our_split_and_both_evaluators(tmp_path, monkeypatch):
 
 def test_train_or_load_reuses_the_stored_run(tmp_path, monkeypatch):
     data = _smoke_data()
-    stored = rc.RecBoleRun(seed=7, settings={"learning_rate": 0.01}, test={"NDCG@10": 1.0})
+    stored = rc.RecBoleRun(seed=7, settings={"learning_rate": 0.01, "epochs": 300},
+                           test={"NDCG@10": 1.0})
     stored.save(rc.run_file(tmp_path, 7, 0.01, 0.2))
 
     def must_not_train(*a, **k):
@@ -106,6 +107,9 @@ def test_train_or_load_reuses_the_stored_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rc, "train_recbole_sasrec", must_not_train)
     assert rc.train_or_load(data, tmp_path, 7, 0.01, 0.2) == stored
+    assert rc.train_or_load(data, tmp_path, 7, 0.01, 0.2, epochs=300) == stored  # its budget
+    with pytest.raises(ValueError, match="other settings.*another --folder"):
+        rc.train_or_load(data, tmp_path, 7, 0.01, 0.2, epochs=5)
 
 
 def test_stored_check_pairs_our_stored_runs_with_recboles_kept_ones(tmp_path):

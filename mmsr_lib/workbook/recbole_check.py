@@ -295,7 +295,14 @@ def train_or_load(data: SequenceData, folder: str | Path, seed: int, learning_ra
     afterwards) and store it atomically."""
     path = run_file(folder, seed, learning_rate, dropout)
     if path.exists():
-        return RecBoleRun.load(path)
+        run = RecBoleRun.load(path)
+        asked = {k: v for k, v in kwargs.items() if v is not None}
+        differ = {k: (run.settings.get(k), v) for k, v in asked.items()
+                  if run.settings.get(k) != v}
+        if differ:
+            raise ValueError(f"{path} was trained with other settings ({differ}: kept, asked); "
+                             "give another --folder for this budget, or remove that file")
+        return run
     work = Path(folder) / f"work-{os.getpid()}"
     try:
         run = train_recbole_sasrec(data, work, seed=seed, learning_rate=learning_rate,
