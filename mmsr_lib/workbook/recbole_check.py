@@ -159,7 +159,7 @@ def split_matches(data: SequenceData, valid_loader: Any, test_loader: Any,
         targets = back[inter[dataset.iid_field].numpy()]
         ours = data.eval_set(split).targets
         if len(users) != len(ours):
-            out[split] = abs(len(users) - len(ours)) or len(ours)
+            out[split] = abs(len(users) - len(ours))  # users one split lacks
             continue
         out[split] = int(np.sum(targets != ours[np.asarray(users)]))
     return out
