@@ -174,13 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains RecBole 1.2.1's SASRec on our split of a data set (one JSON per "
                     "lr / dropout / seed in --folder, reused when present) and prints it next to "
                     "our stored ID SASRec runs of Table IV (mmsr grid 03), with the paired test "
-                    "over users. Example: mmsr check-sasrec --profile cpu "
-                    "--lr 1e-3 --dropout 0.5")
+                    "over users. A search: one seed per setting (mmsr check-sasrec --profile cpu "
+                    "--seeds 42 --lr 3e-3 --dropout 0.2, ...); then without --lr / --dropout "
+                    "the setting validation chose is trained on every seed and compared")
     _add_common(chk)
     chk.add_argument("--dataset", default="movielens-100k", choices=("movielens-100k", "synthetic"))
     chk.add_argument("--seeds", default=None, help="comma-separated (default: the profile's)")
-    chk.add_argument("--lr", type=float, default=None, help="default: RecBole's (1e-3)")
-    chk.add_argument("--dropout", type=float, default=None, help="default: RecBole's (0.5)")
+    chk.add_argument("--lr", type=float, default=None,
+                     help="default (with --dropout): the setting chosen on validation NDCG@10 "
+                          "among the runs kept at the profile's first seed, else RecBole's "
+                          "(1e-3)")
+    chk.add_argument("--dropout", type=float, default=None,
+                     help="default: as --lr (RecBole's is 0.5)")
     chk.add_argument("--epochs", type=int, default=None, help="budget (default: RecBole's 300)")
     chk.add_argument("--patience", type=int, default=None,
                      help="RecBole's stopping_step, validations (default 10)")
@@ -431,13 +436,13 @@ def cmd_check_sasrec(args: argparse.Namespace) -> int:
     from mmsr_lib.workbook import recbole_check as rc
 
     profile = args.profile or default_profile()
-    cfg, seeds = rc.our_sasrec(profile, args.dataset, *args.overrides)
-    if args.seeds:
-        seeds = tuple(int(s) for s in args.seeds.split(","))
+    cfg, profile_seeds = rc.our_sasrec(profile, args.dataset, *args.overrides)
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else profile_seeds
     defaults = rc.RECBOLE_DEFAULTS
-    lr = defaults["learning_rate"] if args.lr is None else args.lr
-    dropout = defaults["dropout"] if args.dropout is None else args.dropout
     folder = Path(args.folder) if args.folder else rc.default_folder(args.dataset, profile)
+    # without --lr / --dropout: the setting validation chose among those tried at the first seed
+    lr, dropout, source = rc.resolve_setting(folder, profile_seeds[0], args.lr, args.dropout)
+    print(f"RecBole's setting: lr {lr:g}, dropout {dropout:g} ({source})")
     budget = {"epochs": args.epochs or defaults["epochs"],
               "stopping_step": args.patience or defaults["stopping_step"]}
     if not args.summary:
@@ -448,8 +453,11 @@ def cmd_check_sasrec(args: argparse.Namespace) -> int:
             run = rc.train_or_load(data, folder, seed, lr, dropout, **budget)
             print(f"RecBole SASRec seed {seed}: test NDCG@10 {run.test['NDCG@10']:.2f} "
                   f"(best epoch {run.best_epoch} of {run.epochs_run}, {run.seconds:.0f} s)")
-    check = rc.stored_check(_store_if_any(args.results), profile, args.dataset, seeds, lr,
-                            dropout, folder, tuple(args.overrides))
+    check = rc.stored_check(_store_if_any(args.results), profile, args.dataset, seeds, args.lr,
+                            args.dropout, folder, tuple(args.overrides))
+    if len(check.search) > 1:
+        print("RecBole's settings tried (validation chooses; test not used):")
+        print(check.search.to_string(index=False))
     print(check.table.to_string(index=False))
     print(check.text)
     return 0

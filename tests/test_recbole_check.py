@@ -135,3 +135,26 @@ def test_stored_check_pairs_our_stored_runs_with_recboles_kept_ones(tmp_path):
     if not ours.extra.get("converged"):
         expected = "no claim"
     assert expected in check.text, check.text
+
+
+def _kept(folder, seed, lr, dropout, valid, converged=True):
+    run = rc.RecBoleRun(seed=seed, settings={"learning_rate": lr, "hidden_dropout_prob": dropout},
+                        converged=converged, valid={"NDCG@10": valid}, test={"NDCG@10": 99.0},
+                        best_epoch=5, epochs_run=15)
+    run.save(rc.run_file(folder, seed, lr, dropout))
+
+
+def test_the_tuned_setting_is_chosen_on_validation_among_converged_runs(tmp_path):
+    assert rc.tuned_setting(tmp_path, 42) is None
+    assert rc.resolve_setting(tmp_path, 42, None, None) == (1e-3, 0.5, "RecBole's defaults")
+    _kept(tmp_path, 42, 1e-3, 0.5, valid=6.0)
+    _kept(tmp_path, 42, 3e-3, 0.2, valid=7.5)
+    _kept(tmp_path, 42, 1e-2, 0.2, valid=9.0, converged=False)  # ran out of budget: not chosen
+    _kept(tmp_path, 43, 1e-3, 0.1, valid=20.0)  # another seed: not part of the search
+    assert rc.tuned_setting(tmp_path, 42) == (3e-3, 0.2)
+    lr, dropout, source = rc.resolve_setting(tmp_path, 42, None, None)
+    assert (lr, dropout) == (3e-3, 0.2) and "among 3 setting(s) tried at seed 42" in source
+    assert rc.resolve_setting(tmp_path, 42, 1e-3, None) == (1e-3, 0.5, "as given")
+    table = rc.search_table(rc.kept_runs(tmp_path, 42))
+    assert table["valid NDCG@10"].tolist() == [9.0, 7.5, 6.0]  # best first; test never ranks
+    assert table["converged"].tolist() == [False, True, True]

@@ -289,6 +289,53 @@ def run_file(folder: str | Path, seed: int, learning_rate: float, dropout: float
     return Path(folder) / f"sasrec-lr{learning_rate:g}-dropout{dropout:g}-seed{seed}.json"
 
 
+def kept_runs(folder: str | Path, seed: int) -> list[RecBoleRun]:
+    """Every run kept in `folder` for `seed`, one per (lr, dropout) tried."""
+    paths = sorted(Path(folder).glob(f"sasrec-lr*-dropout*-seed{seed}.json"))
+    return [RecBoleRun.load(p) for p in paths]
+
+
+def search_table(runs: list[RecBoleRun]) -> Any:
+    """The settings tried (one seed), best validation NDCG@10 first; test shown, never used."""
+    import pandas as pd
+
+    rows = [{"lr": r.settings.get("learning_rate"),
+             "dropout": r.settings.get("hidden_dropout_prob"),
+             "valid NDCG@10": r.valid.get("NDCG@10", math.nan),
+             "test NDCG@10 (not used)": r.test.get("NDCG@10", math.nan),
+             "best / run epochs": f"{r.best_epoch}/{r.epochs_run}", "converged": r.converged}
+            for r in runs]
+    columns = ["lr", "dropout", "valid NDCG@10", "test NDCG@10 (not used)", "best / run epochs",
+               "converged"]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values("valid NDCG@10", ascending=False, ignore_index=True)
+
+
+def tuned_setting(folder: str | Path, seed: int) -> tuple[float, float] | None:
+    """(lr, dropout) of the kept run at `seed` with the best validation NDCG@10 among converged
+    ones (our evaluator; the test split is never used to choose), or None when none is kept."""
+    runs = [r for r in kept_runs(folder, seed) if r.converged and r.valid]
+    if not runs:
+        return None
+    best = max(runs, key=lambda r: r.valid["NDCG@10"])
+    return float(best.settings["learning_rate"]), float(best.settings["hidden_dropout_prob"])
+
+
+def resolve_setting(folder: str | Path, seed: int, learning_rate: float | None,
+                    dropout: float | None) -> tuple[float, float, str]:
+    """The (lr, dropout) a check uses and where it came from: the ones given; else the setting
+    chosen on validation among the kept runs at the search `seed` (RecBole as its advocates
+    would tune it); else RecBole's defaults."""
+    tuned = tuned_setting(folder, seed) if learning_rate is None and dropout is None else None
+    if tuned is not None:
+        n = len(kept_runs(folder, seed))
+        return (*tuned, f"chosen on validation NDCG@10 among {n} setting(s) tried at seed {seed}")
+    source = "RecBole's defaults" if learning_rate is None and dropout is None else "as given"
+    lr = RECBOLE_DEFAULTS["learning_rate"] if learning_rate is None else learning_rate
+    dropout = RECBOLE_DEFAULTS["dropout"] if dropout is None else dropout
+    return lr, dropout, source
+
+
 def train_or_load(data: SequenceData, folder: str | Path, seed: int, learning_rate: float,
                   dropout: float, **kwargs: Any) -> RecBoleRun:
     """The stored run for these settings, else train it (in ``<folder>/work-<pid>``, removed
@@ -383,30 +430,34 @@ class Check:
     table: Any  # pandas DataFrame, one row per implementation
     test: Any  # PairedTest or None
     text: str  # the computed sentence
+    search: Any = None  # pandas DataFrame: RecBole's settings tried at the search seed
 
 
 def stored_check(store: Any, profile: str = "cpu", dataset: str = "movielens-100k",
                  seeds: tuple[int, ...] | None = None, learning_rate: float | None = None,
                  dropout: float | None = None, folder: str | Path | None = None,
                  overrides: tuple[str, ...] = ()) -> Check:
-    """Our stored ID SASRec runs vs RecBole's kept runs (trains nothing)."""
+    """Our stored ID SASRec runs vs RecBole's kept runs (trains nothing). Without
+    `learning_rate` and `dropout`, RecBole runs at the setting chosen on validation among its
+    kept runs at the profile's first seed (`resolve_setting`)."""
     cfg, profile_seeds = our_sasrec(profile, dataset, *overrides)
     seeds = tuple(seeds or profile_seeds)
-    lr = RECBOLE_DEFAULTS["learning_rate"] if learning_rate is None else learning_rate
-    dropout = RECBOLE_DEFAULTS["dropout"] if dropout is None else dropout
     folder = Path(folder) if folder is not None else default_folder(dataset, profile)
+    lr, dropout, source = resolve_setting(folder, profile_seeds[0], learning_rate, dropout)
     theirs = [RecBoleRun.load(p) for s in seeds if (p := run_file(folder, s, lr, dropout)).exists()]
     ours = [] if store is None else [
         r for s in seeds if (r := store.get(cfg.override(f"train.seed={s}").hash())) is not None
         and r.status == "done"]
     table, test = comparison(store, ours, theirs)
-    return Check(table, test, check_text(test, ours, theirs, profile, cfg, lr, dropout))
+    text = check_text(test, ours, theirs, profile, cfg, lr, dropout, source)
+    return Check(table, test, text, search_table(kept_runs(folder, profile_seeds[0])))
 
 
 def check_text(test: Any, ours: list, theirs: list[RecBoleRun], profile: str, cfg: Any,
-               lr: float, dropout: float) -> str:
+               lr: float, dropout: float, source: str = "as given") -> str:
     """One computed sentence: the verdict of the paired test, or what is missing for it."""
-    setting = (f"RecBole's SASRec at lr {lr:g}, dropout {dropout:g} ({len(theirs)} seed(s)); "
+    setting = (f"RecBole's SASRec at lr {lr:g}, dropout {dropout:g} ({source}; "
+               f"{len(theirs)} seed(s)); "
                f"ours at lr {cfg.train.lr:g}, dropout {cfg.model.dropout:g}, "
                f"{cfg.train.loss.upper()} ({len(ours)} seed(s))")
     if not theirs:
