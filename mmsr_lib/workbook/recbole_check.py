@@ -308,7 +308,8 @@ def search_table(runs: list[RecBoleRun]) -> Any:
     columns = ["lr", "dropout", "valid NDCG@10", "test NDCG@10 (not used)", "best / run epochs",
                "converged"]
     table = pd.DataFrame(rows, columns=columns)
-    return table.sort_values("valid NDCG@10", ascending=False, ignore_index=True)
+    table = table.sort_values("valid NDCG@10", ascending=False, ignore_index=True)
+    return table.round({"valid NDCG@10": 2, "test NDCG@10 (not used)": 2})
 
 
 def tuned_setting(folder: str | Path, seed: int) -> tuple[float, float] | None:
