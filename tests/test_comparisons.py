@@ -84,7 +84,11 @@ def test_table5_setting_column_names_each_rows_training_setting():
     assert setting["IDSR", "SASRec"] == "lr 0.003, dropout 0.3, bce, plateau"
     assert setting["IDSR", "GRU4Rec"] == ("lr 0.03, dropout 0, bce, linear "
                                           "(no stop before the decay ends)")
-    assert setting["IDSR w. Side Feat.", "CARCA++"] == setting["IDSR", "SASRec"]
+    # CARCA++ at its own searched setting; the other baselines at SASRec's
+    assert setting["IDSR w. Side Feat.", "CARCA++"] == "lr 0.01, dropout 0.2, bce, plateau"
+    for label in (("IDSR w. Side Feat.", "FDSA"), ("Modality-based SR", "VQRec"),
+                  ("Modality-based SR", "MoRec++")):
+        assert setting[label] == setting["IDSR", "SASRec"]
 
 
 def test_table5_searched_column_says_which_rows_had_their_own_search(tmp_path):
@@ -94,6 +98,8 @@ def test_table5_searched_column_says_which_rows_had_their_own_search(tmp_path):
     cpu = grids.split_available(cmp.table5_configs("cpu"))[0]
     assert cpu.searches[("IDSR", "SASRec")].startswith("lr ")
     assert cpu.searches[("IDSR", "GRU4Rec")].startswith("lr ")
+    assert cpu.searches[("IDSR w. Side Feat.", "CARCA++")].startswith("lr ")
+    assert cpu.searches[("Modality-based SR", "VQRec")] == cmp.NOT_SEARCHED
     assert cpu.searches[cmp.OURS] == cmp.NOT_SEARCHED
     assert set(cpu.searches) == set(cpu)
     ml = cmp.table5_configs("cpu", dataset="movielens-100k")
