@@ -441,7 +441,8 @@ def cmd_check_sasrec(args: argparse.Namespace) -> int:
     defaults = rc.RECBOLE_DEFAULTS
     folder = Path(args.folder) if args.folder else rc.default_folder(args.dataset, profile)
     # without --lr / --dropout: the setting validation chose among those tried at the first seed
-    lr, dropout, source = rc.resolve_setting(folder, profile_seeds[0], args.lr, args.dropout)
+    lr, dropout, source = rc.resolve_setting(rc.kept_runs(folder, profile_seeds[0]),
+                                             profile_seeds[0], args.lr, args.dropout)
     print(f"RecBole's setting: lr {lr:g}, dropout {dropout:g} ({source})")
     budget = {"epochs": args.epochs or defaults["epochs"],
               "stopping_step": args.patience or defaults["stopping_step"]}

@@ -145,16 +145,17 @@ def _kept(folder, seed, lr, dropout, valid, converged=True):
 
 
 def test_the_tuned_setting_is_chosen_on_validation_among_converged_runs(tmp_path):
-    assert rc.tuned_setting(tmp_path, 42) is None
-    assert rc.resolve_setting(tmp_path, 42, None, None) == (1e-3, 0.5, "RecBole's defaults")
+    assert rc.tuned_setting(rc.kept_runs(tmp_path, 42)) is None
+    assert rc.resolve_setting([], 42, None, None) == (1e-3, 0.5, "RecBole's defaults")
     _kept(tmp_path, 42, 1e-3, 0.5, valid=6.0)
     _kept(tmp_path, 42, 3e-3, 0.2, valid=7.5)
     _kept(tmp_path, 42, 1e-2, 0.2, valid=9.0, converged=False)  # ran out of budget: not chosen
     _kept(tmp_path, 43, 1e-3, 0.1, valid=20.0)  # another seed: not part of the search
-    assert rc.tuned_setting(tmp_path, 42) == (3e-3, 0.2)
-    lr, dropout, source = rc.resolve_setting(tmp_path, 42, None, None)
+    search = rc.kept_runs(tmp_path, 42)
+    assert rc.tuned_setting(search) == (3e-3, 0.2)
+    lr, dropout, source = rc.resolve_setting(search, 42, None, None)
     assert (lr, dropout) == (3e-3, 0.2) and "among 3 setting(s) tried at seed 42" in source
-    assert rc.resolve_setting(tmp_path, 42, 1e-3, None) == (1e-3, 0.5, "as given")
-    table = rc.search_table(rc.kept_runs(tmp_path, 42))
+    assert rc.resolve_setting(search, 42, 1e-3, None) == (1e-3, 0.5, "as given")
+    table = rc.search_table(search)
     assert table["valid NDCG@10"].tolist() == [9.0, 7.5, 6.0]  # best first; test never ranks
     assert table["converged"].tolist() == [False, True, True]

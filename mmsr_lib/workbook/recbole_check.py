@@ -312,25 +312,25 @@ def search_table(runs: list[RecBoleRun]) -> Any:
     return table.round({"valid NDCG@10": 2, "test NDCG@10 (not used)": 2})
 
 
-def tuned_setting(folder: str | Path, seed: int) -> tuple[float, float] | None:
-    """(lr, dropout) of the kept run at `seed` with the best validation NDCG@10 among converged
-    ones (our evaluator; the test split is never used to choose), or None when none is kept."""
-    runs = [r for r in kept_runs(folder, seed) if r.converged and r.valid]
+def tuned_setting(runs: list[RecBoleRun]) -> tuple[float, float] | None:
+    """(lr, dropout) of the run (one seed's `kept_runs`) with the best validation NDCG@10 among
+    converged ones (our evaluator; the test split is never used to choose), or None."""
+    runs = [r for r in runs if r.converged and r.valid]
     if not runs:
         return None
     best = max(runs, key=lambda r: r.valid["NDCG@10"])
     return float(best.settings["learning_rate"]), float(best.settings["hidden_dropout_prob"])
 
 
-def resolve_setting(folder: str | Path, seed: int, learning_rate: float | None,
+def resolve_setting(search: list[RecBoleRun], seed: int, learning_rate: float | None,
                     dropout: float | None) -> tuple[float, float, str]:
     """The (lr, dropout) a check uses and where it came from: the ones given; else the setting
-    chosen on validation among the kept runs at the search `seed` (RecBole as its advocates
-    would tune it); else RecBole's defaults."""
-    tuned = tuned_setting(folder, seed) if learning_rate is None and dropout is None else None
+    chosen on validation among `search`, the runs kept at the search `seed` (RecBole as its
+    advocates would tune it); else RecBole's defaults."""
+    tuned = tuned_setting(search) if learning_rate is None and dropout is None else None
     if tuned is not None:
-        n = len(kept_runs(folder, seed))
-        return (*tuned, f"chosen on validation NDCG@10 among {n} setting(s) tried at seed {seed}")
+        return (*tuned, f"chosen on validation NDCG@10 among {len(search)} setting(s) tried at "
+                        f"seed {seed}")
     source = "RecBole's defaults" if learning_rate is None and dropout is None else "as given"
     lr = RECBOLE_DEFAULTS["learning_rate"] if learning_rate is None else learning_rate
     dropout = RECBOLE_DEFAULTS["dropout"] if dropout is None else dropout
@@ -444,14 +444,15 @@ def stored_check(store: Any, profile: str = "cpu", dataset: str = "movielens-100
     cfg, profile_seeds = our_sasrec(profile, dataset, *overrides)
     seeds = tuple(seeds or profile_seeds)
     folder = Path(folder) if folder is not None else default_folder(dataset, profile)
-    lr, dropout, source = resolve_setting(folder, profile_seeds[0], learning_rate, dropout)
+    search = kept_runs(folder, profile_seeds[0])
+    lr, dropout, source = resolve_setting(search, profile_seeds[0], learning_rate, dropout)
     theirs = [RecBoleRun.load(p) for s in seeds if (p := run_file(folder, s, lr, dropout)).exists()]
     ours = [] if store is None else [
         r for s in seeds if (r := store.get(cfg.override(f"train.seed={s}").hash())) is not None
         and r.status == "done"]
     table, test = comparison(store, ours, theirs)
     text = check_text(test, ours, theirs, profile, cfg, lr, dropout, source)
-    return Check(table, test, text, search_table(kept_runs(folder, profile_seeds[0])))
+    return Check(table, test, text, search_table(search))
 
 
 def check_text(test: Any, ours: list, theirs: list[RecBoleRun], profile: str, cfg: Any,
