@@ -148,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser(
         "tune", help="validation-only search over lr, dropout and loss (ID baselines)",
         description="Trains every combination of the search space (stored and reused like any "
-                    "run) and prints the trials and the chosen settings, picked on validation "
+                    "run; those not yet stored side by side in $MMSR_WORKERS processes, one "
+                    "per core on cpu by default, as grid --train does) and prints the trials "
+                    "and the chosen settings, picked on validation "
                     "NDCG@10 among converged runs; the test split is never used to choose. "
                     "Example: mmsr tune --profile cpu --set model.sequence=gru4rec; a "
                     "notebook row's own setting: mmsr tune --notebook 04 --only 'Table V / "

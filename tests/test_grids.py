@@ -379,6 +379,38 @@ def test_run_grid_in_two_processes_stores_what_one_process_computes(tmp_path, mo
     assert {k: r[0].updated for k, r in again.items()} == {k: r[0].updated for k, r in both.items()}
 
 
+def test_tune_trains_its_trials_in_processes_and_chooses_as_one_process_does(tmp_path,
+                                                                              monkeypatch) -> None:
+    """`tune(workers=2)` trains the trials not yet stored in two processes (one call for all
+    of them) and reads back the same trials and choice as `workers=1` in this process."""
+    from mmsr_lib.runs import parallel
+    from mmsr_lib.runs.tuning import SCORE_COLUMNS, tune
+
+    base = profile_config("smoke").override("train.epochs=1", "model.dim=16",
+                                            f"data.cache_dir={tmp_path / 'data'}")
+    space = {"train.lr": ("1e-3", "1e-2"), "model.dropout": (0.1,)}
+    monkeypatch.setenv("MMSR_THREADS", "1")
+    serial = tune(base.override(f"train.checkpoint_dir={tmp_path / 'serial'}"), space,
+                  store=ResultsStore(tmp_path / "serial.sqlite"), workers=1)
+    calls = []
+    original = parallel.train_in_processes
+
+    def spy(configs, *args, **kwargs):
+        calls.append([c.train.lr for c in configs])
+        return original(configs, *args, **kwargs)
+
+    monkeypatch.setattr(parallel, "train_in_processes", spy)
+    store = ResultsStore(tmp_path / "parallel.sqlite")
+    side = base.override(f"train.checkpoint_dir={tmp_path / 'parallel'}")
+    both = tune(side, space, store=store, workers=2)
+    assert calls == [[1e-3, 1e-2]]
+    columns = ["train.lr", *SCORE_COLUMNS]
+    pd.testing.assert_frame_equal(both.trials[columns], serial.trials[columns])
+    assert both.best == serial.best
+    again = tune(side, space, store=store, workers=2)  # all stored: no process starts
+    assert len(calls) == 1 and again.best == both.best
+
+
 def test_grid_workers_follow_the_environment_and_the_profile(monkeypatch) -> None:
     from mmsr_lib.config import profile_config
     from mmsr_lib.runs.parallel import grid_workers

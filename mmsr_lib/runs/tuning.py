@@ -1,8 +1,9 @@
 """A small validation-only search, so a baseline is as strong as its advocates would make it.
 
 `tune(base, space)` trains every combination of `space` (a grid: each key a dotted config
-field, each value the candidates) through `run_or_load` (stored, resumable, reused) and picks
-the combination with the best *validation* NDCG@10 among converged runs. The test split is
+field, each value the candidates) through `run_or_load` (stored, resumable, reused; the trials
+not yet stored train first in `$MMSR_WORKERS` processes, as a grid's runs do) and picks the
+combination with the best *validation* NDCG@10 among converged runs. The test split is
 never looked at. The chosen settings are what the profile table then fixes for that model
 (`config.PROFILE_TABLE`; for GRU4Rec and NextItNet, per data set,
 `workbook.grids.SEQUENCE_SETTINGS`), with the search recorded in docs/results_cpu.md. A
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mmsr_lib.config import RunConfig
-from mmsr_lib.runs.runner import run_or_load
+from mmsr_lib.runs.runner import pending_runs, run_or_load, train_pending
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 
 log = logging.getLogger("mmsr.tuning")
@@ -104,15 +105,23 @@ def trial_scores(rec: RunRecord) -> dict[str, object]:
 
 def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
          store: ResultsStore | None = None, progress: bool = False,
-         allow_stale: bool = False) -> Search:
+         allow_stale: bool = False, workers: int | None = None) -> Search:
     """Train every combination (one seed: `base`'s) and choose on validation NDCG@10.
 
-    Converged runs are preferred: a combination whose best epoch hit the budget only wins if
-    no combination converged (and is flagged in `trials`).
+    The trials not yet stored train side by side in `workers` processes (default
+    `parallel.grid_workers`: `$MMSR_WORKERS`, else one per core on the cpu profile), so one
+    command keeps every core busy; the trials are then read back in grid order, so the choice
+    does not depend on who trained what. Converged runs are preferred: a combination whose
+    best epoch hit the budget only wins if no combination converged (and is flagged in
+    `trials`).
     """
+    store = store or ResultsStore()
+    configs = trial_configs(base, space)
+    pending = pending_runs([cfg for _, cfg in configs], store, allow_stale=allow_stale)
+    train_pending(pending, store, workers, allow_stale=allow_stale, progress=progress)
     rows = []
     records = []
-    for settings, cfg in trial_configs(base, space):
+    for settings, cfg in configs:
         rec = run_or_load(cfg, store=store, progress=progress, allow_stale=allow_stale)
         rows.append({**settings, **trial_scores(rec), "hash": rec.config_hash})
         records.append(rec)
