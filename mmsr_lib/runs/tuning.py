@@ -1,8 +1,8 @@
 """A small validation-only search, so a baseline is as strong as its advocates would make it.
 
 `tune(base, space)` trains every combination of `space` (a grid: each key a dotted config
-field, each value the candidates) through `run_or_load` (stored, resumable, reused; the trials
-not yet stored train first in `$MMSR_WORKERS` processes, as a grid's runs do) and picks the
+field, each value the candidates) as a one-seed grid through `run_grid` (stored, resumable,
+reused; the trials not yet stored train first in `$MMSR_WORKERS` processes) and picks the
 combination with the best *validation* NDCG@10 among converged runs. The test split is
 never looked at. The chosen settings are what the profile table then fixes for that model
 (`config.PROFILE_TABLE`; for GRU4Rec and NextItNet, per data set,
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mmsr_lib.config import RunConfig
-from mmsr_lib.runs.runner import pending_runs, run_or_load, train_pending
+from mmsr_lib.runs.runner import run_grid
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 
 log = logging.getLogger("mmsr.tuning")
@@ -115,17 +115,14 @@ def tune(base: RunConfig, space: Mapping[str, Sequence] = ID_SPACE,
     best epoch hit the budget only wins if no combination converged (and is flagged in
     `trials`).
     """
-    store = store or ResultsStore()
     configs = trial_configs(base, space)
-    pending = pending_runs([cfg for _, cfg in configs], store, allow_stale=allow_stale)
-    train_pending(pending, store, workers, allow_stale=allow_stale, progress=progress)
-    rows = []
-    records = []
-    for settings, cfg in configs:
-        rec = run_or_load(cfg, store=store, progress=progress, allow_stale=allow_stale)
-        rows.append({**settings, **trial_scores(rec), "hash": rec.config_hash})
-        records.append(rec)
-    trials = pd.DataFrame(rows)
+    # the trials are a one-seed grid: `run_grid` trains the pending ones in processes, then loads
+    stored = run_grid(dict(enumerate(cfg for _, cfg in configs)), store=store,
+                      progress=progress, allow_stale=allow_stale, seeds=(base.train.seed,),
+                      workers=workers)
+    records = [stored[i][0] for i in range(len(configs))]
+    trials = pd.DataFrame([{**settings, **trial_scores(rec), "hash": rec.config_hash}
+                           for (settings, _), rec in zip(configs, records, strict=True)])
     pool = trials[trials["converged"]] if trials["converged"].any() else trials
     idx = int(pool["valid NDCG@10"].idxmax())
     best = {k: trials.loc[idx, k] for k in space}
