@@ -1127,10 +1127,14 @@ def _nb06(profile: str, overrides: Sequence[str]) -> list[Section]:
 def _nb12(profile: str, overrides: Sequence[str]) -> list[Section]:
     from mmsr_lib.workbook import crossover
 
-    # the synthetic density sweep; the notebook's MovieLens point and subsampled real sweep
-    # (cpu and paper) are not listed here
-    return [Section("density sweep", crossover.density_sweep_configs(profile, None, *overrides),
-                    _seeds(profile))]
+    out = [Section("density sweep", crossover.density_sweep_configs(profile, None, *overrides),
+                   _seeds(profile))]
+    if profile != "smoke":  # the notebook's include_movielens / real_sweep defaults; listing
+        # writes the subsampled MovieLens-100K copies under the data cache (once, small)
+        out.append(Section("subsample sweep", crossover.subsample_sweep_configs(
+            profile, crossover.DEFAULT_FRACTIONS, *overrides, dataset="movielens-100k"),
+            _seeds(profile)))
+    return out
 
 
 # notebook -> (title, its grids as the notebook runs them: its sections, their seeds and the
