@@ -234,3 +234,38 @@ def test_conclusion_places_the_paper_data_sets():
     assert "denser than the crossover's interval" in by_name["HM"]  # 73.8 per item
     assert "IDSR ahead" in by_name["HM"] and "MMSR ahead" in by_name["Amazon"]
     assert "density alone does not reproduce" in lines[-1]
+
+
+def _sweep_frame(points: dict[str, float], encoders: tuple[str, ...]) -> pd.DataFrame:
+    rows = []
+    for i, (point, per_item) in enumerate(points.items()):
+        for j, enc in enumerate(encoders):
+            row = {"point": point, "encoder": enc, "interactions_per_item": per_item}
+            for split in xo.SPLITS:
+                row[f"{split} HR@10"] = 10.0 + i + j
+                row[f"{split} HR@10 std"] = 0.5
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["point", "encoder"])
+
+
+def test_crossover_figure_draws_a_reference_sweep_as_one_line_per_encoder():
+    """A real data set's sweep (MovieLens-100K) is drawn as one dashed line per encoder in
+    density order with one legend entry each, not one entry per point (which buried the plot)."""
+    import matplotlib.pyplot as plt
+
+    table = _sweep_frame({"a": 40.0, "b": 20.0, "c": 10.0}, xo.SWEEP_ENCODERS)
+    reference = _sweep_frame({"100%": 60.0, "25%": 15.0, "50%": 30.0}, ("IDSR", "MMSR-T"))
+    fig = xo.plot_crossover(table, None, "HR@10", reference=reference)
+    overall = fig.axes[0]
+    labels = overall.get_legend_handles_labels()[1]
+    assert labels == [*xo.SWEEP_ENCODERS, "IDSR, MovieLens-100K", "MMSR-T, MovieLens-100K"]
+    lines = {ln.get_label(): ln for ln in overall.get_lines()}
+    ref = lines["MMSR-T, MovieLens-100K"]
+    assert list(ref.get_xdata()) == [15.0, 30.0, 60.0]  # sorted by density, all three points
+    # value = 10 + point's row + encoder's column (MMSR-T is 1): 25% row 1, 50% row 2, 100% row 0
+    assert list(ref.get_ydata()) == [12.0, 13.0, 11.0]
+    assert ref.get_linestyle() == "--"
+    for ax in fig.axes[1:]:  # the reference is drawn in every panel, labelled once
+        assert sum(len(ln.get_xdata()) == 3 and ln.get_linestyle() == "--"
+                   for ln in ax.get_lines()) == 2
+    plt.close(fig)

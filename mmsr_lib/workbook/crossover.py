@@ -830,12 +830,12 @@ def plot_crossover(
             s = np.nan_to_num(rows[f"{split} {metric} std"].to_numpy(dtype=float))
             ax.plot(x, m, marker="o", ms=4, color=COLOURS[enc], label=enc)
             ax.fill_between(x, m - s, m + s, color=COLOURS[enc], alpha=0.15, lw=0)
-        if reference is not None:
-            for (point, enc), r in reference.iterrows():
-                ax.scatter(r["interactions_per_item"], r[f"{split} {metric}"], marker="s",
-                           facecolors="none", edgecolors=COLOURS.get(enc, "k"), s=36,
-                           label=f"{enc}, {reference_label} {point}" if split == "overall"
-                           else None)
+        if reference is not None:  # one dashed line of open squares per encoder (one legend entry)
+            for enc in reference.index.get_level_values("encoder").unique():
+                rows = reference.xs(enc, level="encoder").sort_values("interactions_per_item")
+                ax.plot(rows["interactions_per_item"], rows[f"{split} {metric}"], ls="--",
+                        lw=0.8, marker="s", ms=6, mfc="none", color=COLOURS.get(enc, "k"),
+                        label=f"{enc}, {reference_label}" if split == "overall" else None)
         est = (estimates or {}).get(split)
         for cr in (est.crossings if est else []):
             if math.isfinite(cr.ci_low):
