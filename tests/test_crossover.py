@@ -69,6 +69,24 @@ def test_full_movielens_point_is_notebook_03s_runs():
         assert sweep["100% of interactions", enc].hash() == table4["SASRec", enc].hash()
 
 
+def test_plan_lists_the_notebooks_movielens_sweep_on_cpu_only():
+    """`mmsr plan` / `mmsr grid 12` list the real sweep the notebook runs by default on cpu (its
+    include_movielens / real_sweep defaults), seed for seed, and nothing of it on smoke."""
+    from mmsr_lib import plan
+    from mmsr_lib.config import profile_seeds
+
+    def sweep_runs(profile):
+        return {(r.label, r.config.hash()) for r in plan.notebook_runs("12", profile)
+                if r.section == "subsample sweep"}
+
+    real = xo.subsample_sweep_configs("cpu", xo.DEFAULT_FRACTIONS, dataset="movielens-100k")
+    expected = {(label, cfg.override(f"train.seed={s}").hash())
+                for label, cfg in real.items() for s in profile_seeds("cpu")}
+    assert len(expected) == len(xo.DEFAULT_FRACTIONS) * 2 * len(profile_seeds("cpu"))
+    assert sweep_runs("cpu") == expected
+    assert sweep_runs("smoke") == set()
+
+
 def _interactions(seqs: dict[str, list[str]]) -> pd.DataFrame:
     rows = [(u, i, t) for u, items in seqs.items() for t, i in enumerate(items)]
     frame = pd.DataFrame(rows, columns=["user", "item", "timestamp"])
