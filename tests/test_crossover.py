@@ -61,6 +61,32 @@ def test_dense_point_is_the_quickstart_run():
     assert sweep["2,400 items", "IDSR"].hash() != quick["IDSR"].hash()
 
 
+def test_ids_own_setting_applies_to_the_id_rows_of_its_points_only(monkeypatch):
+    """A point where ID SASRec was searched again trains its IDSR row at the found setting (the
+    same run as the search's trial, so it is reused), the content rows and the other points at
+    the profile's; the grid says where each setting came from; a caller's override still wins."""
+    own = ("model.dropout=0.7", "train.weight_decay=1.0")
+    monkeypatch.setitem(xo.ID_SETTINGS, "smoke", {4.0: own})
+    monkeypatch.setitem(xo.ID_SEARCHES, "smoke", {4.0: "dropout 0.3..0.7 x weight decay"})
+    plain = xo.density_sweep_configs("smoke", (1, 4), knob="n_items")
+    monkeypatch.setitem(xo.ID_SETTINGS, "smoke", {})
+    untuned = xo.density_sweep_configs("smoke", (1, 4), knob="n_items")
+    sparse, dense = "800 items", "200 items"
+    assert plain[sparse, "IDSR"].hash() == untuned[sparse, "IDSR"].override(*own).hash()
+    assert plain[sparse, "IDSR"].hash() != untuned[sparse, "IDSR"].hash()
+    for key in [(dense, "IDSR"), *((p, e) for p in (dense, sparse) for e in xo.SWEEP_ENCODERS[1:])]:
+        assert plain[key].hash() == untuned[key].hash(), key
+    assert plain.searches[sparse, "IDSR"] == "dropout 0.3..0.7 x weight decay"
+    assert plain.searches[sparse, "MMSR"] == plain.searches[dense, "IDSR"] == xo.NOT_SEARCHED
+    assert "dropout 0.7, weight decay 1" in xo.row_setting(plain[sparse, "IDSR"])
+    monkeypatch.setitem(xo.ID_SETTINGS, "smoke", {4.0: own})
+    mine = xo.density_sweep_configs("smoke", (4,), "model.dropout=0.2")
+    assert mine[sparse, "IDSR"].resolved().model.dropout == 0.2
+    assert mine[sparse, "IDSR"].resolved().train.weight_decay == 1.0
+    by_users = xo.density_sweep_configs("smoke", (4,), knob="n_users")  # searched on n_items
+    assert by_users.searches[next(iter(by_users.points)), "IDSR"] == xo.NOT_SEARCHED
+
+
 def test_full_movielens_point_is_notebook_03s_runs():
     """Fraction 1 is MovieLens-100K itself: Table IV's SASRec IDSR and MMSR-T runs."""
     sweep = xo.subsample_sweep_configs("cpu", (1.0,), encoders=xo.TEXT_ONLY_ENCODERS)

@@ -93,6 +93,20 @@ METRICS = ("HR@10", "NDCG@10")
 N_BOOTSTRAP = 1000
 MATCH_FACTOR = 2.0  # a paper data set "sits at" a swept point within this density ratio
 COLOURS = {"IDSR": "#555555", "MMSR-T": "#1f77b4", "MMSR-V": "#2ca02c", "MMSR": "#d62728"}
+# IDSR's own setting at the sweep points where it was searched again (knob n_items; factor ->
+# overrides). The profile's setting was searched at factor 1 (46 interactions per item); on
+# sparser catalogs ID SASRec peaks within 12-65 epochs and then overfits its rarely seen
+# embeddings, so its advocates would regularise it there. Searched with `mmsr tune --notebook 12
+# --only '<point> / IDSR' --space model.dropout=... --space train.weight_decay=...` on validation
+# NDCG@10 (seed 42); the content rows keep the profile's setting at every point, so the sweep
+# measures content against IDs at their best. docs/results_cpu.md, "Notebook 12", has the trials.
+ID_SETTINGS: dict[str, dict[float, tuple[str, ...]]] = {
+    "cpu": {},
+}
+ID_SEARCHES: dict[str, dict[float, str]] = {
+    "cpu": {},
+}
+NOT_SEARCHED = "the profile's setting (searched for ID SASRec at factor 1)"
 
 class SweepGrid(Grid):
     """A `Grid` keyed by (point, encoder) that also knows what each point is (``points``:
@@ -150,7 +164,12 @@ def density_sweep_configs(
     base = profile_config(profile).override("data.source=synthetic", "model.sequence=sasrec",
                                             *overrides)
     base_value = getattr(base.data.synth, knob)
+    # the ID row's own setting where it was searched (n_items only: the searches ran on that
+    # knob); the caller's overrides still win over it
+    tuned = ID_SETTINGS.get(profile, {}) if knob == "n_items" else {}
+    searched = ID_SEARCHES.get(profile, {}) if knob == "n_items" else {}
     grid = SweepGrid("density sweep", ("point", "encoder"))
+    grid.searches = {}
     for factor in factors:
         value = max(1, round(base_value * factor if knob == "n_items" else base_value / factor))
         label = f"{value:,} {knob[2:]}"
@@ -159,9 +178,15 @@ def density_sweep_configs(
         grid.points[label] = {"factor": factor, "knob": knob, "value": value,
                               "dataset": "synthetic"}
         for enc in encoders:
-            grid[label, enc] = base.override(
+            own = tuned.get(factor, ()) if enc == "IDSR" else ()
+            row = (profile_config(profile).override(
+                "data.source=synthetic", "model.sequence=sasrec", *own, *overrides)
+                if own else base)
+            grid[label, enc] = row.override(
                 *_encoder_settings(enc, fusion), f"data.synth.{knob}={value}",
                 f"name=xo-{knob[2:]}{value}-{enc.lower()}")
+            grid.searches[label, enc] = (searched.get(factor, NOT_SEARCHED) if enc == "IDSR"
+                                         else NOT_SEARCHED)
     return grid
 
 
@@ -347,12 +372,21 @@ def per_user_matrix(store: ResultsStore, runs: Sequence[RunRecord], split: str =
 
 
 # -- the table ------------------------------------------------------------------------------------
+def row_setting(cfg) -> str:
+    """The regularisation a sweep row trained with (what the per-point ID searches vary)."""
+    r = cfg.resolved()
+    return (f"lr {r.train.lr:g}, dropout {r.model.dropout:g}, "
+            f"weight decay {r.train.weight_decay:g}")
+
+
 def sweep_table(store: ResultsStore, results: Mapping[Hashable, Sequence[RunRecord]],
                 configs: SweepGrid, stats: pd.DataFrame,
                 metrics: Sequence[str] = METRICS) -> pd.DataFrame:
     """One row per (point, encoder) that ran: interactions per item, mean and std over seeds of
     each metric on each split (overall / cold / warm) with its user count, the best epochs,
-    how many seeds converged, and the cost (wall seconds per run, seconds per epoch)."""
+    how many seeds converged, the cost (wall seconds per run, seconds per epoch), and the
+    row's setting with where it was chosen (``searched``)."""
+    searches = getattr(configs, "searches", None)  # None: a grid that records no searches
     ks = sorted({int(m.split("@")[1]) for m in metrics})
     rows = []
     for key in configs:
@@ -383,6 +417,9 @@ def sweep_table(store: ResultsStore, results: Mapping[Hashable, Sequence[RunReco
             "wall s std": float(np.std([r.wall_seconds() for r in runs],
                                        ddof=1)) if len(runs) > 1 else math.nan,
             "s per epoch": float(np.nanmean(per_epoch)) if per_epoch else math.nan,
+            "setting": row_setting(configs[key]),
+            "searched": ("the profile's setting" if searches is None
+                         else searches.get(key, NOT_SEARCHED)),
         })
         rows.append(row)
     return pd.DataFrame(rows).set_index(["point", "encoder"])
