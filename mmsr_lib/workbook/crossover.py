@@ -106,7 +106,7 @@ ID_SETTINGS: dict[str, dict[float, tuple[str, ...]]] = {
 ID_SEARCHES: dict[str, dict[float, str]] = {
     "cpu": {},
 }
-NOT_SEARCHED = "the profile's setting (searched for ID SASRec at factor 1)"
+NOT_SEARCHED = "the profile's setting (not searched at this point)"
 
 class SweepGrid(Grid):
     """A `Grid` keyed by (point, encoder) that also knows what each point is (``points``:
