@@ -87,6 +87,17 @@ def test_ids_own_setting_applies_to_the_id_rows_of_its_points_only(monkeypatch):
     assert by_users.searches[next(iter(by_users.points)), "IDSR"] == xo.NOT_SEARCHED
 
 
+def test_every_id_search_names_its_space_at_a_swept_point():
+    """A per-point ID setting is only as good as the record of its search: each one sits at a
+    point the profile sweeps and says what was searched there."""
+    for profile, settings in xo.ID_SETTINGS.items():
+        assert set(settings) <= set(xo.DEFAULT_POINTS[profile]), profile
+        assert set(settings) == set(xo.ID_SEARCHES[profile]), profile
+        for factor, own in settings.items():
+            assert own and all("=" in o for o in own), (profile, factor)
+            assert "validation" in xo.ID_SEARCHES[profile][factor]
+
+
 def test_full_movielens_point_is_notebook_03s_runs():
     """Fraction 1 is MovieLens-100K itself: Table IV's SASRec IDSR and MMSR-T runs."""
     sweep = xo.subsample_sweep_configs("cpu", (1.0,), encoders=xo.TEXT_ONLY_ENCODERS)
