@@ -185,6 +185,21 @@ def test_subsample_sweep_on_a_data_set_on_disk(tmp_path, images):
     assert (sub.image_path is not None) == images
 
 
+def test_sweep_table_shows_each_rows_setting_and_where_it_came_from(monkeypatch):
+    """A reader of the sweep sees that the ID row of a searched point trained otherwise."""
+    monkeypatch.setitem(xo.ID_SETTINGS, "smoke", {4.0: ("train.weight_decay=0.5",)})
+    monkeypatch.setitem(xo.ID_SEARCHES, "smoke", {4.0: "weight decay on validation"})
+    configs = xo.density_sweep_configs("smoke", (4,), *CHEAP, "train.epochs=1",
+                                       encoders=("IDSR",))
+    store = ResultsStore()
+    results = {key: [run_or_load(cfg, store=store, progress=False)]
+               for key, cfg in configs.items()}
+    table = xo.sweep_table(store, results, configs, xo.point_statistics(configs))
+    row = table.loc["800 items", "IDSR"]
+    assert row["setting"].endswith("weight decay 0.5")
+    assert row["searched"] == "weight decay on validation"
+
+
 # -- warm / cold from the stored ranks -------------------------------------------------------------
 def test_warm_cold_split_from_ranks_equals_evaluating_the_subsets():
     configs = xo.density_sweep_configs("smoke", (4,), *CHEAP, "train.epochs=1",
