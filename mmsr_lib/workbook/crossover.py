@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from mmsr_lib.config import PROFILES, DataConfig, profile_config
+from mmsr_lib.config import PROFILES, DataConfig, RunConfig, profile_config
 from mmsr_lib.data.format import load_dataset, write_dataset
 from mmsr_lib.data.sampling import sample_users
 from mmsr_lib.data.sources import dataset_root
@@ -163,8 +163,11 @@ def density_sweep_configs(
         raise ValueError(f"knob={knob!r}; choose one of {SWEEP_KNOBS}")
     factors = _sorted_factors(points if points is not None else DEFAULT_POINTS[profile],
                               "sweep points")
-    base = profile_config(profile).override("data.source=synthetic", "model.sequence=sasrec",
-                                            *overrides)
+    def base_with(*own: str) -> RunConfig:  # the ID row's searched setting, if any, goes first
+        return profile_config(profile).override("data.source=synthetic", "model.sequence=sasrec",
+                                                *own, *overrides)
+
+    base = base_with()
     base_value = getattr(base.data.synth, knob)
     # the ID row's own setting where it was searched (n_items only: the searches ran on that
     # knob); the caller's overrides still win over it
@@ -181,10 +184,7 @@ def density_sweep_configs(
                               "dataset": "synthetic"}
         for enc in encoders:
             own = tuned.get(factor, ()) if enc == "IDSR" else ()
-            row = (profile_config(profile).override(
-                "data.source=synthetic", "model.sequence=sasrec", *own, *overrides)
-                if own else base)
-            grid[label, enc] = row.override(
+            grid[label, enc] = (base_with(*own) if own else base).override(
                 *_encoder_settings(enc, fusion), f"data.synth.{knob}={value}",
                 f"name=xo-{knob[2:]}{value}-{enc.lower()}")
             grid.searches[label, enc] = (searched.get(factor, NOT_SEARCHED) if enc == "IDSR"
