@@ -85,14 +85,16 @@ def test_table5_setting_column_names_each_rows_training_setting():
     baselines share SASRec's (on cpu: GRU4Rec lr 3e-2 under the linear decay, SASRec 3e-3)."""
     grid = cmp.table5_configs("cpu")
     setting = {label: cmp.describe_setting(cfg) for label, cfg in grid.items()}
-    assert setting["IDSR", "SASRec"] == "lr 0.003, dropout 0.3, bce, plateau"
-    assert setting["IDSR", "GRU4Rec"] == ("lr 0.03, dropout 0, bce, linear "
+    assert setting["IDSR", "SASRec"] == "lr 0.003, dropout 0.3, weight decay 0.1, bce, plateau"
+    assert setting["IDSR", "GRU4Rec"] == ("lr 0.03, dropout 0, weight decay 0.1, bce, linear "
                                           "(no stop before the decay ends)")
     # FDSA, CARCA++, VQRec and MoRec++ at their own searched settings, none of them SASRec's
-    assert setting["IDSR w. Side Feat.", "FDSA"] == "lr 0.001, dropout 0.2, bce, plateau"
-    assert setting["IDSR w. Side Feat.", "CARCA++"] == "lr 0.01, dropout 0.2, bce, plateau"
+    assert setting["IDSR w. Side Feat.", "FDSA"] == ("lr 0.001, dropout 0.2, weight decay 0.1, "
+                                                     "bce, plateau")
+    assert setting["IDSR w. Side Feat.", "CARCA++"] == ("lr 0.01, dropout 0.2, weight decay 0.1, "
+                                                        "bce, plateau")
     for label in (("Modality-based SR", "VQRec"), ("Modality-based SR", "MoRec++")):
-        assert setting[label] == "lr 0.001, dropout 0.3, bce, plateau"
+        assert setting[label] == "lr 0.001, dropout 0.3, weight decay 0.1, bce, plateau"
 
 
 def test_table5_searched_column_says_which_rows_had_their_own_search(tmp_path):

@@ -480,11 +480,12 @@ def describe_row(cfg: RunConfig) -> str:
 
 
 def describe_setting(cfg: RunConfig) -> str:
-    """The training setting a row ran with (learning rate, dropout, loss, schedule), so a reader
-    sees which baselines had a search of their own and which share another row's setting."""
+    """The training setting a row ran with (learning rate, dropout, weight decay, loss, schedule),
+    so a reader sees which rows had a search of their own and which share another row's setting."""
     r = cfg.resolved()
     t = r.train
-    return (f"lr {t.lr:g}, dropout {r.model.dropout:g}, {t.loss}, {t.schedule}"
+    return (f"lr {t.lr:g}, dropout {r.model.dropout:g}, weight decay {t.weight_decay:g}, "
+            f"{t.loss}, {t.schedule}"
             + (" (no stop before the decay ends)" if t.stop_after_decay else ""))
 
 

@@ -58,6 +58,7 @@ from mmsr_lib.evaluate import metrics_from_ranks
 from mmsr_lib.runs.runner import load_data
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.util.paths import resolve
+from mmsr_lib.workbook.comparisons import describe_setting
 from mmsr_lib.workbook.grids import Grid
 from mmsr_lib.workbook.paper_numbers import paper_table1, paper_wide
 from mmsr_lib.workbook.report import relative_improvement
@@ -374,13 +375,6 @@ def per_user_matrix(store: ResultsStore, runs: Sequence[RunRecord], split: str =
 
 
 # -- the table ------------------------------------------------------------------------------------
-def row_setting(cfg) -> str:
-    """The regularisation a sweep row trained with (what the per-point ID searches vary)."""
-    r = cfg.resolved()
-    return (f"lr {r.train.lr:g}, dropout {r.model.dropout:g}, "
-            f"weight decay {r.train.weight_decay:g}")
-
-
 def sweep_table(store: ResultsStore, results: Mapping[Hashable, Sequence[RunRecord]],
                 configs: SweepGrid, stats: pd.DataFrame,
                 metrics: Sequence[str] = METRICS) -> pd.DataFrame:
@@ -419,7 +413,7 @@ def sweep_table(store: ResultsStore, results: Mapping[Hashable, Sequence[RunReco
             "wall s std": float(np.std([r.wall_seconds() for r in runs],
                                        ddof=1)) if len(runs) > 1 else math.nan,
             "s per epoch": float(np.nanmean(per_epoch)) if per_epoch else math.nan,
-            "setting": row_setting(configs[key]),
+            "setting": describe_setting(configs[key]),
             "searched": ("the profile's setting" if searches is None
                          else searches.get(key, NOT_SEARCHED)),
         })
