@@ -89,14 +89,29 @@ def test_ids_own_setting_applies_to_the_id_rows_of_its_points_only(monkeypatch):
 
 
 def test_every_id_search_names_its_space_at_a_swept_point():
-    """A per-point ID setting is only as good as the record of its search: each one sits at a
-    point the profile sweeps and says what was searched there."""
+    """A per-point ID setting is only as good as the record of its search: each search sits at
+    a point the profile sweeps and says what was searched there; a point with its own setting
+    has a search, and a search may also have kept the profile's setting (no own setting)."""
+    for profile, searches in xo.ID_SEARCHES.items():
+        assert set(searches) <= set(xo.DEFAULT_POINTS[profile]), profile
+        assert set(xo.ID_SETTINGS.get(profile, {})) <= set(searches), profile
+        assert all("validation" in text for text in searches.values()), profile
     for profile, settings in xo.ID_SETTINGS.items():
-        assert set(settings) <= set(xo.DEFAULT_POINTS[profile]), profile
-        assert set(settings) == set(xo.ID_SEARCHES[profile]), profile
+        assert set(settings) <= set(xo.ID_SEARCHES[profile]), profile
         for factor, own in settings.items():
             assert own and all("=" in o for o in own), (profile, factor)
-            assert "validation" in xo.ID_SEARCHES[profile][factor]
+
+
+def test_a_search_that_kept_the_profiles_setting_says_so_and_changes_nothing(monkeypatch):
+    """A point searched without a new winner keeps the profile's configuration (same hash as
+    an unsearched point) and its `searched` text, not NOT_SEARCHED."""
+    plain = xo.density_sweep_configs("smoke", (4,), encoders=("IDSR",))
+    monkeypatch.setitem(xo.ID_SEARCHES, "smoke", {4.0: "dropout on validation: profile kept"})
+    kept = xo.density_sweep_configs("smoke", (4,), encoders=("IDSR",))
+    key = ("800 items", "IDSR")
+    assert kept[key].hash() == plain[key].hash()
+    assert plain.searches[key] == xo.NOT_SEARCHED
+    assert kept.searches[key] == "dropout on validation: profile kept"
 
 
 def test_full_movielens_point_is_notebook_03s_runs():

@@ -100,12 +100,21 @@ COLOURS = {"IDSR": "#555555", "MMSR-T": "#1f77b4", "MMSR-V": "#2ca02c", "MMSR": 
 # embeddings, so its advocates would regularise it there. Searched with `mmsr tune --notebook 12
 # --only '<point> / IDSR' --space model.dropout=... --space train.weight_decay=...` on validation
 # NDCG@10 (seed 42); the content rows keep the profile's setting at every point, so the sweep
-# measures content against IDs at their best. docs/results_cpu.md, "Notebook 12", has the trials.
+# measures content against IDs at their best. ID_SEARCHES says what was searched at each point,
+# including points where the profile's setting won (they have no ID_SETTINGS entry).
+# docs/results_cpu.md, "Notebook 12", has the trials.
 ID_SETTINGS: dict[str, dict[float, tuple[str, ...]]] = {
-    "cpu": {8.0: ("model.dropout=0.7", "train.weight_decay=2.0")},
+    "cpu": {2.0: ("model.dropout=0.5", "train.weight_decay=0.5"),
+            8.0: ("model.dropout=0.7", "train.weight_decay=2.0")},
 }
 ID_SEARCHES: dict[str, dict[float, str]] = {
-    "cpu": {8.0: "dropout 0.3..0.7 x weight decay 0.1..2.0 (9 of 12 combinations, "
+    "cpu": {2.0: "dropout 0.3, 0.5 x weight decay 0.1, 0.5, 2.0 (all 6), validation NDCG@10 "
+                 "14.85 against 14.57 at the profile's setting (dropout 0.3 / weight decay 0.5 "
+                 "14.82, a near tie); dropout 0.5 is the largest tried",
+            4.0: "dropout 0.3, 0.7 x weight decay 0.1, 2.0, 4.0 (all 6), validation NDCG@10: "
+                 "the profile's setting won (9.18; weight decay 2.0 9.11, 4.0 8.55, dropout 0.7 "
+                 "at most 3.82), so it is kept",
+            8.0: "dropout 0.3..0.7 x weight decay 0.1..2.0 (9 of 12 combinations, "
                  "coordinate-wise), validation NDCG@10 6.69 against 4.94 at the profile's "
                  "setting; both chosen values are the largest tried (the optimum may lie beyond)"},
 }
