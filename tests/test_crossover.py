@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import write_sequences
 
+from mmsr_lib.config import profile_config
 from mmsr_lib.data.format import load_dataset
 from mmsr_lib.evaluate import evaluate_model, metrics_from_ranks
 from mmsr_lib.runs.runner import load_data, run_or_load
@@ -86,6 +87,43 @@ def test_ids_own_setting_applies_to_the_id_rows_of_its_points_only(monkeypatch):
     assert mine[sparse, "IDSR"].resolved().train.weight_decay == 1.0
     by_users = xo.density_sweep_configs("smoke", (4,), knob="n_users")  # searched on n_items
     assert by_users.searches[next(iter(by_users.points)), "IDSR"] == xo.NOT_SEARCHED
+
+
+def test_a_points_budget_applies_to_every_row_of_that_point_only(monkeypatch):
+    """A point with its own budget trains all four rows under it (equal rules for compared
+    rows), on top of the ID row's searched setting; other points and the n_users knob keep the
+    profile's budget, and a caller's override still wins."""
+    budget = ("train.epochs=7", "train.patience=3")
+    monkeypatch.setitem(xo.POINT_BUDGETS, "smoke", {4.0: budget})
+    monkeypatch.setitem(xo.ID_SETTINGS, "smoke", {4.0: ("model.dropout=0.7",)})
+    longer = xo.density_sweep_configs("smoke", (1, 4))
+    monkeypatch.setitem(xo.POINT_BUDGETS, "smoke", {})
+    plain = xo.density_sweep_configs("smoke", (1, 4))
+    sparse, dense = "800 items", "200 items"
+    for enc in xo.SWEEP_ENCODERS:
+        assert longer[sparse, enc].hash() == plain[sparse, enc].override(*budget).hash(), enc
+        assert longer[sparse, enc].hash() != plain[sparse, enc].hash(), enc
+        assert longer[dense, enc].hash() == plain[dense, enc].hash(), enc
+        assert longer[sparse, enc].resolved().train.epochs == 7
+    assert longer[sparse, "IDSR"].resolved().model.dropout == 0.7
+    monkeypatch.setitem(xo.POINT_BUDGETS, "smoke", {4.0: budget})
+    mine = xo.density_sweep_configs("smoke", (4,), "train.epochs=9")
+    assert mine[sparse, "MMSR"].resolved().train.epochs == 9
+    assert mine[sparse, "MMSR"].resolved().train.patience == 3
+    by_users = xo.density_sweep_configs("smoke", (4,), knob="n_users")
+    assert all(cfg.resolved().train.epochs != 7 for cfg in by_users.values())
+
+
+def test_every_point_budget_sits_at_a_swept_point_and_keeps_the_ten_percent_rule():
+    """A point's budget is a longer window under the same convergence rule: patience a tenth
+    of the epochs, as the profile's, so 'converged' means the same at every point."""
+    for profile, budgets in xo.POINT_BUDGETS.items():
+        assert set(budgets) <= set(xo.DEFAULT_POINTS[profile]), profile
+        base = profile_config(profile).resolved().train
+        for factor, own in budgets.items():
+            t = profile_config(profile).override(*own).resolved().train
+            assert t.epochs > base.epochs, (profile, factor)
+            assert t.patience * base.epochs == base.patience * t.epochs, (profile, factor)
 
 
 def test_every_id_search_names_its_space_at_a_swept_point():
