@@ -393,3 +393,38 @@ def test_crossover_figure_draws_a_reference_sweep_as_one_line_per_encoder():
         assert sum(len(ln.get_xdata()) == 3 and ln.get_linestyle() == "--"
                    for ln in ax.get_lines()) == 2
     plt.close(fig)
+
+
+# -- the tables as the docs show them ---------------------------------------------------------------
+@pytest.mark.parametrize("p, text", [(2.1e-5, "2e-5"), (6.8e-3, "0.0068"), (0.123, "0.12"),
+                                     (9.6e-4, "1e-3"), (1.0, "1")])
+def test_p_values_are_written_as_the_docs_write_them(p, text):
+    assert xo.p_text(p) == text
+
+
+def test_sweep_markdown_marks_the_best_mean_and_says_each_verdict():
+    """Cells are mean ± std with bold best / underlined second among the encoders of a row; each
+    estimate adds its verdict (ahead / behind / n.s. / no claim) at the points it tested."""
+    table = _sweep_frame({"a": 40.0, "b": 20.0}, xo.SWEEP_ENCODERS)
+    for split in xo.SPLITS:
+        table[f"{split} users"] = 1500
+    ahead, behind = _points(lambda x: 3.0, xs=(20.0,)), _points(lambda x: -3.0, xs=(40.0,))
+    ahead[0].label, behind[0].label = "b", "a"
+    est = xo.estimate_crossover([*behind, *ahead], n_boot=50)
+    stale = xo.estimate_crossover(_points(lambda x: 3.0, xs=(20.0,), converged=False),
+                                  content="MMSR-T", n_boot=50)
+    stale.points[0].label = "b"
+    lines = xo.sweep_markdown(table, [est, stale], metric="HR@10").splitlines()
+    assert lines[0].startswith("| point | per item | users | IDSR | MMSR-T | MMSR-V | MMSR |")
+    assert lines[0].endswith("| MMSR vs IDSR | MMSR-T vs IDSR |")
+    row_a = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert row_a[:7] == ["a", "40.0", "1500", "10.00 ± 0.50", "11.00 ± 0.50",
+                         "<u>12.00 ± 0.50</u>", "**13.00 ± 0.50**"]
+    assert row_a[7].startswith("behind -") and "(p = " in row_a[7] and row_a[8] == "-"
+    row_b = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert row_b[7].startswith("ahead +")
+    assert row_b[8].startswith("no claim (not converged; +")
+    both = xo.sweep_markdown(table, [est], ("cold", "warm"), "HR@10").splitlines()
+    assert both[0].startswith("| point | split | users |") and len(both) == 2 + 4
+    with pytest.raises(ValueError, match="unknown split"):
+        xo.sweep_markdown(table, [est], ("hot",), "HR@10")

@@ -140,6 +140,7 @@ CHECKS = {
         "movielens_rows" not in r,  # skipped on smoke, visibly
         r["crossover_figure"].endswith("12_ids_vs_content_crossover_smoke.png"),
         r["convergence_figure"].endswith("12_ids_vs_content_convergence_smoke.png"),
+        r["markdown_tables"] == 4,  # (overall, cold + warm) x (HR@10, NDCG@10)
     ),
 }
 

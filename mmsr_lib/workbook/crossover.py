@@ -61,7 +61,7 @@ from mmsr_lib.util.paths import resolve
 from mmsr_lib.workbook.comparisons import describe_setting
 from mmsr_lib.workbook.grids import Grid
 from mmsr_lib.workbook.paper_numbers import paper_table1, paper_wide
-from mmsr_lib.workbook.report import relative_improvement
+from mmsr_lib.workbook.report import best_marks, relative_improvement, to_markdown
 from mmsr_lib.workbook.significance import (
     ALPHA,
     PairedTest,
@@ -729,6 +729,92 @@ def _cell(verdicts: pd.DataFrame, point: str) -> str:
         return "-"
     v = verdicts.loc[point]
     return f"{v['verdict']} ({v['diff']:+.2f}, p={v['p']:.2g})"
+
+
+def p_text(p: float) -> str:
+    """A p value as the docs write it: one significant digit below 0.001 (``2e-5``), two
+    above (``0.0068``, ``0.12``)."""
+    if p < 1e-3:
+        mantissa, exp = f"{p:.0e}".split("e")
+        return f"{mantissa}e{int(exp)}"
+    return f"{p:.2g}"
+
+
+def verdict_text(point: PointTest) -> str:
+    """One comparison at one point, content's view: ``ahead +1.28 (p = 2e-5)``, ``behind``,
+    ``n.s.``, or ``no claim (not converged; ...)`` when a seed of either row did not converge."""
+    numbers = f"{point.diff:+.2f}, p = {p_text(point.p_value)}"
+    if not point.converged:
+        return f"no claim (not converged; {numbers})"
+    word = "ahead" if point.sign > 0 else "behind" if point.sign < 0 else "n.s."
+    return f"{word} {point.diff:+.2f} (p = {p_text(point.p_value)})"
+
+
+def sweep_markdown(table: pd.DataFrame, estimates: Sequence[CrossoverEstimate],
+                   splits: Sequence[str] = ("overall",), metric: str = "NDCG@10",
+                   decimals: int = 2) -> str:
+    """The sweep as docs/results_cpu.md shows it: one row per (point, split), each encoder's
+    mean ± std over seeds (best of the row bold, second underlined, on the means), then the
+    verdict of every estimate of that split and metric (`verdict_text`), so the page's tables
+    are rendered from the store, not typed."""
+    encs = [e for e in SWEEP_ENCODERS if e in table.index.get_level_values(1)]
+    points = list(dict.fromkeys(table.index.get_level_values(0)))
+    rows, means = [], []
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
+        ests = [e for e in estimates if e.split == split and e.metric == metric]
+        for point in points:
+            first = table.loc[point].iloc[0]
+            row = {"point": point}
+            if len(splits) > 1:
+                row["split"] = split
+            else:
+                row["per item"] = f"{float(first['interactions_per_item']):.1f}"
+            row["users"] = int(first[f"{split} users"])
+            mean = {}
+            for enc in encs:
+                if (point, enc) not in table.index:
+                    row[enc] = "-"
+                    continue
+                m = float(table.loc[(point, enc), f"{split} {metric}"])
+                sd = float(table.loc[(point, enc), f"{split} {metric} std"])
+                mean[enc] = m
+                row[enc] = f"{m:.{decimals}f}" + ("" if math.isnan(sd) else
+                                                  f" ± {sd:.{decimals}f}")
+            for est in ests:
+                at = {p.label: p for p in est.points}
+                row[f"{est.content} vs {est.baseline}"] = (
+                    verdict_text(at[point]) if point in at else "-")
+            rows.append(row)
+            means.append(mean)
+    frame = pd.DataFrame(rows).set_index("point")
+    marks = best_marks(pd.DataFrame(means, index=frame.index, columns=encs), encs, "row",
+                       decimals=decimals)
+    for enc in encs:
+        frame[enc] = [f"**{t}**" if m == "best" else f"<u>{t}</u>" if m == "second" else t
+                      for t, m in zip(frame[enc], marks[enc], strict=True)]
+    return to_markdown(frame, [], best="none", decimals=decimals)
+
+
+def markdown_report(store: ResultsStore, results: Mapping[Hashable, Sequence[RunRecord]],
+                    configs: SweepGrid, stats: pd.DataFrame, table: pd.DataFrame,
+                    metrics: Sequence[str] = METRICS, baseline: str = "IDSR") -> str:
+    """Every table docs/results_cpu.md gives for a sweep, per metric: overall, cold and warm
+    (each content row vs `baseline`, paired per point) and where each content row crosses it."""
+    contents = [e for e in SWEEP_ENCODERS if e != baseline
+                and e in table.index.get_level_values(1)]
+    parts = []
+    for metric in metrics:
+        ests = [sweep_crossover(store, results, configs, stats, enc, baseline, split, metric)
+                for split in SPLITS for enc in contents]
+        parts += [f"**Overall, test {metric}** (bold best, underline second):",
+                  sweep_markdown(table, ests, ("overall",), metric),
+                  f"**Cold and warm test items, {metric}**:",
+                  sweep_markdown(table, ests, ("cold", "warm"), metric),
+                  f"**Where content crosses {baseline}, {metric}**:",
+                  to_markdown(crossover_summary(ests), [], best="none")]
+    return "\n\n".join(parts) + "\n"
 
 
 def crossover_summary(estimates: Sequence[CrossoverEstimate]) -> pd.DataFrame:
