@@ -39,7 +39,7 @@ EPILOG = """examples:
   mmsr results list
   mmsr results export --csv results.csv
   mmsr results equate --since HEAD~1          # keep runs through a change shown not to alter them
-  mmsr results archive docs/runs              # finished runs as files for git; `import` reads them
+  mmsr results archive docs/runs --profile cpu  # finished runs as files for git; `import` reads them
   mmsr bench eval
   mmsr plan --notebook 03 --profile cpu       # fits? how long? (probe + prediction)
 """
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
          "Write every finished run (config, metrics, history, timings, provenance, per-user "
          "ranks) to DIR/<hash>.json.gz; an unchanged run is an unchanged file. The store lives "
          "in an ignored folder of one checkout; the archive is how its runs outlive it. "
-         "Example: mmsr results archive docs/runs"),
+         "Example: mmsr results archive docs/runs --profile cpu"),
         ("import", "add archived runs to the store (never replaces a finished run)",
          "Read DIR/*.json.gz written by `mmsr results archive` into the store; runs the store "
          "holds as finished are kept, unreadable files are skipped and named. "
@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
         folder_cmd = rsub.add_parser(name, help=short, description=long)
         folder_cmd.add_argument("folder", metavar="DIR")
         folder_cmd.add_argument("--results", default=None)
+        if name == "archive":
+            folder_cmd.add_argument(
+                "--profile", action="append", choices=PROFILES, default=None,
+                help="only runs of this profile (repeatable; default: every profile); "
+                     "docs/runs keeps the cpu runs: --profile cpu")
     eq = rsub.add_parser(
         "equate", help="keep stale runs through a change of code shown not to alter results",
         description="For the stored runs made stale by code changed since REV: train one run of "
@@ -479,7 +484,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.results_command == "archive":
         from mmsr_lib.runs.archive import write_archive
 
-        print("\n".join(write_archive(store, args.folder).lines("written")))
+        print("\n".join(write_archive(store, args.folder, args.profile).lines("written")))
         return 0
     if args.results_command == "equate":
         from mmsr_lib.runs.equate import equate, report_lines

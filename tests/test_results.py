@@ -402,6 +402,23 @@ def test_a_run_is_credited_to_the_code_it_started_with(tmp_path: Path, monkeypat
     assert _code_of(module) == before
 
 
+def test_archive_of_one_profile_leaves_the_others_out(tmp_path, capsys):
+    """`mmsr results archive DIR --profile cpu` writes the cpu runs only: the smoke runs tests
+    leave in the same store do not end up in docs/runs."""
+    from mmsr_lib.cli import main
+
+    store = ResultsStore(tmp_path / "s.sqlite")
+    runs = {p: profile_config(p, name=f"r-{p}") for p in ("smoke", "cpu")}
+    for s, cfg in enumerate(runs.values()):
+        store.finish(cfg, {**fake_result(s), "ranks": {"test": np.arange(3)}})
+    args = ["results", "archive", str(tmp_path / "arc"), "--results", str(tmp_path / "s.sqlite")]
+    assert main([*args, "--profile", "cpu"]) == 0
+    assert [p.name for p in (tmp_path / "arc").iterdir()] == [f"{runs['cpu'].hash()}.json.gz"]
+    assert "written 1, unchanged 0" in capsys.readouterr().out
+    assert main(args) == 0  # no filter: every profile
+    assert len(list((tmp_path / "arc").iterdir())) == 2
+
+
 def test_archive_round_trip_is_deterministic_and_never_replaces_a_finished_run(tmp_path, capsys):
     """`mmsr results archive` / `import`: every column and the per-user ranks come back equal, an
     unchanged run is an unchanged file, a finished run is never overwritten, bad files are named."""

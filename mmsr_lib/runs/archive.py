@@ -23,6 +23,7 @@ import gzip
 import json
 import logging
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,13 +74,18 @@ def _encode(doc: dict) -> bytes:
     return gzip.compress(text.encode(), compresslevel=9, mtime=0)
 
 
-def write_archive(store: ResultsStore, folder: str | Path) -> ArchiveReport:
-    """Write every finished run of `store` to `folder`; a file is replaced (atomically) only
-    when the run's stored content differs from it."""
+def write_archive(store: ResultsStore, folder: str | Path,
+                  profiles: Sequence[str] | None = None) -> ArchiveReport:
+    """Write every finished run of `store` to `folder` (only those of `profiles` when given:
+    the repository keeps the cpu runs behind its docs, not the smoke runs tests and CI leave
+    in the same store); a file is replaced (atomically) only when the run's stored content
+    differs from it."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     report = ArchiveReport()
     for rec in store.records(status="done"):
+        if profiles is not None and rec.config.get("profile") not in profiles:
+            continue
         data = _encode(run_document(rec, store.ranks(rec.config_hash)))
         path = out / f"{rec.config_hash}{SUFFIX}"
         if path.is_file() and path.read_bytes() == data:
