@@ -121,9 +121,8 @@ ID_SEARCHES: dict[str, dict[float, str]] = {
                  "setting; both chosen values are the largest tried (the optimum may lie beyond)",
             16.0: "3 of dropout 0.3, 0.5, 0.7 x weight decay 0.1, 0.5, 2.0 (the profile's "
                   "setting and the ones chosen at 13.6 and 7.7 per item), validation NDCG@10 "
-                  "4.76 against 2.97 at the profile's setting; beyond the edge, dropout 0.8 / "
-                  "weight decay 2.0 collapses (1.70, best epoch 12); weight decay 4.0 at "
-                  "dropout 0.7 not finished"},
+                  "4.76 against 2.97 at the profile's setting; past either edge it falls: "
+                  "dropout 0.8 / weight decay 2.0 1.70, dropout 0.7 / weight decay 4.0 3.02"},
 }
 NOT_SEARCHED = "the profile's setting (not searched at this point)"
 # A longer budget for every row of a point (knob n_items; factor -> overrides) where the
