@@ -428,3 +428,20 @@ def test_sweep_markdown_marks_the_best_mean_and_says_each_verdict():
     assert both[0].startswith("| point | split | users |") and len(both) == 2 + 4
     with pytest.raises(ValueError, match="unknown split"):
         xo.sweep_markdown(table, [est], ("hot",), "HR@10")
+
+
+def test_notebook_table_and_docs_table_write_the_same_verdicts():
+    """`sweep_report` (the notebook's table) and `sweep_markdown` (the docs') word each point's
+    verdict alike; the paper's rows carry their untested relative gap instead."""
+    table = _sweep_frame({"a": 40.0, "b": 20.0}, xo.SWEEP_ENCODERS)
+    for split in xo.SPLITS:
+        table[f"{split} users"] = 1500
+    ahead, behind = _points(lambda x: 3.0, xs=(20.0,)), _points(lambda x: -3.0, xs=(40.0,))
+    ahead[0].label, behind[0].label = "b", "a"
+    est = xo.estimate_crossover([*behind, *ahead], n_boot=50)
+    report = xo.sweep_report(table, est, "overall", "HR@10")
+    lines = xo.sweep_markdown(table, [est], metric="HR@10").splitlines()[2:]
+    docs = [line.strip("|").split("|")[-1].strip() for line in lines]
+    assert report.loc[["ours a", "ours b"], "MMSR vs IDSR"].tolist() == docs
+    assert docs[0].startswith("behind -") and docs[1].startswith("ahead +")
+    assert report.loc["paper HM", "MMSR vs IDSR"].endswith("(one run, untested)")

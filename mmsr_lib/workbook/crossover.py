@@ -715,8 +715,8 @@ def sweep_report(table: pd.DataFrame, estimate: CrossoverEstimate | None = None,
     col = None
     if estimate is not None:
         col = f"{estimate.content} vs {estimate.baseline}"
-        verdicts = estimate.table()
-        wide[col] = [_cell(verdicts, p) for p in wide.index]
+        at = {p.label: p for p in estimate.points}
+        wide[col] = [verdict_text(at[p]) if p in at else "-" for p in wide.index]
     out = with_paper_rows(wide, split, metric)
     if col is not None and len(out) > len(wide):
         paper = paper_datasets()
@@ -726,13 +726,6 @@ def sweep_report(table: pd.DataFrame, estimate: CrossoverEstimate | None = None,
             out.loc[f"paper {name}", col] = f"{relative_improvement(a, b)} (one run, untested)"
     out["per item"] = out["per item"].astype(float).round(1)
     return out.drop(columns=["users"]).rename(columns={"per item": "interactions/item"})
-
-
-def _cell(verdicts: pd.DataFrame, point: str) -> str:
-    if point not in verdicts.index:
-        return "-"
-    v = verdicts.loc[point]
-    return f"{v['verdict']} ({v['diff']:+.2f}, p={v['p']:.2g})"
 
 
 def p_text(p: float) -> str:
@@ -747,11 +740,11 @@ def p_text(p: float) -> str:
 def verdict_text(point: PointTest) -> str:
     """One comparison at one point, content's view: ``ahead +1.28 (p = 2e-5)``, ``behind``,
     ``n.s.``, or ``no claim (not converged; ...)`` when a seed of either row did not converge."""
-    numbers = f"{point.diff:+.2f}, p = {p_text(point.p_value)}"
+    diff, p = f"{point.diff:+.2f}", f"p = {p_text(point.p_value)}"
     if not point.converged:
-        return f"no claim (not converged; {numbers})"
+        return f"no claim (not converged; {diff}, {p})"
     word = "ahead" if point.sign > 0 else "behind" if point.sign < 0 else "n.s."
-    return f"{word} {point.diff:+.2f} (p = {p_text(point.p_value)})"
+    return f"{word} {diff} ({p})"
 
 
 def sweep_markdown(table: pd.DataFrame, estimates: Sequence[CrossoverEstimate],
