@@ -118,9 +118,9 @@ ID_SEARCHES: dict[str, dict[float, str]] = {
                  "(dropout 0.3 / weight decay 0.5 9.69, a near tie; dropout 0.7 at most 3.82)",
             8.0: "dropout 0.3..0.7 x weight decay 0.1..2.0 (9 of 12 combinations, "
                  "coordinate-wise), validation NDCG@10 6.69 against 4.94 at the profile's "
-                 "setting; both chosen values are the largest of that grid; past it, dropout "
-                 "0.7 / weight decay 4.0 collapses (1.85); dropout 0.8 / weight decay 2.0 "
-                 "not finished",
+                 "setting; both chosen values are the largest of that grid; one step past "
+                 "either edge falls: dropout 0.7 / weight decay 4.0 1.85, dropout 0.8 / "
+                 "weight decay 2.0 3.30",
             16.0: "3 of dropout 0.3, 0.5, 0.7 x weight decay 0.1, 0.5, 2.0 (the profile's "
                   "setting and the ones chosen at 13.6 and 7.7 per item), validation NDCG@10 "
                   "4.76 against 2.97 at the profile's setting; past either edge it falls: "
