@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,17 +20,7 @@ import torch
 from mmsr_lib.evaluate import History, evaluate_ranking, reference_eval_loop
 from mmsr_lib.util.atomic import atomic_write_text
 from mmsr_lib.util.isolated import call_in_fresh_process
-
-
-def machine() -> dict:
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+from mmsr_lib.util.provenance import machine
 
 
 def peak_rss_mb() -> float:

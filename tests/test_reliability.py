@@ -215,6 +215,19 @@ def test_same_seed_same_numbers_in_two_processes(tmp_path):
     assert outs[0] == outs[1]
 
 
+def test_a_stored_run_names_the_machine_that_computed_it(tmp_path):
+    """Two runs of one hash may differ across machines (CPU kernels by instruction set, sums by
+    thread count); the stored record says which machine, so a reader can tell."""
+    cfg = profile_config("smoke").override(*SMALL, f"train.checkpoint_dir={tmp_path / 'ck'}")
+    run_or_load(cfg, store=ResultsStore(tmp_path / "r.sqlite"), progress=False)
+    rec = ResultsStore(tmp_path / "r.sqlite").get(cfg.hash())
+    m = rec.extra["machine"]
+    assert m["torch"] == torch.__version__
+    assert m["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert m["torch_threads"] == torch.get_num_threads() >= 1
+    assert m["cpu"] and m["cores"] >= 1 and m["python"].count(".") == 2
+
+
 def _started(cfg) -> bool:
     """A worker holds the run's lock and has recorded it as running (it takes the lock first,
     so the lock alone may come a moment before the store's row)."""

@@ -36,6 +36,7 @@ from mmsr_lib.runs.store import ResultsStore, RunRecord, git_commit
 from mmsr_lib.train import fit, resolve_device
 from mmsr_lib.util import distributed, registry
 from mmsr_lib.util.paths import resolve
+from mmsr_lib.util.provenance import machine
 
 log = logging.getLogger("mmsr.runs")
 
@@ -179,7 +180,7 @@ def run_experiment(
     device = resolve_device(cfg.train.device)
     model = build_model(cfg, data, device)
     extra: dict = {"n_users": data.n_users, "n_items": data.n_items, "data": data.name,
-                   "device": str(device)}
+                   "device": str(device), "machine": machine()}
     history: list = []
     t_train = t_earlier = 0.0
     if model.trainable:
