@@ -5,6 +5,7 @@ another: CPU kernels are chosen by the instruction set (AVX2 vs AVX-512), and so
 order that depends on the thread count. NextItNet at a high learning rate turns such last-digit
 differences into different best epochs (docs/results_cpu.md). A stored run that names its
 machine lets a reader tell a code change from a machine change when two runs of one hash differ.
+A run resumed on another machine records the one that finished and evaluated it.
 """
 
 from __future__ import annotations
