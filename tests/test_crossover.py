@@ -402,15 +402,20 @@ def test_p_values_are_written_as_the_docs_write_them(p, text):
     assert xo.p_text(p) == text
 
 
-def test_sweep_markdown_marks_the_best_mean_and_says_each_verdict():
-    """Cells are mean ± std with bold best / underlined second among the encoders of a row; each
-    estimate adds its verdict (ahead / behind / n.s. / no claim) at the points it tested."""
+def _two_point_sweep() -> tuple[pd.DataFrame, xo.CrossoverEstimate]:
+    """Points a (40 per item, content behind) and b (20, content ahead), 1,500 users a split."""
     table = _sweep_frame({"a": 40.0, "b": 20.0}, xo.SWEEP_ENCODERS)
     for split in xo.SPLITS:
         table[f"{split} users"] = 1500
     ahead, behind = _points(lambda x: 3.0, xs=(20.0,)), _points(lambda x: -3.0, xs=(40.0,))
     ahead[0].label, behind[0].label = "b", "a"
-    est = xo.estimate_crossover([*behind, *ahead], n_boot=50)
+    return table, xo.estimate_crossover([*behind, *ahead], n_boot=50)
+
+
+def test_sweep_markdown_marks_the_best_mean_and_says_each_verdict():
+    """Cells are mean ± std with bold best / underlined second among the encoders of a row; each
+    estimate adds its verdict (ahead / behind / n.s. / no claim) at the points it tested."""
+    table, est = _two_point_sweep()
     stale = xo.estimate_crossover(_points(lambda x: 3.0, xs=(20.0,), converged=False),
                                   content="MMSR-T", n_boot=50)
     stale.points[0].label = "b"
@@ -433,12 +438,7 @@ def test_sweep_markdown_marks_the_best_mean_and_says_each_verdict():
 def test_notebook_table_and_docs_table_write_the_same_verdicts():
     """`sweep_report` (the notebook's table) and `sweep_markdown` (the docs') word each point's
     verdict alike; the paper's rows carry their untested relative gap instead."""
-    table = _sweep_frame({"a": 40.0, "b": 20.0}, xo.SWEEP_ENCODERS)
-    for split in xo.SPLITS:
-        table[f"{split} users"] = 1500
-    ahead, behind = _points(lambda x: 3.0, xs=(20.0,)), _points(lambda x: -3.0, xs=(40.0,))
-    ahead[0].label, behind[0].label = "b", "a"
-    est = xo.estimate_crossover([*behind, *ahead], n_boot=50)
+    table, est = _two_point_sweep()
     report = xo.sweep_report(table, est, "overall", "HR@10")
     lines = xo.sweep_markdown(table, [est], metric="HR@10").splitlines()[2:]
     docs = [line.strip("|").split("|")[-1].strip() for line in lines]
