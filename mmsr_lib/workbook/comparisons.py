@@ -124,7 +124,7 @@ TABLE5_SEARCHES: dict[str, dict[str, dict[Label, str]]] = {
             ("IDSR", "NextItNet"): "lr 3e-3..1e-1 x dropout 0.1..0.7 (CE)",
             ("IDSR", "SASRec"): "lr 1e-3/3e-3 x dropout 0.1..0.5 (CE)",
             # 2026-12-06, seed 42, validation NDCG@10: 12.60 / 13.14 / 12.88, so ID SASRec's
-            # rate stays; MMSR-T's search (1e-3 ahead by 0.07) waits for its three seeds
+            # rate stays; MMSR-T's (1e-3 ahead by 0.07) waits for its TABLE5_RULES entry
             ("Modality-based SR", "VQRec"): "lr 1e-3 / 3e-3 / 1e-2 at dropout 0.3 (BCE): "
                                             "ID SASRec's 3e-3 kept",
         },
