@@ -2,8 +2,10 @@
 
 The same configuration and seed give bit-identical numbers on one machine, but not always on
 another: CPU kernels are chosen by the instruction set (AVX2 vs AVX-512), and some sum in an
-order that depends on the thread count. NextItNet at lr 3e-2 on MovieLens-100K stopped at other
-best epochs on another VM, likely for this reason (docs/results_cpu.md). A stored run that names its
+order that depends on the thread count. On one machine, three epochs of ID NextItNet give another
+loss from the first epoch on under ``ATEN_CPU_CAPABILITY=avx2`` than under the default AVX-512,
+and bit-identical ones run twice; re-trained on another VM, Table IV's GRU4Rec and NextItNet rows
+stopped at other best epochs (docs/results_cpu.md). A stored run that names its
 machine lets a reader tell a code change from a machine change when two runs of one hash differ.
 A run resumed on another machine records the one that finished and evaluated it.
 """
