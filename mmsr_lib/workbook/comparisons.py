@@ -161,19 +161,18 @@ def table5_configs(profile: str, *overrides: str, dataset: str = "synthetic") ->
     base = profile_config(profile).override(*data, *TABLE5_SETTINGS)
     grid = Grid("V", ("group", "row"))
     tag = f"t5-{dataset}"
+    rules = TABLE5_RULES.get(profile, {}).get(dataset, {})
     for label, settings in TABLE5_ROWS.items():
         if dataset == "movielens-100k" and label in NEEDS_IMAGES:
             if label == OURS:
-                rule = TABLE5_RULES.get(profile, {}).get(dataset, {}).get(OURS_TEXT, ())
-                grid[OURS_TEXT] = base.override("model.item_encoder=text", *rule,
+                grid[OURS_TEXT] = base.override("model.item_encoder=text", *rules.get(OURS_TEXT, ()),
                                                 f"name={_name(tag, OURS_TEXT)}", *overrides)
             continue
         # IDSR rows are the profile configuration with their sequence model, as in the quick
         # start and Table IV (the same runs wherever the profile's loss is BCE)
         arch = grids.ARCHITECTURES[label[1]] if label[0] == "IDSR" else "sasrec"
-        rule = TABLE5_RULES.get(profile, {}).get(dataset, {}).get(label, ())
         grid[label] = base.override(*grids.sequence_settings(profile, arch, dataset), *settings,
-                                    *rule, f"name={_name(tag, label)}", *overrides)
+                                    *rules.get(label, ()), f"name={_name(tag, label)}", *overrides)
     searched = TABLE5_SEARCHES.get(profile, {}).get(dataset, {})
     fallback = "the paper's hyperparameters" if profile == "paper" else NOT_SEARCHED
     grid.searches = {label: searched.get(label, fallback) for label in grid}
