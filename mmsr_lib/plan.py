@@ -1412,8 +1412,7 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
             against = "not converged"
         else:
             t = compare(store, runs, rows[ref]["runs"], split, metric)
-            against = (f"{t.diff:+.2f} (p={t.p_value:.2g})" if t.significant
-                       else f"n.s. (p={t.p_value:.2g})")
+            against = f"{t.diff:+.2f} (p={t.p_value:.2g})" if t.significant else t.ns_cell
         sm = row["summary"]
         out.append({
             "section": key[0], "row": key[1], "seeds": f"{len(runs)}/{row['planned']}",

@@ -328,6 +328,19 @@ def test_no_claim_from_runs_that_did_not_converge():
     assert set(est.table()["verdict"]) == {"no claim (not converged)"}
 
 
+def test_a_point_whose_seeds_disagree_carries_no_sign():
+    """Content +2 on average at every point, but one of its three seeds is 4 points behind:
+    over the users alone each point would read "MMSR ahead"; over seeds and users it does not."""
+    pts = _points(lambda x: 2.0)
+    for p in pts:
+        p.a = p.a + np.array([[4.0], [-6.0], [2.0]])  # seed offsets, mean 0: still +2 overall
+    est = xo.estimate_crossover(pts, n_boot=50)
+    assert all(p.p_value < 0.05 and p.ci_low > 0 for p in est.points)  # the users' test
+    assert all(p.seed_ci_low < 0 < p.seed_ci_high and p.sign == 0 for p in est.points)
+    assert set(est.table()["verdict"]) == {"n.s. (seeds disagree)"}
+    assert xo.verdict_text(est.points[0]).endswith(", seeds disagree)")
+
+
 def test_crossover_input_errors():
     pts = _points(lambda x: 0.0, xs=(5.0, 10.0))
     with pytest.raises(ValueError, match="same density"):

@@ -84,3 +84,50 @@ def test_no_claim_when_wilcoxon_and_the_mean_disagree():
     text = sig.verdict(t, "MMSR", "IDSR")
     assert text.startswith("MMSR vs IDSR: no significant difference")
     assert "CI includes 0" in text
+
+
+def test_a_gap_that_one_seed_reverses_is_not_claimed(tmp_path):
+    """Every user gains in the seed average, so the test over users alone would claim it; but
+    one of A's three seeds loses to B on every user: retrained, the row could land there, and
+    the interval over seeds and users says so. With agreeing seeds the claim stands."""
+    store = ResultsStore(tmp_path / "r.sqlite")
+
+    def row(dim, ranks_per_seed):  # the name is not in the run's hash: the width tells rows apart
+        out = []
+        for seed, r in zip((42, 43, 44), ranks_per_seed, strict=False):
+            cfg = profile_config("smoke").override(f"model.dim={dim}", f"train.seed={seed}")
+            ranks = np.full(400, r)
+            out.append(store.finish(cfg, {"metrics": {"test": metrics_from_ranks(ranks)},
+                                          "ranks": {"test": ranks},
+                                          "extra": {"epochs_run": 10, "best_epoch": 3,
+                                                    "converged": True}}))
+        return out
+
+    base = row(8, (5, 5))
+    split = sig.compare(store, row(16, (0, 40, 0)), base)
+    assert split.p_value < sig.ALPHA and split.ci_low > 0  # the users' test alone: a claim
+    assert split.seeds == (3, 2) and split.seed_ci_low < 0 < split.seed_ci_high
+    assert not split.significant and split.seeds_disagree and not split.tests_disagree
+    text = sig.verdict(split, "MMSR", "IDSR")
+    assert text.startswith("MMSR vs IDSR: no significant difference")
+    assert "depends on the training seeds" in text and "seeds+users CI" in text
+    assert split.ns_cell.startswith("n.s. (p=") and split.ns_cell.endswith(", seeds disagree)")
+    agree = sig.compare(store, row(32, (0, 1, 0)), base)
+    assert agree.significant and agree.seed_ci_low > 0 and not agree.seeds_disagree
+    assert sig.verdict(agree, "MMSR", "IDSR").startswith("MMSR beats IDSR")
+    # one seed a row: nothing to resample, the users' test decides (the smoke profile)
+    single = sig.compare(store, row(16, (0, 40, 0))[:1], base[:1])
+    assert not single.seeds_tested and single.significant
+
+
+def test_seed_and_user_interval_widens_with_the_seeds_spread():
+    rng = np.random.default_rng(0)
+    users = rng.uniform(0, 30, 1000)
+    b = np.stack([users + rng.normal(0, 1, 1000) for _ in range(3)])
+    same = sig.seed_and_user_ci(b + 1.0, b)
+    spread = sig.seed_and_user_ci(b + np.array([[4.0], [-2.0], [1.0]]), b)
+    assert same[0] > 0.5 and same[1] < 1.5  # seeds agree: about the users' interval
+    assert spread[0] < 0 < spread[1]  # same mean gain (+1), but one seed reverses it
+    assert sig.seed_and_user_ci(b, b) == sig.seed_and_user_ci(b, b)  # seeded: reproducible
+    with pytest.raises(ValueError, match="the same users"):
+        sig.seed_and_user_ci(b, b[:, :10])

@@ -212,6 +212,7 @@ class Improvement:
     significant: bool
     converged: bool
     sentence: str
+    seeds_disagree: bool = False  # significant over the users, not over seeds and users
 
     @property
     def cell(self) -> str:
@@ -219,7 +220,7 @@ class Improvement:
         if not self.converged:
             return "not converged"
         if not self.significant:
-            return f"n.s. (p={self.p_value:.2g})"
+            return f"n.s. (p={self.p_value:.2g}{', seeds disagree' if self.seeds_disagree else ''})"
         return f"{self.relative} (p={self.p_value:.2g})"
 
 
@@ -246,7 +247,7 @@ def improvement(store: ResultsStore, results: Mapping[Hashable, Sequence[RunReco
         metric=metric, ours=ours, baseline=base, ours_mean=_mean(results[ours], split, metric),
         baseline_mean=_mean(results[base], split, metric),
         relative=relative_improvement(test.mean_a, test.mean_b), p_value=test.p_value,
-        significant=test.significant, converged=conv,
+        significant=test.significant, converged=conv, seeds_disagree=test.seeds_disagree,
         sentence=f"{metric}: " + verdict(test, ours[1], f"{base[1]} (best baseline)",
                                          converged(results[ours]), converged(results[base])),
     )

@@ -68,6 +68,7 @@ from mmsr_lib.workbook.significance import (
     converged,
     paired_test,
     per_user,
+    seed_and_user_ci,
 )
 
 SWEEP_ENCODERS = ("IDSR", "MMSR-T", "MMSR-V", "MMSR")
@@ -519,10 +520,12 @@ class CrossoverEstimate:
         for p in self.points:
             verdict = ("no claim (not converged)" if not p.converged else
                        f"{self.content} ahead" if p.sign > 0 else
-                       f"{self.baseline} ahead" if p.sign < 0 else "n.s.")
+                       f"{self.baseline} ahead" if p.sign < 0 else
+                       "n.s. (seeds disagree)" if p.seeds_disagree else "n.s.")
             rows.append({"point": p.label, "per item": p.x, self.content: p.mean_a,
                          self.baseline: p.mean_b, "diff": p.diff, "ci_low": p.ci_low,
                          "ci_high": p.ci_high, "p": p.p_value, "users": p.n_users,
+                         "seeds ci_low": p.seed_ci_low, "seeds ci_high": p.seed_ci_high,
                          "verdict": verdict})
         return pd.DataFrame(rows).set_index("point")
 
@@ -578,7 +581,8 @@ def estimate_crossover(
 
     A point's sign counts only when both rows converged and the Wilcoxon test over users (of
     the seed-averaged metric, `significance.paired_test`) has p < `alpha` with the mean
-    difference's CI excluding zero (`PairedTest.supports_a_claim`). A crossing is
+    difference's CI excluding zero, and the CI over seeds and users excludes zero too where
+    there are two seeds or more (`PairedTest.supports_a_claim`). A crossing is
     claimed between consecutive significant points of opposite sign; its location is the zero
     of the mean difference interpolated linearly in log x, and its interval the 2.5-97.5%
     percentiles of that zero over `n_boot` replicates that resample seeds (paired by index) and
@@ -597,6 +601,9 @@ def estimate_crossover(
             raise ValueError(f"point {p.label}: content {a.shape} and baseline {b.shape} must "
                              "be the same non-empty [seeds, users]")
         t = paired_test(a.mean(0), b.mean(0), metric)
+        t.seeds = (len(a), len(b))
+        if len(a) > 1 and len(b) > 1:  # as `significance.compare`: the seeds' spread counts
+            t.seed_ci_low, t.seed_ci_high = seed_and_user_ci(a, b)
         sign = int(np.sign(t.diff)) if (t.supports_a_claim(alpha) and p.converged) else 0
         tests.append(PointTest(**vars(t), label=p.label, x=p.x, converged=p.converged,
                                sign=sign))
@@ -739,12 +746,13 @@ def p_text(p: float) -> str:
 
 def verdict_text(point: PointTest) -> str:
     """One comparison at one point, content's view: ``ahead +1.28 (p = 2e-5)``, ``behind``,
-    ``n.s.``, or ``no claim (not converged; ...)`` when a seed of either row did not converge."""
+    ``n.s.`` (``, seeds disagree`` where only the seeds' spread withholds the claim), or ``no claim (not converged; ...)`` when a seed of either row did not converge."""
     diff, p = f"{point.diff:+.2f}", f"p = {p_text(point.p_value)}"
     if not point.converged:
         return f"no claim (not converged; {diff}, {p})"
     word = "ahead" if point.sign > 0 else "behind" if point.sign < 0 else "n.s."
-    return f"{word} {diff} ({p})"
+    why = ", seeds disagree" if point.sign == 0 and point.seeds_disagree else ""
+    return f"{word} {diff} ({p}{why})"
 
 
 def sweep_markdown(table: pd.DataFrame, estimates: Sequence[CrossoverEstimate],
@@ -864,7 +872,8 @@ def _verdict(p: PointTest, est: CrossoverEstimate) -> str:
     if not p.converged:
         return "no claim (not converged)"
     if p.sign == 0:
-        return f"no significant difference (p={p.p_value:.2g})"
+        why = " over the users, but the seeds disagree" if p.seeds_disagree else ""
+        return f"no significant difference (p={p.p_value:.2g}{why})"
     better = est.content if p.sign > 0 else est.baseline
     return f"{better} ahead ({p.diff:+.2f} points, p={p.p_value:.2g})"
 

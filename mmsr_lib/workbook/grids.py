@@ -367,7 +367,7 @@ def significance_column(
         if not (converged(results[a]) and converged(results[b])):
             out[label] = "not converged"
         elif not test.significant:
-            out[label] = f"n.s. (p={test.p_value:.2g})"
+            out[label] = test.ns_cell
         else:
             rel = relative_improvement(test.mean_a, test.mean_b)
             out[label] = f"{rel} (p={test.p_value:.2g})"

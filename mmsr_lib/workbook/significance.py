@@ -6,7 +6,13 @@ A table or a sentence may say that one row beats another only when
 - and a paired test over the *same users* (per-user NDCG@10 averaged over the seeds) rejects
   "no difference" at `ALPHA`: the Wilcoxon signed-rank test, with a paired-bootstrap 95%
   confidence interval of the mean difference to say how large it is, which must exclude zero
-  too (the reported gap is a mean; see `PairedTest.significant`).
+  too (the reported gap is a mean; see `PairedTest.significant`),
+- and, when both rows have two seeds or more, the 95% interval of a bootstrap that resamples
+  the seeds of each row as well as the users excludes zero too (`seed_and_user_ci`). The test
+  over users asks whether *these trained models* differ on these users; a finding is about the
+  *training recipes*, and a retrained seed can move a row by more than the users' noise: the
+  verdicts at p 0.005-0.1 of three-seed rows were seen to flip when the same rows were
+  retrained on another machine (docs/results_cpu.md, "Table IV re-trained on another VM").
 
 Otherwise it says "no significant difference" (or that a row did not converge). The per-user
 ranks come from the results store (`ResultsStore.ranks`), so nothing is retrained.
@@ -44,6 +50,15 @@ def seed_average(store: ResultsStore, runs: Sequence[RunRecord], split: str = "t
     """Per-user `metric` averaged over the seeds of one row (the unit of a paired test)."""
     if not runs:
         raise ValueError("no runs to average")
+    return per_seed(store, runs, split, metric).mean(axis=0)
+
+
+def per_seed(store: ResultsStore, runs: Sequence[RunRecord], split: str = "test",
+             metric: str = "NDCG@10") -> np.ndarray:
+    """Per-user `metric` of each seed of one row, [seeds, users] (`seed_and_user_ci` reads
+    the seeds apart; `seed_average` is its mean)."""
+    if not runs:
+        raise ValueError("no runs to average")
     values = []
     for rec in runs:
         ranks = store.ranks(rec.config_hash).get(split)
@@ -55,7 +70,7 @@ def seed_average(store: ResultsStore, runs: Sequence[RunRecord], split: str = "t
     if len(lengths) != 1:
         raise ValueError(f"the seeds of {runs[0].name} were evaluated on different users "
                          f"({sorted(lengths)}); their data differ")
-    return np.mean(values, axis=0)
+    return np.stack(values)
 
 
 def claim_allowed(p_value: float, ci_low: float, ci_high: float, alpha: float = ALPHA) -> bool:
@@ -92,20 +107,54 @@ class PairedDifference:
 
 @dataclass(kw_only=True)
 class PairedTest(PairedDifference):
-    """A vs B on the same users (`paired_test`: Wilcoxon signed-rank p, bootstrap CI)."""
+    """A vs B on the same users (`paired_test`: Wilcoxon signed-rank p, bootstrap CI), and,
+    from `compare` on rows of two seeds or more, the CI over seeds and users."""
 
     metric: str
     n_users: int
+    seeds: tuple[int, int] = (1, 1)
+    seed_ci_low: float = math.nan
+    seed_ci_high: float = math.nan
+
+    @property
+    def seeds_tested(self) -> bool:
+        """Both rows had two seeds or more, so the seeds' spread was part of the test."""
+        return not (math.isnan(self.seed_ci_low) or math.isnan(self.seed_ci_high))
+
+    @property
+    def holds_across_seeds(self) -> bool:
+        """The seeds-and-users CI excludes zero (true when it could not be computed)."""
+        return not self.seeds_tested or not self.seed_ci_low <= 0.0 <= self.seed_ci_high
+
+    def supports_a_claim(self, alpha: float = ALPHA) -> bool:
+        """`claim_allowed` over the users, and the difference holds across seeds."""
+        return super().supports_a_claim(alpha) and self.holds_across_seeds
 
     @property
     def tests_disagree(self) -> bool:
         """Wilcoxon rejects but the CI of the mean difference includes zero."""
-        return self.p_value < ALPHA and not self.significant
+        return self.p_value < ALPHA and not claim_allowed(self.p_value, self.ci_low,
+                                                          self.ci_high)
+
+    @property
+    def seeds_disagree(self) -> bool:
+        """Over these users the difference is clear, but not over the seeds' spread."""
+        return claim_allowed(self.p_value, self.ci_low, self.ci_high) and \
+            not self.holds_across_seeds
+
+    @property
+    def ns_cell(self) -> str:
+        """A table cell for no claim: "n.s. (p=0.003, seeds disagree)" when only the seeds'
+        spread withholds it (so a small p does not read as a claim), else "n.s. (p=0.27)"."""
+        why = ", seeds disagree" if self.seeds_disagree else ""
+        return f"n.s. (p={self.p_value:.2g}{why})"
 
     def __str__(self) -> str:
+        seeds = (f", seeds+users CI {self.seed_ci_low:+.2f}..{self.seed_ci_high:+.2f} over "
+                 f"{self.seeds[0]}+{self.seeds[1]} seeds" if self.seeds_tested else "")
         return (f"{self.metric} {self.mean_a:.2f} vs {self.mean_b:.2f} ({self.diff:+.2f}, 95% CI "
                 f"{self.ci_low:+.2f}..{self.ci_high:+.2f}, Wilcoxon p={self.p_value:.3g}, "
-                f"{self.n_users} users)")
+                f"{self.n_users} users{seeds})")
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, metric: str = "NDCG@10", seed: int = 0
@@ -127,6 +176,37 @@ def paired_test(a: np.ndarray, b: np.ndarray, metric: str = "NDCG@10", seed: int
                       metric=metric, n_users=len(d))
 
 
+def seed_and_user_ci(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 1,
+                     chunk: int = 200) -> tuple[float, float]:
+    """95% CI of mean(A) - mean(B) from a two-level bootstrap: each replicate draws the seeds of
+    A and of B (independently, with replacement: seed 42 of two models shares nothing but a
+    number) and then the users (the same draw for both rows, as they are paired). `a`, `b`:
+    per-user metrics, [seeds, users]. The spread of retrained models enters the interval,
+    which the test over users alone leaves out (the hierarchical bootstrap of nested data)."""
+    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    if a.shape[1] != b.shape[1] or a.shape[1] == 0:
+        raise ValueError(f"rows of {a.shape} and {b.shape}: both [seeds, the same users]")
+    rng = np.random.default_rng(seed)
+    n_users = a.shape[1]
+    reps = []
+    for start in range(0, n_boot, chunk):  # [chunk, users] at a time: bounded memory
+        k = min(chunk, n_boot - start)
+        wa = _seed_weights(rng, a.shape[0], k)
+        wb = _seed_weights(rng, b.shape[0], k)
+        d = wa @ a - wb @ b  # [k, users]: per-user difference of the drawn seeds' means
+        users = rng.integers(0, n_users, size=(k, n_users))
+        reps.append(np.take_along_axis(d, users, axis=1).mean(axis=1))
+    lo, hi = np.percentile(np.concatenate(reps), [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _seed_weights(rng: np.random.Generator, n_seeds: int, k: int) -> np.ndarray:
+    """[k, n_seeds] weights of k draws of n_seeds seeds with replacement (counts / n)."""
+    draws = rng.integers(0, n_seeds, size=(k, n_seeds))
+    counts = (draws[:, :, None] == np.arange(n_seeds)).sum(axis=1)
+    return counts / n_seeds
+
+
 def converged(runs: Sequence[RunRecord]) -> bool:
     """Every seed of the row stopped before the end of its budget (see FitResult.converged)."""
     return all(r.extra.get("converged", False) for r in runs if r.extra.get("epochs_run"))
@@ -134,9 +214,14 @@ def converged(runs: Sequence[RunRecord]) -> bool:
 
 def compare(store: ResultsStore, a: Sequence[RunRecord], b: Sequence[RunRecord],
             split: str = "test", metric: str = "NDCG@10") -> PairedTest:
-    """The paired test of two rows of a grid (each a list of seed runs)."""
-    return paired_test(seed_average(store, a, split, metric),
-                       seed_average(store, b, split, metric), metric)
+    """The paired test of two rows of a grid (each a list of seed runs): over the users of the
+    seed-averaged metric, and, when both rows have two seeds or more, over seeds and users."""
+    va, vb = per_seed(store, a, split, metric), per_seed(store, b, split, metric)
+    test = paired_test(va.mean(axis=0), vb.mean(axis=0), metric)
+    test.seeds = (len(va), len(vb))
+    if len(va) > 1 and len(vb) > 1:
+        test.seed_ci_low, test.seed_ci_high = seed_and_user_ci(va, vb)
+    return test
 
 
 def verdict(test: PairedTest, name_a: str, name_b: str, converged_a: bool = True,
@@ -147,7 +232,9 @@ def verdict(test: PairedTest, name_a: str, name_b: str, converged_a: bool = True
                              if not c)
         return f"{name_a} vs {name_b}: no claim, {which} did not converge ({test})"
     if not test.significant:
-        why = "; the mean difference's CI includes 0" if test.tests_disagree else ""
+        why = ("; the mean difference's CI includes 0" if test.tests_disagree else
+               "; over seeds and users the CI includes 0: the gap depends on the training "
+               "seeds" if test.seeds_disagree else "")
         return f"{name_a} vs {name_b}: no significant difference ({test}{why})"
     better, worse = (name_a, name_b) if test.diff > 0 else (name_b, name_a)
     order = "" if better == name_a else f"{name_a} vs {name_b}: "  # the numbers are A's, then B's
