@@ -66,9 +66,8 @@ from mmsr_lib.workbook.significance import (
     ALPHA,
     PairedTest,
     converged,
-    paired_test,
     per_user,
-    seed_and_user_ci,
+    seeded_test,
 )
 
 SWEEP_ENCODERS = ("IDSR", "MMSR-T", "MMSR-V", "MMSR")
@@ -580,7 +579,7 @@ def estimate_crossover(
     """Per-point paired tests and the crossing of content - IDs in log(interactions per item).
 
     A point's sign counts only when both rows converged and the Wilcoxon test over users (of
-    the seed-averaged metric, `significance.paired_test`) has p < `alpha` with the mean
+    the seed-averaged metric, `significance.seeded_test`) has p < `alpha` with the mean
     difference's CI excluding zero, and the CI over seeds and users excludes zero too where
     there are two seeds or more (`PairedTest.supports_a_claim`). A crossing is
     claimed between consecutive significant points of opposite sign; its location is the zero
@@ -600,10 +599,7 @@ def estimate_crossover(
         if a.shape != b.shape or a.size == 0:
             raise ValueError(f"point {p.label}: content {a.shape} and baseline {b.shape} must "
                              "be the same non-empty [seeds, users]")
-        t = paired_test(a.mean(0), b.mean(0), metric)
-        t.seeds = (len(a), len(b))
-        if len(a) > 1 and len(b) > 1:  # as `significance.compare`: the seeds' spread counts
-            t.seed_ci_low, t.seed_ci_high = seed_and_user_ci(a, b)
+        t = seeded_test(a, b, metric)  # as `significance.compare`: the seeds' spread counts
         sign = int(np.sign(t.diff)) if (t.supports_a_claim(alpha) and p.converged) else 0
         tests.append(PointTest(**vars(t), label=p.label, x=p.x, converged=p.converged,
                                sign=sign))

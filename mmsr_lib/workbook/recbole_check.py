@@ -384,10 +384,10 @@ def our_sasrec(profile: str = "cpu", dataset: str = "movielens-100k", *overrides
 def comparison(store: Any, ours: list, theirs: list[RecBoleRun]) -> tuple[Any, Any]:
     """A table (mean ± std over seeds, our evaluator, percent) of our stored ID SASRec runs and
     RecBole's, plus the paired test over users of their seed-averaged test NDCG@10 (ours vs
-    RecBole's), or None for the test when either side has no run yet."""
+    RecBole's; with the seeds-and-users CI of `significance.seeded_test`), or None for the test when either side has no run yet."""
     import pandas as pd
 
-    from mmsr_lib.workbook.significance import mean_std_cell, paired_test, per_user, seed_average
+    from mmsr_lib.workbook.significance import mean_std_cell, per_seed, per_user, seeded_test
 
     def row(name: str, metrics: list[dict], best: list[int], run: list[int], conv: list[bool]):
         cells: dict[str, Any] = {"implementation": name, "seeds": len(metrics)}
@@ -410,9 +410,9 @@ def comparison(store: Any, ours: list, theirs: list[RecBoleRun]) -> tuple[Any, A
                 [r.epochs_run for r in theirs], [r.converged for r in theirs])]
     test = None
     if ours and theirs:
-        a = seed_average(store, ours, "test", "NDCG@10")
-        b = np.mean([per_user(np.asarray(r.test_ranks), "NDCG@10") for r in theirs], axis=0)
-        test = paired_test(a, b, "NDCG@10")
+        a = per_seed(store, ours, "test", "NDCG@10")
+        b = np.stack([per_user(np.asarray(r.test_ranks), "NDCG@10") for r in theirs])
+        test = seeded_test(a, b, "NDCG@10")
     return pd.DataFrame(rows), test
 
 

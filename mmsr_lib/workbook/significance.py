@@ -216,11 +216,18 @@ def compare(store: ResultsStore, a: Sequence[RunRecord], b: Sequence[RunRecord],
             split: str = "test", metric: str = "NDCG@10") -> PairedTest:
     """The paired test of two rows of a grid (each a list of seed runs): over the users of the
     seed-averaged metric, and, when both rows have two seeds or more, over seeds and users."""
-    va, vb = per_seed(store, a, split, metric), per_seed(store, b, split, metric)
-    test = paired_test(va.mean(axis=0), vb.mean(axis=0), metric)
-    test.seeds = (len(va), len(vb))
-    if len(va) > 1 and len(vb) > 1:
-        test.seed_ci_low, test.seed_ci_high = seed_and_user_ci(va, vb)
+    return seeded_test(per_seed(store, a, split, metric), per_seed(store, b, split, metric),
+                       metric)
+
+
+def seeded_test(a: np.ndarray, b: np.ndarray, metric: str = "NDCG@10") -> PairedTest:
+    """`paired_test` of the seed-averaged per-user metrics of two rows ([seeds, users] each),
+    with the seeds-and-users CI when both rows have two seeds or more."""
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    test = paired_test(a.mean(axis=0), b.mean(axis=0), metric)
+    test.seeds = (len(a), len(b))
+    if len(a) > 1 and len(b) > 1:
+        test.seed_ci_low, test.seed_ci_high = seed_and_user_ci(a, b)
     return test
 
 
