@@ -315,7 +315,8 @@ def test_paradigm_pooling_and_claims(tmp_path):
     lines = cmp.row_claims(store, paradigms, pairs)
     assert lines[0].startswith("(b) single-stream, deep fusion beats (a) two-stream")
     vi = cmp.row_claims(store, results, cmp.table6_pairs(results))
-    assert vi[0].startswith("FLAVA beats CLIP")
+    # one seed a model (smoke): a difference, not a finding; pooled paradigms have two runs each
+    assert vi[0].startswith("FLAVA ahead of CLIP in one seed") and "not yet a finding" in vi[0]
     assert any(line.startswith("MMSR vs FLAVA: no significant difference") for line in vi)
     table = cmp.comparison_table(results, grid)
     wide = cmp.with_paper_columns(table, "VI")

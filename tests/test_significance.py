@@ -115,9 +115,14 @@ def test_a_gap_that_one_seed_reverses_is_not_claimed(tmp_path):
     agree = sig.compare(store, row(32, (0, 1, 0)), base)
     assert agree.significant and agree.seed_ci_low > 0 and not agree.seeds_disagree
     assert sig.verdict(agree, "MMSR", "IDSR").startswith("MMSR beats IDSR")
-    # one seed a row: nothing to resample, the users' test decides (the smoke profile)
+    # one seed a row: nothing to resample; the users' test decides whether the two trained
+    # models differ, and the sentence says that one model a row is not yet a finding
     single = sig.compare(store, row(16, (0, 40, 0))[:1], base[:1])
-    assert not single.seeds_tested and single.significant
+    assert not single.seeds_tested and single.significant and single.single_seed
+    text = sig.verdict(single, "MMSR", "IDSR")
+    assert text.startswith("MMSR ahead of IDSR in one seed (NDCG@10 ")
+    assert text.endswith("not yet a finding, train more seeds)")
+    assert not sig.paired_test(np.ones(5), np.zeros(5)).single_seed  # not from rows: unknown
 
 
 def test_seed_and_user_interval_widens_with_the_seeds_spread():

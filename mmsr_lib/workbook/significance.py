@@ -112,7 +112,7 @@ class PairedTest(PairedDifference):
 
     metric: str
     n_users: int
-    seeds: tuple[int, int] = (1, 1)
+    seeds: tuple[int, int] | None = None  # seeds of A and B (None: not from rows of runs)
     seed_ci_low: float = math.nan
     seed_ci_high: float = math.nan
 
@@ -120,6 +120,12 @@ class PairedTest(PairedDifference):
     def seeds_tested(self) -> bool:
         """Both rows had two seeds or more, so the seeds' spread was part of the test."""
         return not (math.isnan(self.seed_ci_low) or math.isnan(self.seed_ci_high))
+
+    @property
+    def single_seed(self) -> bool:
+        """A row of the comparison has one trained model: a difference may be real for these
+        models and still not be a finding about the recipes (the standard: several seeds)."""
+        return self.seeds is not None and min(self.seeds) < 2
 
     @property
     def holds_across_seeds(self) -> bool:
@@ -245,6 +251,9 @@ def verdict(test: PairedTest, name_a: str, name_b: str, converged_a: bool = True
         return f"{name_a} vs {name_b}: no significant difference ({test}{why})"
     better, worse = (name_a, name_b) if test.diff > 0 else (name_b, name_a)
     order = "" if better == name_a else f"{name_a} vs {name_b}: "  # the numbers are A's, then B's
+    if test.single_seed:
+        return (f"{better} ahead of {worse} in one seed ({order}{test}; one trained model per "
+                "row: not yet a finding, train more seeds)")
     return f"{better} beats {worse} ({order}{test})"
 
 
