@@ -742,7 +742,8 @@ def p_text(p: float) -> str:
 
 def verdict_text(point: PointTest) -> str:
     """One comparison at one point, content's view: ``ahead +1.28 (p = 2e-5)``, ``behind``,
-    ``n.s.`` (``, seeds disagree`` where only the seeds' spread withholds the claim), or ``no claim (not converged; ...)`` when a seed of either row did not converge."""
+    ``n.s.`` (``, seeds disagree`` where only the seeds' spread withholds the claim), or
+    ``no claim (not converged; ...)`` when a seed of either row did not converge."""
     diff, p = f"{point.diff:+.2f}", f"p = {p_text(point.p_value)}"
     if not point.converged:
         return f"no claim (not converged; {diff}, {p})"

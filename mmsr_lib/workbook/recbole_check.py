@@ -384,7 +384,8 @@ def our_sasrec(profile: str = "cpu", dataset: str = "movielens-100k", *overrides
 def comparison(store: Any, ours: list, theirs: list[RecBoleRun]) -> tuple[Any, Any]:
     """A table (mean ± std over seeds, our evaluator, percent) of our stored ID SASRec runs and
     RecBole's, plus the paired test over users of their seed-averaged test NDCG@10 (ours vs
-    RecBole's; with the seeds-and-users CI of `significance.seeded_test`), or None for the test when either side has no run yet."""
+    RecBole's; with the seeds-and-users CI of `significance.seeded_test`), or None for the test
+    when either side has no run yet."""
     import pandas as pd
 
     from mmsr_lib.workbook.significance import mean_std_cell, per_seed, per_user, seeded_test
