@@ -50,7 +50,14 @@ from mmsr_lib.workbook import grids
 from mmsr_lib.workbook.grids import Grid
 from mmsr_lib.workbook.paper_numbers import paper_improvements, paper_wide
 from mmsr_lib.workbook.report import relative_improvement
-from mmsr_lib.workbook.significance import claims, compare, converged, summarize, verdict
+from mmsr_lib.workbook.significance import (
+    PairedTest,
+    claims,
+    compare,
+    converged,
+    summarize,
+    verdict,
+)
 
 Label = tuple[str, str]
 
@@ -212,7 +219,7 @@ class Improvement:
     significant: bool
     converged: bool
     sentence: str
-    seeds_disagree: bool = False  # significant over the users, not over seeds and users
+    test: PairedTest  # the paired test behind the cell (its `ns_cell` says why no claim)
 
     @property
     def cell(self) -> str:
@@ -220,7 +227,7 @@ class Improvement:
         if not self.converged:
             return "not converged"
         if not self.significant:
-            return f"n.s. (p={self.p_value:.2g}{', seeds disagree' if self.seeds_disagree else ''})"
+            return self.test.ns_cell
         return f"{self.relative} (p={self.p_value:.2g})"
 
 
@@ -247,7 +254,7 @@ def improvement(store: ResultsStore, results: Mapping[Hashable, Sequence[RunReco
         metric=metric, ours=ours, baseline=base, ours_mean=_mean(results[ours], split, metric),
         baseline_mean=_mean(results[base], split, metric),
         relative=relative_improvement(test.mean_a, test.mean_b), p_value=test.p_value,
-        significant=test.significant, converged=conv, seeds_disagree=test.seeds_disagree,
+        significant=test.significant, converged=conv, test=test,
         sentence=f"{metric}: " + verdict(test, ours[1], f"{base[1]} (best baseline)",
                                          converged(results[ours]), converged(results[base])),
     )
