@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.runs.runner import evaluate_splits, run_or_load
 from mmsr_lib.runs.store import ResultsStore
 from mmsr_lib.runs.trained import checkpoint_path, load_trained
+from mmsr_lib.train import CheckpointError
 from mmsr_lib.workbook import cold_start as cs
 
 
@@ -100,6 +102,20 @@ def test_load_trained_reproduces_the_stored_metrics_exactly(tiny_runs):
         assert paper.n_rows == len(data.cold_eval_set("test", "paper"))
         assert paper.leak_share == pytest.approx(cs.leak_share(data, "test", "paper"))
         assert 0.5 < paper.leak_share < 1.0  # most sub-sequences lie in the training part
+
+
+def test_load_trained_refuses_a_checkpoint_of_another_training(tiny_runs):
+    """Same config hash, other outcome (e.g. an imported record over a local re-training)."""
+    _, runs = tiny_runs
+    rec = runs["mm"]
+    valid = {**rec.metrics["valid"], "NDCG@10": rec.metrics["valid"]["NDCG@10"] + 1e-4}
+    other = dataclasses.replace(rec, metrics={**rec.metrics, "valid": valid})
+    with pytest.raises(CheckpointError, match="another training.*NDCG@10"):
+        load_trained(other)
+    later = dataclasses.replace(rec, extra={**rec.extra, "best_epoch": rec.extra["best_epoch"] + 1})
+    with pytest.raises(CheckpointError, match="best epoch"):
+        load_trained(later)
+    load_trained(rec)  # the record stored with this checkpoint still loads
 
 
 def test_load_trained_refuses_what_it_cannot_reproduce(tiny_runs):

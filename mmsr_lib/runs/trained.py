@@ -6,6 +6,7 @@ reading a model back must never make a stored result stale.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -26,6 +27,31 @@ def checkpoint_path(record: RunRecord) -> Path:
     return resolve(cfg.train.checkpoint_dir) / record.config_hash / "checkpoint.pt"
 
 
+def check_same_training(record: RunRecord, ck: dict, path: Path) -> None:
+    """Refuse a checkpoint of the same config from *another training* than the stored record.
+
+    The config hash names a run, not its outcome: an archived record imported on a machine whose
+    ``runs/<hash>/`` holds a local re-training (another CPU, another thread count) shares the
+    hash, yet its weights rank some users differently, so tables would mix two trainings. The
+    best epoch and every validation metric at it must equal the record's (they are computed by
+    the same code on the same weights, so they agree to the last digit when they are one run).
+    """
+    stored_epoch = (record.extra or {}).get("best_epoch")
+    stored_valid = (record.metrics or {}).get("valid") or {}
+    differ = [f"best epoch {ck['best_epoch']} vs {stored_epoch}"] \
+        if stored_epoch is not None and ck["best_epoch"] != stored_epoch else []
+    for key, value in stored_valid.items():
+        got = (ck.get("best_valid") or {}).get(key)
+        if got is None or not math.isclose(got, value, rel_tol=1e-9, abs_tol=1e-9):
+            differ.append(f"valid {key} {got} vs {value}")
+    if differ:
+        raise CheckpointError(
+            f"{path} is another training of run {record.name} [{record.config_hash}] than the "
+            f"stored record ({'; '.join(differ[:3])}): train it again with "
+            "run_or_load(..., force=True), or import the record that was stored with this "
+            "checkpoint")
+
+
 def load_trained(record: RunRecord, device: torch.device | str = "cpu",
                  allow_stale: bool = False) -> tuple[Recommender, SequenceData]:
     """The model of a stored run at its best-validation weights, and its data, in eval mode.
@@ -33,8 +59,8 @@ def load_trained(record: RunRecord, device: torch.device | str = "cpu",
     Rebuilt with `runner.build_model` (frozen weights come from the same seed or pretrained
     files) and loaded with the checkpoint's ``best_state`` (every trainable tensor), so it scores
     exactly as the run did when it stored its metrics. Refuses a run computed on other data, or
-    (unless `allow_stale`) by other code, and a checkpoint that does not cover every trainable
-    parameter.
+    (unless `allow_stale`) by other code, a checkpoint of another training of the same config, and
+    a checkpoint that does not cover every trainable parameter.
     """
     if record.status != "done":
         raise ValueError(f"run {record.name} [{record.config_hash}] is {record.status!r}, not "
@@ -62,6 +88,7 @@ def load_trained(record: RunRecord, device: torch.device | str = "cpu",
                                   f"{record.config_hash}")
         if ck["best_state"] is None:
             raise CheckpointError(f"{path} holds no validated weights (best_state is empty)")
+        check_same_training(record, ck, path)
         result = model.load_state_dict(ck["best_state"], strict=False)
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         missing = sorted(trainable & set(result.missing_keys))
