@@ -185,3 +185,21 @@ def test_median_rank_over_seeds_is_one_based_and_averaged():
     assert cs.median_rank_over_seeds([np.array([0, 9, 4, 2]), np.array([1, 0, 1, 1])],
                                      rows) == pytest.approx((3 + 2) / 2)
     assert math.isnan(cs.median_rank_over_seeds([np.array([0, 1, 2, 3])], np.zeros(4, bool)))
+
+
+def test_rebuilding_a_model_leaves_no_weight_loading_bars_and_restores_the_setting():
+    from transformers.utils import logging as hf_logging
+
+    from mmsr_lib.runs.trained import _no_weight_loading_bars
+
+    assert hf_logging.is_progress_bar_enabled()
+    with _no_weight_loading_bars():
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a user's own choice is kept
+    try:
+        with _no_weight_loading_bars():
+            pass
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()

@@ -6,7 +6,9 @@ reading a model back must never make a stored result stale.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -17,6 +19,21 @@ from mmsr_lib.runs.runner import build_model, load_data, stale_reason
 from mmsr_lib.runs.store import RunRecord
 from mmsr_lib.train import CheckpointError, read_checkpoint
 from mmsr_lib.util.paths import resolve
+
+
+@contextlib.contextmanager
+def _no_weight_loading_bars() -> Iterator[None]:
+    """Without it, every pretrained encoder rebuilt in a notebook leaves a frozen "Loading
+    weights: 0%" bar (transformers' tqdm) in the saved outputs: notebook 07 kept 18 of them."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def checkpoint_path(record: RunRecord) -> Path:
@@ -75,7 +92,8 @@ def load_trained(record: RunRecord, device: torch.device | str = "cpu",
     if reason is not None and not allow_stale:
         raise ValueError(f"run {record.name} [{record.config_hash}] is stale: {reason}; run it "
                          "again with run_or_load, or pass allow_stale=True")
-    model = build_model(cfg, data, device)
+    with _no_weight_loading_bars():
+        model = build_model(cfg, data, device)
     if model.trainable:
         path = checkpoint_path(record)
         if not path.is_file():
