@@ -35,6 +35,7 @@ EPILOG = """examples:
   mmsr grid 04 --summary                      # its rows from the runs stored so far (read only)
   mmsr grid 09 --train --profile cpu          # train all of a notebook's runs as one queue
   mmsr grid 04 --train --only MovieLens       # ... or the rows one pattern matches (also --list, plan)
+  mmsr grid 04 --summary --seeds 42,43,44,45,46 --only FDSA  # more seeds, to settle 'seeds disagree'
   mmsr check-sasrec --profile cpu             # ID SASRec vs RecBole's SASRec, same split
   mmsr results list
   mmsr results export --csv results.csv
@@ -278,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "(case-insensitive), for --list, --summary and --train (with the "
                            "sources their transfers start from), e.g. --only MovieLens or "
                            "--only 'FDSA|CARCA'")
+    grid.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                      help="comma-separated seeds instead of the profile's, for --list, --summary "
+                           "and --train (single-seed sections such as transfer sources keep "
+                           "theirs): settles a verdict the seeds withhold, e.g. --seeds "
+                           "42,43,44,45,46 --only 'SASRec|FDSA'; render the notebook with the "
+                           "same seeds (-p seeds '[42, 43, 44, 45, 46]')")
     _add_common(grid)
 
     _add_bench(sub)
@@ -520,6 +527,17 @@ def cmd_components(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed_list(text: str | None) -> tuple[int, ...] | None:
+    """``--seeds 42,43,44`` as integers; a word that is not one is an error that says so."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: give integers separated by commas, "
+                         "e.g. --seeds 42,43,44,45,46") from None
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     from mmsr_lib.plan import (
         RUN_STATES,
@@ -531,9 +549,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
     )
 
     profile = args.profile or default_profile()
+    seeds = _seed_list(args.seeds)
     if args.train:
         counts = train_notebook(args.notebook, profile, *args.overrides,
-                                store=_store(args.results), only=args.only)
+                                store=_store(args.results), only=args.only, seeds=seeds)
         print(f"notebook {args.notebook} on {profile}: {counts['runs']} distinct runs, "
               f"{counts['stored']} stored before, {counts['trained']} trained now")
         return 0
@@ -543,7 +562,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         from mmsr_lib.plan import grid_summary
 
         table = grid_summary(args.notebook, profile, *args.overrides, store=store,
-                             only=args.only)
+                             only=args.only, seeds=seeds)
         for section, part in table.groupby("section", sort=False):
             print(f"# {section}")
             part = part.drop(columns="section")
@@ -556,7 +575,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     section = None
     states: dict[str, str] = {}
     progress: dict[str, str] = {}
-    for run in notebook_runs(args.notebook, profile, *args.overrides, only=args.only):
+    for run in notebook_runs(args.notebook, profile, *args.overrides, only=args.only,
+                             seeds=seeds):
         if run.section != section:
             section = run.section
             print(f"# {section}")

@@ -1002,6 +1002,9 @@ class Section:
     name: str
     configs: Mapping[Any, RunConfig]
     seeds: tuple[int, ...]
+    # a section that trains one seed on purpose (the quick start, transfer sources that other
+    # runs warm-start from by hash) keeps its seeds when a user asks for more (`--seeds`)
+    fixed_seeds: bool = False
 
 
 def _seeds(profile: str) -> tuple[int, ...]:
@@ -1014,7 +1017,8 @@ def _nb00(profile: str, overrides: Sequence[str]) -> list[Section]:
     from mmsr_lib.workbook.quickstart import quickstart_configs
 
     # the quick start trains one seed (the profile's first)
-    return [Section("quickstart", quickstart_configs(profile, *overrides), _seeds(profile)[:1])]
+    return [Section("quickstart", quickstart_configs(profile, *overrides), _seeds(profile)[:1],
+                    fixed_seeds=True)]
 
 
 def _nb01(profile: str, overrides: Sequence[str]) -> list[Section]:
@@ -1053,7 +1057,7 @@ def _nb08(profile: str, overrides: Sequence[str]) -> list[Section]:
 
     sources = transfer.source_configs(profile, *overrides)  # one seed each (set inside)
     x_source = transfer.catalogs(profile)["X"]["source"].label
-    return [Section("transfer sources", sources, _seeds(profile)[:1]),
+    return [Section("transfer sources", sources, _seeds(profile)[:1], fixed_seeds=True),
             Section("Table IX", transfer.table9_configs(profile, sources, *overrides),
                     _seeds(profile)),
             Section("Table X", transfer.table10_configs(profile, sources[x_source], *overrides),
@@ -1217,9 +1221,13 @@ def row_config(notebook: str, profile: str, *overrides: str, only: str) -> RunCo
 
 
 def notebook_runs(notebook: str, profile: str, *overrides: str,
-                  only: str | None = None) -> list[PlannedRun]:
+                  only: str | None = None,
+                  seeds: Sequence[int] | None = None) -> list[PlannedRun]:
     """Every run of a notebook's grids on `profile`: each configuration once per seed (those of
-    the rows `only` matches, `select_runs`)."""
+    the rows `only` matches, `select_runs`). `seeds` replaces the profile's seeds of every
+    section but those that train one seed on purpose (`Section.fixed_seeds`): a verdict the
+    seeds withhold ("n.s. (seeds disagree)") is settled by training more of them, e.g.
+    ``--seeds 42,43,44,45,46``, and the same seeds then list, summarise and train."""
     key = notebook_key(notebook)
     try:
         sections = NOTEBOOK_GRIDS[key][1](profile, overrides)
@@ -1227,9 +1235,12 @@ def notebook_runs(notebook: str, profile: str, *overrides: str,
         raise GridUnavailable(f"the grid of notebook {NOTEBOOK_GRIDS[key][0]} cannot be "
                               f"listed here ({type(err).__name__}: {err})") from err
     out = []
+    if seeds is not None and not seeds:
+        raise ValueError("--seeds names no seed; give them comma-separated, e.g. 42,43,44,45,46")
     for sec in sections:
+        sec_seeds = sec.seeds if seeds is None or sec.fixed_seeds else tuple(seeds)
         for label, cfg in sec.configs.items():
-            for seed in sec.seeds:
+            for seed in dict.fromkeys(sec_seeds):
                 out.append(PlannedRun(key, sec.name, label, cfg.override(f"train.seed={seed}")))
     return select_runs(out, only)
 
@@ -1357,7 +1368,7 @@ def tune_summary(base: RunConfig, space: Mapping[str, Sequence], store: Any
 
 def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
                  metric: str = "NDCG@10", split: str = "test",
-                 only: str | None = None) -> pd.DataFrame:
+                 only: str | None = None, seeds: Sequence[int] | None = None) -> pd.DataFrame:
     """A notebook's rows from the runs already stored, trained or not: a long cpu grid can be
     read while it trains, without the notebook. Per section and row: seeds stored (current code
     and data only: `run_state` says *stored*), how many converged and their best epochs, test
@@ -1367,11 +1378,11 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     converged rows with every seed stored, else "n.s." or why not),
     and the seeds training now or stopped mid-run with how far they got (`started_progress`).
     `only` shows the rows it matches (`select_runs`), still against the best of all the
-    section's rows. ``attrs["stored"]`` / ``attrs["planned"]``: the runs stored and planned in
-    the rows shown."""
+    section's rows. `seeds` as in `notebook_runs`. ``attrs["stored"]`` / ``attrs["planned"]``:
+    the runs stored and planned in the rows shown."""
     from mmsr_lib.workbook.significance import compare, converged, mean_std_cell, summarize
 
-    planned = notebook_runs(notebook, profile, *overrides)
+    planned = notebook_runs(notebook, profile, *overrides, seeds=seeds)
     shown = {(r.section, label_text(r.label)) for r in select_runs(planned, only)}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for run in planned:  # `only` hides rows, not rivals
@@ -1431,19 +1442,20 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
 
 def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = None,
                    workers: int | None = None, progress: bool = True,
-                   only: str | None = None) -> dict[str, int]:
+                   only: str | None = None,
+                   seeds: Sequence[int] | None = None) -> dict[str, int]:
     """Train every run of a notebook's grids (`notebook_runs`, its default parameters) as one
     queue, so that no core waits for one grid's slowest run before the next grid starts; the
     notebook then loads them all. Runs warm-started from another run of the queue
     (``train.init_from``, notebook 08's transfers) start only once their source is stored.
     Workers: ``runs.parallel.grid_workers`` unless given. `only` trains the rows it matches
-    (`select_runs`) and the sources they warm-start from. Returns the counts of distinct runs,
-    those stored before, and those trained now."""
+    (`select_runs`) and the sources they warm-start from; `seeds` as in `notebook_runs`.
+    Returns the counts of distinct runs, those stored before, and those trained now."""
     from mmsr_lib.runs.runner import pending_runs, train_pending
     from mmsr_lib.runs.store import ResultsStore
 
     store = store if store is not None else ResultsStore()
-    runs = notebook_runs(notebook, profile, *overrides)
+    runs = notebook_runs(notebook, profile, *overrides, seeds=seeds)
     every = {run.config.resolved().hash(): run.config for run in runs}
     distinct: dict[str, RunConfig] = {}
     for run in select_runs(runs, only):

@@ -125,6 +125,32 @@ def test_grid_list_covers_every_notebook_with_its_seeds(capsys):
     assert "matches no row" in capsys.readouterr().err
 
 
+def test_grid_seeds_add_seeds_to_every_multi_seed_section_only(capsys):
+    """`--seeds` (to settle a verdict the seeds withhold) replaces the profile's seeds of every
+    row, for --list as for `notebook_runs`; a section that trains one seed on purpose (08's
+    transfer sources, which other runs warm-start from) keeps it; the new seeds' runs are new
+    hashes, the profile's seeds keep theirs (already stored runs are reused)."""
+    from mmsr_lib.plan import notebook_runs
+
+    base = notebook_runs("08", "smoke")
+    more = notebook_runs("08", "smoke", seeds=(42, 45, 46))
+    for section in dict.fromkeys(r.section for r in base):
+        before = [r for r in base if r.section == section]
+        after = [r for r in more if r.section == section]
+        if section == "transfer sources":
+            assert [r.config.hash() for r in after] == [r.config.hash() for r in before]
+        else:
+            assert {r.config.train.seed for r in after} == {42, 45, 46}
+            assert len(after) == 3 * len(before)
+            assert {r.config.hash() for r in before} <= {r.config.hash() for r in after}
+    assert main(["grid", "03", "--list", "--profile", "smoke", "--seeds", "42,45"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if " seed " in ln]
+    assert rows and {int(ln.split(" seed ")[1].split()[0]) for ln in rows} == {42, 45}
+    assert main(["grid", "03", "--list", "--profile", "smoke", "--seeds", "42,x"]) == 2
+    assert "give integers separated by commas" in capsys.readouterr().err
+
+
 def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path, monkeypatch):
     """stored / training / stopped / failed / to train, read from the store that --results
     names; a run shared by two rows is counted once. *training*: a process holds the run's lock
