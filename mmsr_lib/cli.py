@@ -527,29 +527,19 @@ def cmd_components(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seed_list(text: str | None) -> tuple[int, ...] | None:
-    """``--seeds 42,43,44`` as integers; a word that is not one is an error that says so."""
-    if text is None:
-        return None
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise ValueError(f"--seeds {text!r}: give integers separated by commas, "
-                         "e.g. --seeds 42,43,44,45,46") from None
-
-
 def cmd_grid(args: argparse.Namespace) -> int:
     from mmsr_lib.plan import (
         RUN_STATES,
         label_text,
         notebook_runs,
+        parse_seeds,
         run_state,
         started_progress,
         train_notebook,
     )
 
     profile = args.profile or default_profile()
-    seeds = _seed_list(args.seeds)
+    seeds = parse_seeds(args.seeds)
     if args.train:
         counts = train_notebook(args.notebook, profile, *args.overrides,
                                 store=_store(args.results), only=args.only, seeds=seeds)

@@ -1220,6 +1220,18 @@ def row_config(notebook: str, profile: str, *overrides: str, only: str) -> RunCo
     return runs[0].config
 
 
+def parse_seeds(text: str | None) -> tuple[int, ...] | None:
+    """``--seeds 42,43,44`` as integers (None: the profile's); a word that is not one is an
+    error that says so."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: give integers separated by commas, "
+                         "e.g. --seeds 42,43,44,45,46") from None
+
+
 def notebook_runs(notebook: str, profile: str, *overrides: str,
                   only: str | None = None,
                   seeds: Sequence[int] | None = None) -> list[PlannedRun]:
@@ -1776,6 +1788,9 @@ def add_plan_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", default=None, metavar="REGEX",
                    help="with --notebook: only the rows whose 'section / row' matches this "
                         "regular expression (case-insensitive), as `mmsr grid --only`")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="with --notebook: these seeds instead of the profile's, as `mmsr grid "
+                        "--seeds` (what more seeds would cost)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per probe (default 5 for one configuration, 3 for grids)")
     p.add_argument("--eval-users", type=int, default=None,
@@ -1811,7 +1826,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             title = f"study on profile {profile}"
         else:
             key = notebook_key(args.notebook)
-            runs = notebook_runs(key, profile, *args.overrides, only=args.only)
+            runs = notebook_runs(key, profile, *args.overrides, only=args.only,
+                                 seeds=parse_seeds(args.seeds))
             title = f"notebook {NOTEBOOK_GRIDS[key][0]} on profile {profile}"
         result: Any = plan_runs(runs, title=title, progress=lambda s: print(s, file=sys.stderr),
                                 **common)

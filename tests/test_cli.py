@@ -149,6 +149,8 @@ def test_grid_seeds_add_seeds_to_every_multi_seed_section_only(capsys):
     assert rows and {int(ln.split(" seed ")[1].split()[0]) for ln in rows} == {42, 45}
     assert main(["grid", "03", "--list", "--profile", "smoke", "--seeds", "42,x"]) == 2
     assert "give integers separated by commas" in capsys.readouterr().err
+    assert main(["plan", "--notebook", "03", "--profile", "smoke", "--seeds", "4x"]) == 2
+    assert "give integers separated by commas" in capsys.readouterr().err
 
 
 def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path, monkeypatch):
