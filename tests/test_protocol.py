@@ -410,3 +410,36 @@ def test_window_table_pairs_last_with_all_and_shows_the_test(dataset, tmp_path):
     assert row["NDCG@10 all"] == pytest.approx(np.mean(
         [r.metrics["test"]["NDCG@10"] for r in runs_all["IDSR SASRec"]]))
     assert row["converged all"] == "0/2" and "no claim" in row["verdict"]
+
+
+def test_window_verdicts_say_when_the_seeds_withhold_a_gap(tmp_path):
+    """A gap every user shows in the seed average but one seed reverses: the short verdicts of
+    question 3 (table and flips) say "no significant difference (seeds disagree)", so a reader
+    who sees p < 0.05 beside it knows why it is not a claim."""
+    from mmsr_lib.evaluate import metrics_from_ranks
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+
+    def row(windows, dim, ranks_per_seed):
+        out = []
+        for seed, r in zip((42, 43, 44), ranks_per_seed, strict=True):
+            cfg = profile_config("smoke").override(f"model.dim={dim}", f"train.seed={seed}",
+                                                   f"data.train_windows={windows}")
+            ranks = np.full(400, r)
+            out.append(store.finish(cfg, {"metrics": {"test": metrics_from_ranks(ranks)},
+                                          "ranks": {"test": ranks},
+                                          "extra": {"epochs_run": 10, "best_epoch": 3,
+                                                    "converged": True}}))
+        return out
+
+    runs_all = {"A": row("all", 8, (5, 5, 5)), "B": row("all", 16, (3, 3, 3))}
+    runs_last = {"A": row("last", 8, (0, 40, 0)), "B": row("last", 16, (3, 3, 3))}
+    table = protocol.window_table(store, runs_all, runs_last)
+    test = protocol.compare(store, runs_last["A"], runs_all["A"])
+    assert test.p_value < 0.05 and test.seeds_disagree
+    assert table.loc["A", "verdict"] == "last vs all: no significant difference (seeds disagree)"
+    flips = protocol.window_flips(store, runs_all, runs_last)
+    (flip,) = flips.to_dict("records")
+    assert flip["pair"] == "A vs B"
+    assert flip["verdict last"] == "no significant difference (seeds disagree)"
+    assert flip["verdict all"] == "B beats A"

@@ -44,6 +44,7 @@ from mmsr_lib.workbook import grids
 from mmsr_lib.workbook.cold_start import median_rank_over_seeds
 from mmsr_lib.workbook.paper_numbers import paper_wide
 from mmsr_lib.workbook.significance import (
+    PairedTest,
     compare,
     converged,
     paired_test,
@@ -253,10 +254,21 @@ def kendall_table(table: pd.DataFrame, reference: str, variants: Sequence[str],
     return pd.DataFrame(rows).set_index("variant")
 
 
-def _short(text: str, x: str, y: str) -> str:
-    """A `verdict` without its " (test details)" tail and without the "x vs y: " prefix
-    (the pair is named already)."""
-    return text.split(" (")[0].removeprefix(f"{x} vs {y}: ")
+def _head(test: PairedTest, x: str, y: str, converged_x: bool = True,
+          converged_y: bool = True) -> str:
+    """A `verdict` without its " (test details)" tail, but with why a gap the users' test alone
+    would claim is not one: "no significant difference (seeds disagree)" next to a p of 0.009
+    is readable, a bare "no significant difference" is not."""
+    head = verdict(test, x, y, converged_x, converged_y).split(" (")[0]
+    if converged_x and converged_y and not test.significant and test.seeds_disagree:
+        head += " (seeds disagree)"
+    return head
+
+
+def _short(test: PairedTest, x: str, y: str, converged_x: bool = True,
+           converged_y: bool = True) -> str:
+    """`_head` without the "x vs y: " prefix (the pair is named already)."""
+    return _head(test, x, y, converged_x, converged_y).removeprefix(f"{x} vs {y}: ")
 
 
 def ordering_flips(
@@ -287,7 +299,7 @@ def ordering_flips(
             test = paired_test(variant_values(evals[x], v, metric),
                                variant_values(evals[y], v, metric), metric)
             row[f"{metric} diff {v}"] = test.diff
-            row[f"verdict {v}"] = _short(verdict(test, x, y, cx, cy), x, y)
+            row[f"verdict {v}"] = _short(test, x, y, cx, cy)
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
@@ -381,8 +393,8 @@ def window_table(
         row[f"{test_metric} last - all"] = test.diff
         row["95% CI"] = f"{test.ci_low:+.2f}..{test.ci_high:+.2f}"
         row["p"] = test.p_value
-        row["verdict"] = verdict(test, "last", "all", converged(runs_last[label]),
-                                 converged(runs_all[label])).split(" (")[0]
+        row["verdict"] = _head(test, "last", "all", converged(runs_last[label]),
+                               converged(runs_all[label]))
         rows[label] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "model"
@@ -409,8 +421,7 @@ def window_flips(store: ResultsStore, runs_all: Mapping[str, Sequence[RunRecord]
         for mode, runs in (("all", runs_all), ("last", runs_last)):
             test = compare(store, runs[x], runs[y], "test", metric)
             row[f"{metric} diff {mode}"] = test.diff
-            row[f"verdict {mode}"] = _short(verdict(test, x, y, converged(runs[x]),
-                                                    converged(runs[y])), x, y)
+            row[f"verdict {mode}"] = _short(test, x, y, converged(runs[x]), converged(runs[y]))
         rows.append(row)
     cols = ["pair", *(f"{c} {m}" for m in WINDOWS for c in (f"{metric} diff", "verdict"))]
     return pd.DataFrame(rows, columns=cols)
@@ -570,8 +581,8 @@ def selection_sentence(store: ResultsStore, results: Mapping[str, Sequence[RunRe
         if np.sign(table.loc[x, a] - table.loc[y, a]) != np.sign(table.loc[x, b] -
                                                                  table.loc[y, b]):
             test = compare(store, results[x], results[y], "test", metric)
-            swaps.append(f"{x} vs {y} [validation-selected: " + _short(verdict(
-                test, x, y, converged(results[x]), converged(results[y])), x, y) + "]")
+            swaps.append(f"{x} vs {y} [validation-selected: " + _short(
+                test, x, y, converged(results[x]), converged(results[y])) + "]")
     tau_s = "n/a" if math.isnan(tau) else f"{tau:+.2f}"
     if swaps:
         lines.append(f"Ordering: Kendall tau {tau_s}; {len(swaps)} pair(s) change order: "
