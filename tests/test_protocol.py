@@ -4,6 +4,7 @@ selection bias and the reloading of stored runs on hand-made data."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -349,18 +350,35 @@ def test_ordering_flips_report_each_changed_pair_with_its_tests():
     assert table["rank other"].to_dict() == {"A": 2.0, "B": 1.0, "C": 3.0}
     flips = protocol.ordering_flips(evals, "full", "other")
     assert flips["pair"].tolist() == ["A vs B"]
-    assert flips["verdict full"].iloc[0] == "A beats B"
-    assert flips["verdict other"].iloc[0] == "B beats A"
+    # one seed a row: a difference between two trained models, not yet a finding
+    assert flips["verdict full"].iloc[0] == "A ahead of B in one seed"
+    assert flips["verdict other"].iloc[0] == "B ahead of A in one seed"
     kt = protocol.kendall_table(table, "full", ("full", "other"))
     assert kt.loc["other", "ordering changed"] and kt.loc["other", "Kendall tau"] < 1
     text = protocol.ordering_sentence(kt, {"other": flips}, "Test:")
-    assert "1 pair(s) change order" in text and "A beats B" in text
+    assert "1 pair(s) change order" in text and "A ahead of B in one seed" in text
     assert protocol.ordering_flips(evals, "full", "empty").empty
     # an unconverged row is never claimed to differ
     evals["C"] = [_reeval("C", bad + 100, np.zeros(300, np.int64), conv=False)]
     flips = protocol.ordering_flips(evals, "full", "other")
     row = flips[flips["pair"] == "A vs C"].iloc[0]
     assert row["verdict full"].startswith("no claim")
+
+
+def test_ordering_flips_apply_the_seeds_rule():
+    """A's seeds 42 and 44 beat B on every user under "full", seed 43 loses everywhere: the
+    seed average still wins on every user (the users' test alone would claim it), but over
+    seeds and users it is not a finding."""
+    good, bad = np.zeros(300, np.int64), np.full(300, 5)
+    awful = np.full(300, 40)
+    evals = {"A": [dataclasses.replace(_reeval("A", r, bad), seed=s)
+                   for s, r in zip((42, 43, 44), (good, awful, good), strict=True)],
+             "B": [dataclasses.replace(_reeval("B", np.full(300, 3), good), seed=s)
+                   for s in (42, 43, 44)]}
+    flips = protocol.ordering_flips(evals, "full", "other")
+    (row,) = flips.to_dict("records")
+    assert row["verdict full"] == "no significant difference (seeds disagree)"
+    assert row["verdict other"] == "B beats A"
 
 
 def _cold_reeval(label, ranks, seed=42):

@@ -12,7 +12,8 @@ runs (reloaded, not retrained, where the question is about evaluation):
 
 Every ordering is compared with Kendall's tau (`scipy.stats.kendalltau`) over the models, and a
 pair of models that swaps places is reported with the paired test under each protocol
-(`significance.paired_test`): a swap between two rows that no protocol separates is noise.
+(`significance.seeded_test`: over users, and over seeds and users where a row has several): a
+swap between two rows that no protocol separates is noise.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from mmsr_lib.workbook.significance import (
     PairedTest,
     compare,
     converged,
-    paired_test,
     per_user,
+    seeded_test,
     summarize,
     verdict,
 )
@@ -188,10 +189,11 @@ def reevaluate(
     return out
 
 
-def variant_values(evals: Sequence[Reevaluation], variant: str, metric: str = "NDCG@10"
-                   ) -> np.ndarray:
-    """Per-row `metric` (percent) under `variant`, averaged over the seeds: a rank variant
-    (`Reevaluation.ranks`) or a tie rule (`evaluate.TIE_RULES`)."""
+def variant_values(evals: Sequence[Reevaluation], variant: str, metric: str = "NDCG@10",
+                   per_seed: bool = False) -> np.ndarray:
+    """Per-row `metric` (percent) under `variant`, averaged over the seeds (or, `per_seed`,
+    one row per seed: [seeds, rows], what `seeded_test` needs for the seeds rule): a rank
+    variant (`Reevaluation.ranks`) or a tie rule (`evaluate.TIE_RULES`)."""
     if not evals:
         raise ValueError("no re-evaluated runs")
     values = []
@@ -203,7 +205,7 @@ def variant_values(evals: Sequence[Reevaluation], variant: str, metric: str = "N
         else:
             raise KeyError(f"unknown variant {variant!r}; choose one of {list(ev.ranks)} or "
                            f"{TIE_RULES}")
-    return np.mean(values, axis=0)
+    return np.stack(values) if per_seed else np.mean(values, axis=0)
 
 
 # -- orderings ------------------------------------------------------------------------------------
@@ -276,8 +278,10 @@ def ordering_flips(
     metric: str = "NDCG@10",
 ) -> pd.DataFrame:
     """Every pair of models whose order differs between two variants (a tie in one and an
-    order in the other counts), with the paired test of the pair under each (seed-averaged
-    per-row values; no claim for an unconverged run). Empty when a variant has no rows."""
+    order in the other counts), with the paired test of the pair under each (`seeded_test`:
+    over the users of the seed-averaged values, and over seeds and users, so a gap one seed
+    reverses is not claimed; no claim for an unconverged run). Empty when a variant has no
+    rows."""
     cols = ["pair", *(f"{c} {v}" for v in (variant_a, variant_b)
                       for c in (f"{metric} diff", "verdict"))]
     first = next(iter(evals.values()))
@@ -296,8 +300,8 @@ def ordering_flips(
         cy = all(e.converged for e in evals[y])
         row = {"pair": f"{x} vs {y}"}
         for v in (variant_a, variant_b):
-            test = paired_test(variant_values(evals[x], v, metric),
-                               variant_values(evals[y], v, metric), metric)
+            test = seeded_test(variant_values(evals[x], v, metric, per_seed=True),
+                               variant_values(evals[y], v, metric, per_seed=True), metric)
             row[f"{metric} diff {v}"] = test.diff
             row[f"verdict {v}"] = _short(test, x, y, cx, cy)
         rows.append(row)
