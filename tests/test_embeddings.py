@@ -92,6 +92,29 @@ def test_cluster_scores_per_group_and_the_sentence_they_allow():
     assert "no significant difference" in em.purity_sentence(same, cold, "cold items")
 
 
+def test_a_purity_gap_one_seed_reverses_is_not_claimed():
+    """MMSR's first seed groups every item by its category, the other two scatter them like
+    IDSR's: the seed average beats IDSR clearly over items (the test over items alone would
+    claim it), but over seeds and items it is not a finding; three agreeing seeds claim."""
+    x, labels = clusters(n_per=40)
+    rng = np.random.default_rng(3)
+    scattered = [rng.normal(size=x.shape) for _ in range(3)]
+    everything = np.ones(len(x), dtype=bool)
+    groups = {"items": everything}
+    mmsr = [x, rng.normal(size=x.shape), rng.normal(size=x.shape)]
+    _, split = em.cluster_scores({"MMSR": mmsr, "IDSR": scattered},
+                                 labels, groups, k=10)
+    assert split["MMSR"]["purity per seed"].shape == (3, len(x))
+    diff = split["MMSR"]["purity"] - split["IDSR"]["purity"]
+    assert diff.mean() > 0.15
+    text = em.purity_sentence(split, everything, "items")
+    assert text.startswith("items: no significant difference in category purity")
+    assert "seeds+items CI" in text and "depends on the training seeds" in text
+    _, agree = em.cluster_scores({"MMSR": [x, x + 0.01, x - 0.01], "IDSR": scattered},
+                                 labels, groups, k=10)
+    assert em.purity_sentence(agree, everything, "items").startswith("MMSR's items are grouped")
+
+
 def test_paired_items_detects_a_shift_and_not_noise():
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, 500)

@@ -11,9 +11,10 @@ computed in the original embedding space (cosine):
   over the same groups.
 
 A claim that one model groups items by category better than the other is made only when a
-paired bootstrap over items (95% CI of the mean purity difference) excludes 0 and a sign-flip
-permutation test gives p < 0.05, both models' runs converged; otherwise the sentence says
-"no significant difference" or "no claim". Items are the synthetic catalog's, whose latent
+paired bootstrap over items (95% CI of the mean purity difference) excludes 0, a sign-flip
+permutation test gives p < 0.05, with several seeds a side the bootstrap over seeds and items
+(`significance.seed_and_user_ci`) excludes 0 too, and both models' runs converged; otherwise
+the sentence says "no significant difference" or "no claim". Items are the synthetic catalog's, whose latent
 category is known (`mmsr_lib.data.synthetic.load_item_attributes`).
 """
 
@@ -33,7 +34,7 @@ from mmsr_lib.data.sources import dataset_root
 from mmsr_lib.data.synthetic import load_item_attributes
 from mmsr_lib.recommender import Recommender
 from mmsr_lib.runs.store import RunRecord
-from mmsr_lib.workbook.significance import PairedDifference
+from mmsr_lib.workbook.significance import PairedDifference, seed_and_user_ci
 
 K_NEIGHBOURS = 10
 N_RESAMPLES = 2000
@@ -256,17 +257,20 @@ def cluster_scores(
     `vectors`: model -> one matrix per seed (same points, same order as `labels`); per-point
     scores are averaged over the seeds. `groups`: name -> boolean mask of the points to report
     (neighbours are always searched among all points). Returns the table (model, group ->
-    n, purity, chance purity, silhouette) and the per-point seed-averaged purity per model
-    (for `paired_items`).
+    n, purity, chance purity, silhouette) and per model the per-point seed-averaged purity and
+    silhouette, and the purity per seed ("purity per seed", [seeds, points], for the seeds
+    rule of `purity_sentence`).
     """
     labels = np.asarray(labels)
     rows, per_point = [], {}
     for model, mats in vectors.items():
         if not mats:
             raise ValueError(f"no vectors for {model}")
-        purity = np.mean([knn_purity(m, labels, k) for m in mats], axis=0)
+        purity_seeds = np.stack([knn_purity(m, labels, k) for m in mats])
+        purity = purity_seeds.mean(axis=0)
         sil = np.mean([silhouettes(m, labels) for m in mats], axis=0)
-        per_point[model] = {"purity": purity, "silhouette": sil}
+        per_point[model] = {"purity": purity, "silhouette": sil,
+                            "purity per seed": purity_seeds}
         for name, mask in groups.items():
             mask = np.asarray(mask, dtype=bool)
             rows.append({
@@ -290,22 +294,33 @@ def purity_sentence(
     by: str = "category",
 ) -> str:
     """The sentence the numbers allow about `group`'s points: "<A>'s cold items are grouped by
-    category (purity x vs y for <B>)" only when the paired test over those points holds and
-    both models converged."""
+    category (purity x vs y for <B>)" only when the paired test over those points holds, with
+    several seeds a side also over seeds and points (a gap one seed reverses is not a finding
+    about the models' recipes), and both models converged."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return f"No {group}: nothing to compare."
     t = paired_items(per_point[model_a]["purity"][mask], per_point[model_b]["purity"][mask])
+    seeds_a = per_point[model_a].get("purity per seed")
+    seeds_b = per_point[model_b].get("purity per seed")
+    seeds_note = ""
+    if seeds_a is not None and seeds_b is not None and min(len(seeds_a), len(seeds_b)) > 1:
+        t.seed_ci_low, t.seed_ci_high = seed_and_user_ci(seeds_a[:, mask], seeds_b[:, mask])
+        seeds_note = (f", seeds+{group} CI {t.seed_ci_low:+.3f}..{t.seed_ci_high:+.3f} over "
+                      f"{len(seeds_a)}+{len(seeds_b)} seeds")
     how = (f"paired bootstrap over {t.n} {group}, 95% CI of the difference "
-           f"{t.ci_low:+.3f}..{t.ci_high:+.3f}, sign-flip permutation p={t.p_value:.2g}")
+           f"{t.ci_low:+.3f}..{t.ci_high:+.3f}, sign-flip permutation p={t.p_value:.2g}"
+           f"{seeds_note}")
     nums = f"purity@{k} {t.mean_a:.3f} vs {t.mean_b:.3f} for {model_b}"
     if not (converged_a and converged_b):
         which = " and ".join(n for n, c in ((model_a, converged_a), (model_b, converged_b))
                              if not c)
         return f"{group}: no claim, {which} did not converge ({nums}; {how})."
     if not t.significant:
+        why = ("; over seeds and points the CI includes 0: the gap depends on the training "
+               "seeds" if t.seeds_disagree else "")
         return (f"{group}: no significant difference in {by} purity between {model_a} and "
-                f"{model_b} ({nums}; {how}).")
+                f"{model_b} ({nums}; {how}{why}).")
     better, worse = (model_a, model_b) if t.diff > 0 else (model_b, model_a)
     hi, lo = max(t.mean_a, t.mean_b), min(t.mean_a, t.mean_b)
     return (f"{better}'s {group} are grouped by {by} (purity@{k} {hi:.3f} vs {lo:.3f} for "

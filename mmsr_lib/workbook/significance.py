@@ -90,6 +90,10 @@ class PairedDifference:
     ci_low: float
     ci_high: float
     p_value: float
+    # the 95% CI over seeds and points (`seed_and_user_ci`), when both sides have two seeds or
+    # more; NaN: not computed (one seed a side, or not from trained runs)
+    seed_ci_low: float = math.nan
+    seed_ci_high: float = math.nan
 
     @property
     def significant(self) -> bool:
@@ -99,8 +103,31 @@ class PairedDifference:
     def supports_a_claim(self, alpha: float = ALPHA) -> bool:
         """`claim_allowed` for this comparison: a rank or permutation test is about where the
         differences sit, the reported gap is a mean; with many zero or few large differences
-        (HR@K, cold users) the two can disagree."""
-        return claim_allowed(self.p_value, self.ci_low, self.ci_high, alpha)
+        (HR@K, cold users) the two can disagree. And the difference holds across seeds."""
+        return claim_allowed(self.p_value, self.ci_low, self.ci_high, alpha) and \
+            self.holds_across_seeds
+
+    @property
+    def seeds_tested(self) -> bool:
+        """Both sides had two seeds or more, so the seeds' spread was part of the test."""
+        return not (math.isnan(self.seed_ci_low) or math.isnan(self.seed_ci_high))
+
+    @property
+    def holds_across_seeds(self) -> bool:
+        """The seeds-and-points CI excludes zero (true when it could not be computed)."""
+        return not self.seeds_tested or not self.seed_ci_low <= 0.0 <= self.seed_ci_high
+
+    @property
+    def tests_disagree(self) -> bool:
+        """The test rejects but the CI of the mean difference includes zero."""
+        return self.p_value < ALPHA and not claim_allowed(self.p_value, self.ci_low,
+                                                          self.ci_high)
+
+    @property
+    def seeds_disagree(self) -> bool:
+        """Over these points the difference is clear, but not over the seeds' spread."""
+        return claim_allowed(self.p_value, self.ci_low, self.ci_high) and \
+            not self.holds_across_seeds
 
 
 @dataclass(kw_only=True)
@@ -111,40 +138,12 @@ class PairedTest(PairedDifference):
     metric: str
     n_users: int
     seeds: tuple[int, int] | None = None  # seeds of A and B (None: not from rows of runs)
-    seed_ci_low: float = math.nan
-    seed_ci_high: float = math.nan
-
-    @property
-    def seeds_tested(self) -> bool:
-        """Both rows had two seeds or more, so the seeds' spread was part of the test."""
-        return not (math.isnan(self.seed_ci_low) or math.isnan(self.seed_ci_high))
 
     @property
     def single_seed(self) -> bool:
         """A row of the comparison has one trained model: a difference may be real for these
         models and still not be a finding about the recipes (the standard: several seeds)."""
         return self.seeds is not None and min(self.seeds) < 2
-
-    @property
-    def holds_across_seeds(self) -> bool:
-        """The seeds-and-users CI excludes zero (true when it could not be computed)."""
-        return not self.seeds_tested or not self.seed_ci_low <= 0.0 <= self.seed_ci_high
-
-    def supports_a_claim(self, alpha: float = ALPHA) -> bool:
-        """`claim_allowed` over the users, and the difference holds across seeds."""
-        return super().supports_a_claim(alpha) and self.holds_across_seeds
-
-    @property
-    def tests_disagree(self) -> bool:
-        """Wilcoxon rejects but the CI of the mean difference includes zero."""
-        return self.p_value < ALPHA and not claim_allowed(self.p_value, self.ci_low,
-                                                          self.ci_high)
-
-    @property
-    def seeds_disagree(self) -> bool:
-        """Over these users the difference is clear, but not over the seeds' spread."""
-        return claim_allowed(self.p_value, self.ci_low, self.ci_high) and \
-            not self.holds_across_seeds
 
     @property
     def ns_cell(self) -> str:
