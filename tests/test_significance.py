@@ -125,6 +125,15 @@ def test_a_gap_that_one_seed_reverses_is_not_claimed(tmp_path):
     assert not sig.paired_test(np.ones(5), np.zeros(5)).single_seed  # not from rows: unknown
 
 
+def test_seed_and_user_interval_does_not_depend_on_which_row_is_named_first():
+    rng = np.random.default_rng(5)
+    a = rng.uniform(0, 30, (3, 500))
+    b = a[::-1] + rng.normal(0.3, 2.0, (3, 500))
+    lo, hi = sig.seed_and_user_ci(a, b)
+    assert sig.seed_and_user_ci(b, a) == (-hi, -lo)
+    assert sig.seed_and_user_ci(a, b) == (lo, hi)  # and the same again
+
+
 def test_seed_and_user_interval_widens_with_the_seeds_spread():
     rng = np.random.default_rng(0)
     users = rng.uniform(0, 30, 1000)

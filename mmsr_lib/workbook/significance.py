@@ -189,6 +189,11 @@ def seed_and_user_ci(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOTSTRAP, se
     a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
     if a.shape[1] != b.shape[1] or a.shape[1] == 0:
         raise ValueError(f"rows of {a.shape} and {b.shape}: both [seeds, the same users]")
+    # the same draws go to the same row whichever is named first, so B vs A is exactly the
+    # mirror of A vs B (a verdict near the edge must not depend on the order of the names)
+    if (b.shape, b.tobytes()) < (a.shape, a.tobytes()):
+        lo, hi = seed_and_user_ci(b, a, n_boot, seed, chunk)
+        return -hi, -lo
     rng = np.random.default_rng(seed)
     n_users = a.shape[1]
     reps = []
