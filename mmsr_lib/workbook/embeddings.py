@@ -14,8 +14,8 @@ A claim that one model groups items by category better than the other is made on
 paired bootstrap over items (95% CI of the mean purity difference) excludes 0, a sign-flip
 permutation test gives p < 0.05, with several seeds a side the bootstrap over seeds and items
 (`significance.seed_and_user_ci`) excludes 0 too, and both models' runs converged; otherwise
-the sentence says "no significant difference" or "no claim". Items are the synthetic catalog's, whose latent
-category is known (`mmsr_lib.data.synthetic.load_item_attributes`).
+the sentence says "no significant difference" or "no claim". Items are the synthetic catalog's,
+whose latent category is known (`mmsr_lib.data.synthetic.load_item_attributes`).
 """
 
 from __future__ import annotations
