@@ -42,3 +42,21 @@ def hand_made(tmp_path: Path):
         "u3": ["a", "b", "c", "d"],  # 4 interactions: removed by the default filter
     }
     return load_dataset(write_sequences(tmp_path / "hand", seqs)), seqs
+
+
+def constant_rank_row(store, ranks_per_seed, *overrides: str, n_users: int = 400) -> list:
+    """One stored, converged run per seed (42, 43, ...) in which every user's target has the
+    given rank: hand-made rows for the seeds rule, without training. `overrides` tell rows
+    apart (the run name is not in the hash; e.g. "model.dim=16")."""
+    from mmsr_lib.config import profile_config
+    from mmsr_lib.evaluate import metrics_from_ranks
+
+    out = []
+    for seed, rank in zip((42, 43, 44, 45, 46), ranks_per_seed, strict=False):
+        cfg = profile_config("smoke").override(*overrides, f"train.seed={seed}")
+        ranks = np.full(n_users, rank)
+        out.append(store.finish(cfg, {"metrics": {"test": metrics_from_ranks(ranks)},
+                                      "ranks": {"test": ranks},
+                                      "extra": {"epochs_run": 10, "best_epoch": 3,
+                                                "converged": True}}))
+    return out

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import write_sequences
+from conftest import constant_rank_row, write_sequences
 
 from mmsr_lib.config import profile_config
 from mmsr_lib.data.format import load_dataset
@@ -434,21 +434,11 @@ def test_window_verdicts_say_when_the_seeds_withhold_a_gap(tmp_path):
     """A gap every user shows in the seed average but one seed reverses: the short verdicts of
     question 3 (table and flips) say "no significant difference (seeds disagree)", so a reader
     who sees p < 0.05 beside it knows why it is not a claim."""
-    from mmsr_lib.evaluate import metrics_from_ranks
-
     store = ResultsStore(tmp_path / "r.sqlite")
 
     def row(windows, dim, ranks_per_seed):
-        out = []
-        for seed, r in zip((42, 43, 44), ranks_per_seed, strict=True):
-            cfg = profile_config("smoke").override(f"model.dim={dim}", f"train.seed={seed}",
-                                                   f"data.train_windows={windows}")
-            ranks = np.full(400, r)
-            out.append(store.finish(cfg, {"metrics": {"test": metrics_from_ranks(ranks)},
-                                          "ranks": {"test": ranks},
-                                          "extra": {"epochs_run": 10, "best_epoch": 3,
-                                                    "converged": True}}))
-        return out
+        return constant_rank_row(store, ranks_per_seed, f"model.dim={dim}",
+                                 f"data.train_windows={windows}")
 
     runs_all = {"A": row("all", 8, (5, 5, 5)), "B": row("all", 16, (3, 3, 3))}
     runs_last = {"A": row("last", 8, (0, 40, 0)), "B": row("last", 16, (3, 3, 3))}

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import constant_rank_row
 
 from mmsr_lib.config import profile_config
 from mmsr_lib.evaluate import metrics_from_ranks
@@ -93,15 +94,7 @@ def test_a_gap_that_one_seed_reverses_is_not_claimed(tmp_path):
     store = ResultsStore(tmp_path / "r.sqlite")
 
     def row(dim, ranks_per_seed):  # the name is not in the run's hash: the width tells rows apart
-        out = []
-        for seed, r in zip((42, 43, 44), ranks_per_seed, strict=False):
-            cfg = profile_config("smoke").override(f"model.dim={dim}", f"train.seed={seed}")
-            ranks = np.full(400, r)
-            out.append(store.finish(cfg, {"metrics": {"test": metrics_from_ranks(ranks)},
-                                          "ranks": {"test": ranks},
-                                          "extra": {"epochs_run": 10, "best_epoch": 3,
-                                                    "converged": True}}))
-        return out
+        return constant_rank_row(store, ranks_per_seed, f"model.dim={dim}")
 
     base = row(8, (5, 5))
     split = sig.compare(store, row(16, (0, 40, 0)), base)
