@@ -215,11 +215,18 @@ class Improvement:
     ours_mean: float
     baseline_mean: float
     relative: str  # "(ours - baseline) / baseline", e.g. "+4.16%"
-    p_value: float
-    significant: bool
     converged: bool
     sentence: str
     test: PairedTest  # the paired test behind the cell (its `ns_cell` says why no claim)
+
+    @property
+    def p_value(self) -> float:
+        return self.test.p_value
+
+    @property
+    def significant(self) -> bool:
+        """The test allows the claim (over users and, with several seeds, over seeds too)."""
+        return self.test.significant
 
     @property
     def cell(self) -> str:
@@ -253,8 +260,7 @@ def improvement(store: ResultsStore, results: Mapping[Hashable, Sequence[RunReco
     return Improvement(
         metric=metric, ours=ours, baseline=base, ours_mean=_mean(results[ours], split, metric),
         baseline_mean=_mean(results[base], split, metric),
-        relative=relative_improvement(test.mean_a, test.mean_b), p_value=test.p_value,
-        significant=test.significant, converged=conv, test=test,
+        relative=relative_improvement(test.mean_a, test.mean_b), converged=conv, test=test,
         sentence=f"{metric}: " + verdict(test, ours[1], f"{base[1]} (best baseline)",
                                          converged(results[ours]), converged(results[base])),
     )
