@@ -262,7 +262,7 @@ def _head(test: PairedTest, x: str, y: str, converged_x: bool = True,
     would claim is not one: "no significant difference (seeds disagree)" next to a p of 0.009
     is readable, a bare "no significant difference" is not."""
     head = verdict(test, x, y, converged_x, converged_y).split(" (")[0]
-    if converged_x and converged_y and not test.significant and test.seeds_disagree:
+    if converged_x and converged_y and test.seeds_disagree:  # never a claim: see PairedDifference
         head += " (seeds disagree)"
     return head
 
