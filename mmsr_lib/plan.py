@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -58,6 +59,8 @@ import torch
 from mmsr_lib.config import PROFILES, RunConfig, default_profile, profile_config
 from mmsr_lib.util.isolated import call_in_fresh_process
 from mmsr_lib.util.memory import peak_rss_bytes, reset_peak_rss
+
+log = logging.getLogger("mmsr.plan")
 
 # -- assumptions, stated once --------------------------------------------------------------------
 # expected epochs: the best validation at ~40% of the budget, then `patience` validations without
@@ -1007,6 +1010,24 @@ class Section:
     fixed_seeds: bool = False
 
 
+# settings that choose the data set itself; `notebook_runs`' overrides (`mmsr grid --set`) apply
+# them to the synthetic catalog's sections only, as the notebooks apply their `data_path`
+CATALOG_KEYS = ("data.source", "data.path", "data.synth.")
+
+
+def own_data_overrides(section: str, overrides: Sequence[str]) -> tuple[str, ...]:
+    """The overrides a section with its own data set (MovieLens-100K, notebook 12's sweeps)
+    takes: every one but those that choose the catalog (`CATALOG_KEYS`), which would replace
+    its data set. What is left out is logged by name, so ``mmsr grid 03 --set data.path=...``
+    does not list the MovieLens rows unchanged without a word, and ``--set train.lr=...``
+    reaches every row."""
+    kept = tuple(o for o in overrides if not o.strip().startswith(CATALOG_KEYS))
+    if dropped := [o for o in overrides if o not in kept]:
+        log.warning("section %r keeps its own data set: %s not applied to it (catalog settings "
+                    "apply to the synthetic catalog's sections)", section, ", ".join(dropped))
+    return kept
+
+
 def _seeds(profile: str) -> tuple[int, ...]:
     from mmsr_lib.config import profile_seeds
 
@@ -1039,8 +1060,10 @@ def _nb03(profile: str, overrides: Sequence[str]) -> list[Section]:
 
     out = [Section("Table IV", grids.table4_configs(profile, *overrides), _seeds(profile))]
     if profile != "smoke":  # the notebook's include_movielens default
-        out.append(Section("Table IV MovieLens-100K", grids.table4_configs(
-            profile, dataset="movielens-100k"), _seeds(profile)))
+        name = "Table IV MovieLens-100K"
+        out.append(Section(name, grids.table4_configs(
+            profile, *own_data_overrides(name, overrides), dataset="movielens-100k"),
+            _seeds(profile)))
     # from scratch: opt-in in the notebook (from_scratch=False), so not priced here
     return out
 
@@ -1076,7 +1099,7 @@ def _nb09(profile: str, overrides: Sequence[str]) -> list[Section]:
 def _nb10(profile: str, overrides: Sequence[str]) -> list[Section]:
     from mmsr_lib.workbook import grids
 
-    grid = grids.table4_configs(profile)
+    grid = grids.table4_configs(profile, *overrides)  # as the notebook (its data_path)
     rows = {k: grid[k] for k in (("SASRec", "IDSR"), ("SASRec", "MMSR"))}
     return [Section("Table IV IDSR/MMSR SASRec", rows, _seeds(profile))]
 
@@ -1090,11 +1113,12 @@ def _nb11(profile: str, overrides: Sequence[str]) -> list[Section]:
     if profile != "smoke":
         datasets["movielens-100k"] = {"track_test": False}
     for name, kw in datasets.items():
+        own = overrides if name == "synthetic" else own_data_overrides(name, overrides)
         if name != "synthetic":
             out.append(Section(f"{name} all windows", protocol.model_configs(
-                profile, dataset=name, include_mostpop=False, **kw), _seeds(profile)))
+                profile, *own, dataset=name, include_mostpop=False, **kw), _seeds(profile)))
         out.append(Section(f"{name} last windows", protocol.model_configs(
-            profile, dataset=name, windows="last", include_mostpop=False, **kw),
+            profile, *own, dataset=name, windows="last", include_mostpop=False, **kw),
             _seeds(profile)))
     return out
 
@@ -1104,8 +1128,10 @@ def _nb04(profile: str, overrides: Sequence[str]) -> list[Section]:
 
     out = [Section("Table V", comparisons.table5_configs(profile, *overrides), _seeds(profile))]
     if profile != "smoke":  # the notebook's include_movielens default
-        out.append(Section("Table V MovieLens-100K", comparisons.table5_configs(
-            profile, dataset="movielens-100k"), _seeds(profile)))
+        name = "Table V MovieLens-100K"
+        out.append(Section(name, comparisons.table5_configs(
+            profile, *own_data_overrides(name, overrides), dataset="movielens-100k"),
+            _seeds(profile)))
     return out
 
 
@@ -1135,9 +1161,10 @@ def _nb12(profile: str, overrides: Sequence[str]) -> list[Section]:
                    _seeds(profile))]
     if profile != "smoke":  # the notebook's include_movielens / real_sweep defaults; listing
         # writes the subsampled MovieLens-100K copies under the data cache (once, small)
-        out.append(Section("subsample sweep", crossover.subsample_sweep_configs(
-            profile, crossover.DEFAULT_FRACTIONS, *overrides, dataset="movielens-100k"),
-            _seeds(profile)))
+        name = "subsample sweep"
+        out.append(Section(name, crossover.subsample_sweep_configs(
+            profile, crossover.DEFAULT_FRACTIONS, *own_data_overrides(name, overrides),
+            dataset="movielens-100k"), _seeds(profile)))
     return out
 
 

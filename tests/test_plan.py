@@ -394,3 +394,33 @@ def test_train_notebook_only_trains_the_matched_rows_and_their_sources(tmp_path)
                                  only="Transfer HM-100K")
     assert counts == {"runs": 2, "stored": 0, "trained": 2}
     assert {r.config_hash for r in store.records()} == {source, transfer.config.resolved().hash()}
+
+
+def test_overrides_reach_every_section_but_catalog_settings_keep_a_real_data_set(caplog):
+    """`mmsr grid 03 --set ...`: MovieLens-100K's rows take the training settings too, but not
+    the settings that choose the data set (the notebooks apply `data_path` to the synthetic
+    catalog only); what is not applied is logged by name instead of being dropped silently."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="mmsr.plan")
+    runs = plan.notebook_runs("03", "cpu", "train.epochs=7", "data.path=/tmp/elsewhere",
+                              "data.source=path", only="MovieLens")
+    assert runs and all(r.config.train.epochs == 7 for r in runs)
+    assert all(r.config.data.source == "movielens-100k" and r.config.data.path is None
+               for r in runs)
+    assert "data.path=/tmp/elsewhere" in caplog.text and "data.source=path" in caplog.text
+    assert "Table IV MovieLens-100K" in caplog.text
+    synthetic = plan.notebook_runs("03", "cpu", "train.epochs=7", only="^Table IV / ")
+    assert all(r.config.train.epochs == 7 for r in synthetic)
+
+
+def test_notebook_10_lists_the_runs_it_loads_with_the_same_overrides():
+    """Notebook 10 loads Table IV's SASRec IDSR / MMSR runs of its `data_path`: the listed runs
+    take the same overrides, so `mmsr grid 10 --set data.path=...` lists what it would load."""
+    from mmsr_lib.workbook import grids
+
+    setting = "train.weight_decay=0.0042"
+    table4 = {cfg.override("train.seed=42").hash()
+              for key, cfg in grids.table4_configs("smoke", setting).items()
+              if key in (("SASRec", "IDSR"), ("SASRec", "MMSR"))}
+    assert {r.config.hash() for r in plan.notebook_runs("10", "smoke", setting)} == table4
