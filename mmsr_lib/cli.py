@@ -267,8 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--summary", action="store_true",
                       help="each row from the runs already stored (read only, while a grid "
                            "trains too): seeds stored, converged, best epochs, test HR@10 and "
-                           "NDCG@10 (mean ± std over seeds) and NDCG@10 against the section's "
-                           "best row with the paired test over users")
+                           "NDCG@10 (mean ± std over seeds), the seeds no better than "
+                           "most-popular on validation (failed trainings the budget rule calls "
+                           "converged) and NDCG@10 against the section's best row with the "
+                           "paired test over users")
     grid.add_argument("--train", action="store_true",
                       help="train every run of the notebook's grids, all seeds (the runs `mmsr "
                            "plan --notebook NN` prices, for any notebook 00-12) as one queue "

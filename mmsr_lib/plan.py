@@ -1417,9 +1417,17 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     converged rows with every seed stored, else "n.s." or why not),
     and the seeds training now or stopped mid-run with how far they got (`started_progress`).
     `only` shows the rows it matches (`select_runs`), still against the best of all the
-    section's rows. `seeds` as in `notebook_runs`. ``attrs["stored"]`` / ``attrs["planned"]``:
-    the runs stored and planned in the rows shown."""
-    from mmsr_lib.workbook.significance import compare, converged, mean_std_cell, summarize
+    section's rows. `seeds` as in `notebook_runs`. "not above MostPop" names the stored seeds
+    that learned nothing beyond item popularity (`significance.not_above_most_popular`): the
+    budget rule counts them as converged, so the column is where a failed seed shows.
+    ``attrs["stored"]`` / ``attrs["planned"]``: the runs stored and planned in the rows shown."""
+    from mmsr_lib.workbook.significance import (
+        compare,
+        converged,
+        mean_std_cell,
+        not_above_most_popular,
+        summarize,
+    )
 
     planned = notebook_runs(notebook, profile, *overrides, seeds=seeds)
     shown = {(r.section, label_text(r.label)) for r in select_runs(planned, only)}
@@ -1470,6 +1478,8 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
             "best epochs": " / ".join(str(r.extra.get("best_epoch", "?")) for r in runs),
             **{f"{split} {m}": mean_std_cell(sm[m], sm[f"{m} std"]) if runs else ""
                for m in ("HR@10", metric)},
+            "not above MostPop": ", ".join(f"seed {r.config['train']['seed']}"
+                                           for r in not_above_most_popular(store, runs)),
             f"vs best ({metric})": against,
             "in progress": "; ".join(row["started"]),
         })

@@ -138,3 +138,22 @@ def test_seed_and_user_interval_widens_with_the_seeds_spread():
     assert sig.seed_and_user_ci(b, b) == sig.seed_and_user_ci(b, b)  # seeded: reproducible
     with pytest.raises(ValueError, match="the same users"):
         sig.seed_and_user_ci(b, b[:, :10])
+
+
+def test_a_seed_no_better_than_most_popular_is_named_though_it_converged(tmp_path):
+    """A run whose validation ranks are most-popular's learned nothing beyond popularity: it is
+    named, though the budget rule calls it converged; a run far above it is not."""
+    from mmsr_lib.runs.runner import load_data
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = profile_config("smoke")
+    popular = sig.most_popular_ranks(RunRecord("probe", cfg.to_dict(), "done"), "valid")
+    assert len(popular) == len(load_data(cfg.resolved().data).eval_set("valid").targets)
+    runs = []
+    for seed, ranks in ((42, popular.copy()), (43, np.zeros_like(popular))):
+        run_cfg = cfg.override(f"train.seed={seed}")
+        runs.append(store.finish(run_cfg, {
+            "metrics": {"valid": metrics_from_ranks(ranks)}, "ranks": {"valid": ranks},
+            "extra": {"epochs_run": 30, "best_epoch": 10, "converged": True}}))
+    assert sig.converged(runs)
+    assert [r.config["train"]["seed"] for r in sig.not_above_most_popular(store, runs)] == [42]

@@ -215,6 +215,50 @@ def _seed_weights(rng: np.random.Generator, n_seeds: int, k: int) -> np.ndarray:
     return counts / n_seeds
 
 
+_POPULAR_RANKS: dict[tuple[str, str], np.ndarray] = {}
+
+
+def most_popular_ranks(record: RunRecord, split: str = "valid") -> np.ndarray:
+    """Per-user ranks of most-popular on `split` of a run's data (the same users, in the same
+    order, as the run's stored ranks); memoised per data configuration."""
+    import json
+
+    from mmsr_lib.baselines.most_popular import MostPopular
+    from mmsr_lib.evaluate import evaluate_model
+    from mmsr_lib.runs.runner import load_data
+
+    cfg = record.run_config().resolved()
+    key = (json.dumps(cfg.to_dict()["data"], sort_keys=True), split)
+    if key not in _POPULAR_RANKS:
+        data = load_data(cfg.data)
+        _POPULAR_RANKS[key] = evaluate_model(MostPopular(data), data.eval_set(split),
+                                             cfg.eval.ks, cfg.eval.batch_size).ranks
+    return _POPULAR_RANKS[key]
+
+
+def not_above_most_popular(store: ResultsStore, runs: Sequence[RunRecord],
+                           split: str = "valid", metric: str = "NDCG@10") -> list[RunRecord]:
+    """The seeds of a row that learned nothing beyond item popularity: the paired test over the
+    users of `split` (validation by default: a diagnosis of training, not a result) does not
+    put them above most-popular. The budget rule counts such a run as converged, since its
+    best epoch comes early and well inside the budget, yet it is a failed training; a row's
+    mean over seeds that include one says how often its recipe fails, not how well it does
+    when it trains (seen: one of five seeds of Table IV's GRU4Rec MMSR, docs/results_cpu.md)."""
+    out = []
+    for rec in runs:
+        ranks = store.ranks(rec.config_hash).get(split)
+        if ranks is None or rec.run_config().resolved().model.recommender == "mostpop":
+            continue
+        popular = most_popular_ranks(rec, split)
+        if len(popular) != len(ranks):
+            raise ValueError(f"run {rec.name} [{rec.config_hash}] has {len(ranks)} {split} "
+                             f"users, most-popular on its data {len(popular)}: its data changed")
+        test = paired_test(per_user(ranks, metric), per_user(popular, metric), metric)
+        if not (test.significant and test.diff > 0):
+            out.append(rec)
+    return out
+
+
 def converged(runs: Sequence[RunRecord]) -> bool:
     """Every seed of the row stopped before the end of its budget (see FitResult.converged)."""
     return all(r.extra.get("converged", False) for r in runs if r.extra.get("epochs_run"))
