@@ -38,6 +38,8 @@ from mmsr_lib.workbook.explorer import (
         (Choice(kind="IDSR", sequence="GRU4Rec"), "IV", ("GRU4Rec", "IDSR")),
         (Choice(vision="Swin", sequence="NextItNet"), "IV", ("NextItNet", "MMSR")),
         (Choice(kind="MMSR-T", text="RoBERTa", sequence="GRU4Rec"), "IV", ("GRU4Rec", "MMSR-T")),
+        # a column with its own setting (GRU4Rec's MMSR, grids.CONTENT_SETTINGS)
+        (Choice(vision="Swin", sequence="GRU4Rec"), "IV", ("GRU4Rec", "MMSR")),
     ],
 )
 def test_a_choice_that_is_a_table_row_has_that_rows_hash(choice, grid, key) -> None:

@@ -102,7 +102,8 @@ def explorer_config(profile: str, choice: Choice, overrides: Sequence[str] = ())
     choice.validate()
     source = profile_config(profile).override(*overrides).data.source  # settings are per data set
     seq = grids.sequence_settings(profile, grids.ARCHITECTURES[choice.sequence], source,
-                                  content=choice.kind != "IDSR")
+                                  content=choice.kind != "IDSR",
+                                  item_encoder=KINDS.get(choice.kind))
     if choice.kind == "IDSR":  # Table IV's IDSR rows: the profile config, the architecture's
         return profile_config(profile).override(*seq, f"name={choice.name()}", *overrides)
     kind = KINDS[choice.kind]

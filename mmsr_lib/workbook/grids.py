@@ -103,9 +103,14 @@ SEQUENCE_SETTINGS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
 # no dropout) drives its MMSR-T below most-popular (test HR@10 6.56 vs 6.80); its own search
 # (lr 1e-3..3e-2 x dropout 0.0..0.3) chose lr 1e-2, dropout 0.1 (valid NDCG@10 12.33 against 3.24
 # at the ID model's setting and 8.27 at SASRec's): docs/results_cpu.md, "Tuning ID GRU4Rec and
-# NextItNet".
-CONTENT_SETTINGS: dict[str, dict[str, dict[str, tuple[str, ...]]]] = {
-    "cpu": {"synthetic": {"gru4rec": ("train.lr=1e-2", "model.dropout=0.1")}},
+# NextItNet". A key (architecture, item encoder) is one column's own search where it chose
+# otherwise again: GRU4Rec's MMSR (merge-attention) at lr 1e-2 left one of five seeds at
+# most-popular's level and two on an early plateau; its own search (seed 42, lr 1e-2 / 3e-3 /
+# 1e-3, dropout 0.1) chose 3e-3 (valid NDCG@10 10.82 against 8.30 / 10.08): docs/results_cpu.md,
+# "GRU4Rec's MMSR at its own learning rate".
+CONTENT_SETTINGS: dict[str, dict[str, dict[str | tuple[str, str], tuple[str, ...]]]] = {
+    "cpu": {"synthetic": {"gru4rec": ("train.lr=1e-2", "model.dropout=0.1"),
+                          ("gru4rec", "mm"): ("train.lr=3e-3", "model.dropout=0.1")}},
 }
 
 
@@ -144,16 +149,19 @@ def _check_profile(profile: str) -> None:
 
 
 def sequence_settings(profile: str, sequence: str, source: str = "synthetic",
-                      content: bool = False) -> tuple[str, ...]:
+                      content: bool = False, item_encoder: str | None = None
+                      ) -> tuple[str, ...]:
     """``model.sequence=<sequence>`` and the settings that architecture was tuned to on
     `profile` and data `source` (`SEQUENCE_SETTINGS`, for a `content` row `CONTENT_SETTINGS`
-    where its own search chose otherwise; a source nobody tuned on gets none, so the
+    where its own search chose otherwise, and for the `item_encoder` column (text | vision |
+    mm) its own entry there where it has one; a source nobody tuned on gets none, so the
     profile's); every grid row that picks an architecture goes through here, so a row's hash
     does not depend on which notebook built it."""
     _check_profile(profile)
     tuned = SEQUENCE_SETTINGS.get(profile, {}).get(source, {}).get(sequence, ())
     if content:
-        tuned = CONTENT_SETTINGS.get(profile, {}).get(source, {}).get(sequence, tuned)
+        own = CONTENT_SETTINGS.get(profile, {}).get(source, {})
+        tuned = own.get((sequence, item_encoder or ""), own.get(sequence, tuned))
     return (f"model.sequence={sequence}", *tuned)
 
 
@@ -279,11 +287,12 @@ def table4_configs(profile: str, *overrides: str, dataset: str = "synthetic",
         seq = ARCHITECTURES[arch]
         for col in columns:
             name = f"{tag}-{seq}-{col}"
-            tuned = sequence_settings(profile, seq, dataset, content=col != "IDSR")
             if col == "IDSR":
+                tuned = sequence_settings(profile, seq, dataset)
                 grid[arch, col] = id_base.override(*tuned, f"name={name}", *overrides)
                 continue
             kind, enc = runs[col]
+            tuned = sequence_settings(profile, seq, dataset, content=True, item_encoder=kind)
             grid[arch, col] = row_config(base, kind, name, *tuned,
                                          overrides=overrides, **enc)
     return grid
