@@ -1016,8 +1016,8 @@ CATALOG_KEYS = ("data.source", "data.path", "data.synth.")
 
 
 def own_data_overrides(section: str, overrides: Sequence[str]) -> tuple[str, ...]:
-    """The overrides a section with its own data set (MovieLens-100K, notebook 12's sweeps)
-    takes: every one but those that choose the catalog (`CATALOG_KEYS`), which would replace
+    """The overrides a section with its own data set (MovieLens-100K, notebook 12's subsample
+    sweep) takes: every one but those that choose the catalog (`CATALOG_KEYS`), which would replace
     its data set. What is left out is logged by name, so ``mmsr grid 03 --set data.path=...``
     does not list the MovieLens rows unchanged without a word, and ``--set train.lr=...``
     reaches every row."""
