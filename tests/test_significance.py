@@ -147,7 +147,7 @@ def test_a_seed_no_better_than_most_popular_is_named_though_it_converged(tmp_pat
 
     store = ResultsStore(tmp_path / "r.sqlite")
     cfg = profile_config("smoke")
-    popular = sig.most_popular_ranks(RunRecord("probe", cfg.to_dict(), "done"), "valid")
+    popular = sig.most_popular_ranks(cfg.resolved(), "valid")
     assert len(popular) == len(load_data(cfg.resolved().data).eval_set("valid").targets)
     runs = []
     for seed, ranks in ((42, popular.copy()), (43, np.zeros_like(popular))):

@@ -161,7 +161,7 @@ def sequence_settings(profile: str, sequence: str, source: str = "synthetic",
     tuned = SEQUENCE_SETTINGS.get(profile, {}).get(source, {}).get(sequence, ())
     if content:
         own = CONTENT_SETTINGS.get(profile, {}).get(source, {})
-        tuned = own.get((sequence, item_encoder or ""), own.get(sequence, tuned))
+        tuned = own.get((sequence, item_encoder), own.get(sequence, tuned))
     return (f"model.sequence={sequence}", *tuned)
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mmsr_lib.config import RunConfig
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 
 ALPHA = 0.05
@@ -218,16 +219,15 @@ def _seed_weights(rng: np.random.Generator, n_seeds: int, k: int) -> np.ndarray:
 _POPULAR_RANKS: dict[tuple[str, str], np.ndarray] = {}
 
 
-def most_popular_ranks(record: RunRecord, split: str = "valid") -> np.ndarray:
-    """Per-user ranks of most-popular on `split` of a run's data (the same users, in the same
-    order, as the run's stored ranks); memoised per data configuration."""
+def most_popular_ranks(cfg: RunConfig, split: str = "valid") -> np.ndarray:
+    """Per-user ranks of most-popular on `split` of a (resolved) run configuration's data (the
+    same users, in the same order, as that run's stored ranks); memoised per data config."""
     import json
 
     from mmsr_lib.baselines.most_popular import MostPopular
     from mmsr_lib.evaluate import evaluate_model
     from mmsr_lib.runs.runner import load_data
 
-    cfg = record.run_config().resolved()
     key = (json.dumps(cfg.to_dict()["data"], sort_keys=True), split)
     if key not in _POPULAR_RANKS:
         data = load_data(cfg.data)
@@ -247,9 +247,10 @@ def not_above_most_popular(store: ResultsStore, runs: Sequence[RunRecord],
     out = []
     for rec in runs:
         ranks = store.ranks(rec.config_hash).get(split)
-        if ranks is None or rec.run_config().resolved().model.recommender == "mostpop":
+        cfg = rec.run_config().resolved()
+        if ranks is None or cfg.model.recommender == "mostpop":
             continue
-        popular = most_popular_ranks(rec, split)
+        popular = most_popular_ranks(cfg, split)
         if len(popular) != len(ranks):
             raise ValueError(f"run {rec.name} [{rec.config_hash}] has {len(ranks)} {split} "
                              f"users, most-popular on its data {len(popular)}: its data changed")
