@@ -210,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Example: mmsr results export --csv results.csv")
     exp.add_argument("--results", default=None)
     exp.add_argument("--csv", required=True, help="output path")
+    aud = rsub.add_parser(
+        "audit", help="name the stored runs the protocol cannot count (read-only)",
+        description="Every finished run that is not above most-popular on the validation users "
+                    "(paired test over users) or did not converge (best epoch in the last tenth "
+                    "of its budget): failed seeds, plateaus and budgets too short, over the "
+                    "whole store (grid summaries check one notebook's rows). Most-popular is "
+                    "evaluated once per data set. Example: mmsr results audit --profile cpu")
+    aud.add_argument("--results", default=None)
+    aud.add_argument("--profile", choices=PROFILES, default=None,
+                     help="only runs of this profile (default: every profile)")
+    aud.add_argument("--split", default="valid", help="valid (default) | test")
     for name, short, long in (
         ("archive", "write finished runs as one file each, to keep in git (read-only)",
          "Write every finished run (config, metrics, history, timings, provenance, per-user "
@@ -505,6 +516,24 @@ def cmd_results(args: argparse.Namespace) -> int:
         return 0 if all(report.pairs().values()) else 1
     if args.results_command == "export":
         print(store.export_csv(args.csv))
+        return 0
+    if args.results_command == "audit":
+        import pandas as pd
+
+        from mmsr_lib.workbook.significance import audit
+
+        flagged, skipped = audit(store, args.profile, args.split)
+        for line in skipped:
+            print(f"not checked: {line}")
+        checked = sum(1 for r in store.records()
+                      if args.profile is None or r.profile == args.profile) - len(skipped)
+        if flagged.empty:
+            print(f"{checked} finished runs checked: none flagged")
+            return 0
+        with pd.option_context("display.width", 10_000, "display.max_colwidth", None,
+                               "display.float_format", "{:.2f}".format):
+            print(flagged.to_string(index=False))
+        print(f"{checked} finished runs checked: {len(flagged)} flagged")
         return 0
     print(results_listing(store, split=args.split, status=args.status, wide=args.wide))
     return 0

@@ -157,3 +157,29 @@ def test_a_seed_no_better_than_most_popular_is_named_though_it_converged(tmp_pat
             "extra": {"epochs_run": 30, "best_epoch": 10, "converged": True}}))
     assert sig.converged(runs)
     assert [r.config["train"]["seed"] for r in sig.not_above_most_popular(store, runs)] == [42]
+
+
+def test_audit_names_failed_and_unconverged_runs_of_the_whole_store(tmp_path, capsys):
+    """`mmsr results audit`: a run at most-popular's level and a run still improving at the end
+    of its budget are named with why; a trained, converged run and other profiles' runs are not."""
+    from mmsr_lib.cli import main
+
+    path = tmp_path / "r.sqlite"
+    store = ResultsStore(path)
+    cfg = profile_config("smoke")
+    popular = sig.most_popular_ranks(cfg.resolved(), "valid")
+    good = np.zeros_like(popular)
+    for seed, ranks, best, done in ((42, popular.copy(), 10, True), (43, good, 10, True),
+                                    (44, good, 30, False)):
+        store.finish(cfg.override(f"train.seed={seed}"), {
+            "metrics": {"valid": metrics_from_ranks(ranks)}, "ranks": {"valid": ranks},
+            "extra": {"epochs_run": 30, "best_epoch": best, "converged": done}})
+    flagged, skipped = sig.audit(store, "smoke")
+    assert skipped == []
+    assert list(flagged["seed"]) == [42, 44]
+    assert flagged["why"].iloc[0].startswith("not above most-popular")
+    assert flagged["why"].iloc[1].startswith("not converged")
+    assert sig.audit(store, "cpu")[0].empty  # another profile: none of these runs
+    assert main(["results", "audit", "--results", str(path), "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert "3 finished runs checked: 2 flagged" in out and "not converged" in out

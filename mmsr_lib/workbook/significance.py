@@ -236,6 +236,21 @@ def most_popular_ranks(cfg: RunConfig, split: str = "valid") -> np.ndarray:
     return _POPULAR_RANKS[key]
 
 
+def versus_most_popular(store: ResultsStore, rec: RunRecord, split: str = "valid",
+                        metric: str = "NDCG@10") -> PairedTest | None:
+    """A run against most-popular on the same users of `split` (None: the run stored no ranks
+    of that split, or is most-popular itself)."""
+    ranks = store.ranks(rec.config_hash).get(split)
+    cfg = rec.run_config().resolved()
+    if ranks is None or cfg.model.recommender == "mostpop":
+        return None
+    popular = most_popular_ranks(cfg, split)
+    if len(popular) != len(ranks):
+        raise ValueError(f"run {rec.name} [{rec.config_hash}] has {len(ranks)} {split} "
+                         f"users, most-popular on its data {len(popular)}: its data changed")
+    return paired_test(per_user(ranks, metric), per_user(popular, metric), metric)
+
+
 def not_above_most_popular(store: ResultsStore, runs: Sequence[RunRecord],
                            split: str = "valid", metric: str = "NDCG@10") -> list[RunRecord]:
     """The seeds of a row that learned nothing beyond item popularity: the paired test over the
@@ -246,18 +261,45 @@ def not_above_most_popular(store: ResultsStore, runs: Sequence[RunRecord],
     when it trains (seen: one of five seeds of Table IV's GRU4Rec MMSR, docs/results_cpu.md)."""
     out = []
     for rec in runs:
-        ranks = store.ranks(rec.config_hash).get(split)
-        cfg = rec.run_config().resolved()
-        if ranks is None or cfg.model.recommender == "mostpop":
-            continue
-        popular = most_popular_ranks(cfg, split)
-        if len(popular) != len(ranks):
-            raise ValueError(f"run {rec.name} [{rec.config_hash}] has {len(ranks)} {split} "
-                             f"users, most-popular on its data {len(popular)}: its data changed")
-        test = paired_test(per_user(ranks, metric), per_user(popular, metric), metric)
-        if not (test.significant and test.diff > 0):
+        test = versus_most_popular(store, rec, split, metric)
+        if test is not None and not (test.significant and test.diff > 0):
             out.append(rec)
     return out
+
+
+def audit(store: ResultsStore, profile: str | None = None, split: str = "valid",
+          metric: str = "NDCG@10") -> tuple[pd.DataFrame, list[str]]:
+    """`mmsr results audit`: every finished run (of `profile`, or all) that the protocol cannot
+    count as a trained model: not above most-popular (`not_above_most_popular`) or not
+    converged (best epoch in the last tenth of its budget). The grid summaries check a
+    notebook's table rows; this checks the whole store, search trials and one-off runs too.
+    Returns the flagged runs and, named, the runs that could not be checked (e.g. their data
+    set is not on this machine) with what to do."""
+    rows, skipped = [], []
+    for rec in store.records():
+        if profile is not None and rec.profile != profile:
+            continue
+        why = []
+        try:
+            test = versus_most_popular(store, rec, split, metric)
+        except (OSError, ValueError, KeyError) as err:
+            skipped.append(f"{rec.name} [{rec.config_hash}]: {type(err).__name__}: {err} "
+                           f"(make its data set available, or `mmsr results list` to inspect it)")
+            continue
+        if test is not None and not (test.significant and test.diff > 0):
+            why.append(f"not above most-popular ({test.mean_a:.2f} vs {test.mean_b:.2f}, "
+                       f"p={test.p_value:.2g})")
+        if rec.extra.get("epochs_run") and not rec.extra.get("converged", False):
+            why.append("not converged (best epoch in the last tenth of the budget)")
+        if why:
+            rows.append({"name": rec.name, "seed": rec.config["train"]["seed"],
+                         "hash": rec.config_hash,
+                         "best epoch": f"{rec.extra.get('best_epoch', '-')} of "
+                                       f"{rec.extra.get('epochs_run', '-')}",
+                         f"{split} {metric}": rec.metrics.get(split, {}).get(metric),
+                         "why": "; ".join(why)})
+    return pd.DataFrame(rows, columns=["name", "seed", "hash", "best epoch", f"{split} {metric}",
+                                       "why"]), skipped
 
 
 def converged(runs: Sequence[RunRecord]) -> bool:
