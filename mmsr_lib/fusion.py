@@ -5,7 +5,9 @@ pooled; the two widths may differ) and returns one item vector [B, dim]:
 
 - coarse (vector level): ``gate``, ``film``, ``sum``, ``concat`` combine the pooled vectors;
 - coarse+ (``<name>+dnn``): the same followed by the paper's three-layer DNN, added because a
-  single combining layer may be too shallow on top of large encoders;
+  single combining layer may be too shallow on top of large encoders; ``<name>+resdnn`` (ours)
+  adds the fused vector back around the DNN, which the plain stack needs to train on frozen
+  encoders;
 - fine-grained (token level): ``co_attn`` (two streams attend to each other, then one merging
   block) and ``merge_attn`` (concatenate both token sequences and run n single-stream blocks).
 
@@ -241,15 +243,21 @@ class ConcatFusion(CoarseFusion):
 
 
 class DNNFusion(Fusion):
-    """Coarse+ : a coarse fusion followed by the three-layer DNN (Table III, "Coarse+")."""
+    """Coarse+ : a coarse fusion followed by the three-layer DNN (Table III, "Coarse+").
 
-    def __init__(self, base: CoarseFusion, dropout: float) -> None:
+    ``residual`` adds the fused vector back (x + DNN(x), ``<name>+resdnn``): on frozen
+    encoders the plain stack trains to half the coarse fusion's HR@10 (a LayerNorm after it
+    does not help), the residual one does not; docs/results_cpu.md, "Table III"."""
+
+    def __init__(self, base: CoarseFusion, dropout: float, residual: bool = False) -> None:
         super().__init__(base.text_dim, base.vision_dim, base.dim)
         self.base = base
         self.dnn = DNN(base.dim, dropout)
+        self.residual = residual
 
     def fuse(self, text: ModalityOutput, vision: ModalityOutput) -> Tensor:
-        return self.dnn(self.base.fuse(text, vision))
+        fused = self.base.fuse(text, vision)
+        return fused + self.dnn(fused) if self.residual else self.dnn(fused)
 
 
 # --------------------------------------------------------------------------- token fusions
@@ -354,34 +362,40 @@ _COARSE_DOCS = {
 }
 
 
-def _register_coarse(name: str, cls: type[CoarseFusion], dnn: bool) -> None:
+def _register_coarse(name: str, cls: type[CoarseFusion], head: str) -> None:
+    """Register coarse fusion `name` bare (head ""), + the DNN ("dnn") or + the residual DNN
+    ("resdnn")."""
     def plain(text_dim: int, vision_dim: int, dim: int, n_layers: int | None = None,
               n_heads: int | None = None, dropout: float = 0.1) -> Fusion:
         return cls(text_dim, vision_dim, dim)
 
     def with_dnn(text_dim: int, vision_dim: int, dim: int, n_layers: int | None = None,
                  n_heads: int | None = None, dropout: float = 0.1) -> Fusion:
-        return DNNFusion(cls(text_dim, vision_dim, dim), dropout)
+        return DNNFusion(cls(text_dim, vision_dim, dim), dropout, residual=head == "resdnn")
 
-    plain.__qualname__, with_dnn.__qualname__ = f"coarse_{name}", f"coarse_{name}_dnn"
+    plain.__qualname__, with_dnn.__qualname__ = f"coarse_{name}", f"coarse_{name}_{head}"
     aliases = _COARSE_ALIASES[name]
-    if not dnn:
+    if not head:
         registry.add(registry.Entry("fusion", name, plain, aliases,
                                     "Coarse: " + _COARSE_DOCS[name],
                                     meta={"group": "Coarse", "attention": False}))
         return
+    residual = head == "resdnn"
     registry.add(registry.Entry(
-        "fusion", f"{name}+dnn", with_dnn,
-        tuple(f"{a}{sep}dnn" for a in (name, *aliases) for sep in ("+", " ")
+        "fusion", f"{name}+{head}", with_dnn,
+        tuple(f"{a}{sep}{head}" for a in (name, *aliases) for sep in ("+", " ")
               if f"{a}{sep}" != f"{name}+"),
-        "Coarse+: " + _COARSE_DOCS[name] + ", then the three-layer DNN",
-        meta={"group": "Coarse+", "attention": False}))
+        "Coarse+: " + _COARSE_DOCS[name] + (", then the three-layer DNN with a residual "
+                                            "connection (ours)" if residual
+                                            else ", then the three-layer DNN"),
+        meta={"group": "Coarse+", "attention": False, "residual": residual}))
 
 
-for _dnn in (False, True):  # Table III's order: the coarse rows, then the same with the DNN
+# Table III's order: the coarse rows, then the same with the DNN; then ours, with a residual DNN
+for _head in ("", "dnn", "resdnn"):
     for _name, _cls in (("gate", GateFusion), ("film", FiLMFusion), ("sum", SumFusion),
                         ("concat", ConcatFusion)):
-        _register_coarse(_name, _cls, _dnn)
+        _register_coarse(_name, _cls, _head)
 
 
 @registry.register("fusion", "co_attn", aliases=("coattn", "coatten", "coattention"),

@@ -173,6 +173,23 @@ def test_coarse_dnn_is_three_linear_layers_without_residual() -> None:
     assert fusion.eval()(*inputs()).abs().max() == 0
 
 
+def test_residual_dnn_adds_the_coarse_fusion_back() -> None:
+    """`<name>+resdnn` is x + DNN(x): with the DNN's last layer zeroed it is the bare coarse
+    fusion with the same weights, where the paper's plain DNN gives zeros."""
+    fusion = build("gate+resdnn", 1)
+    assert isinstance(fusion, DNNFusion) and fusion.residual
+    assert parse_fusion_name("gate + resdnn") == ("gate+resdnn", None)
+    last = [m for m in fusion.dnn if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    text, vision = inputs()
+    fusion.eval()
+    torch.testing.assert_close(fusion(text, vision), fusion.base.fuse(text, vision))
+    assert fusion(text, vision).abs().max() > 0
+    assert not build("gate+dnn", 1).residual
+
+
 @pytest.mark.parametrize(
     ("alias", "canonical", "depth"),
     [
