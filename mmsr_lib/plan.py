@@ -1052,7 +1052,10 @@ def _nb01(profile: str, overrides: Sequence[str]) -> list[Section]:
 def _nb02(profile: str, overrides: Sequence[str]) -> list[Section]:
     from mmsr_lib.workbook import grids
 
-    return [Section("Table III", grids.table3_configs(profile, *overrides), _seeds(profile))]
+    return [Section("Table III", grids.table3_configs(profile, *overrides), _seeds(profile)),
+            Section("Coarse+ with a residual DNN (ours)",
+                    grids.table3_configs(profile, *overrides, residual_dnn=True),
+                    _seeds(profile))]
 
 
 def _nb03(profile: str, overrides: Sequence[str]) -> list[Section]:

@@ -84,6 +84,19 @@ def test_table3_rows_match_the_paper_and_set_each_fusion() -> None:
         "co_attn", "merge_attn"}
 
 
+def test_residual_dnn_rows_are_the_coarse_plus_rows_but_for_the_fusion() -> None:
+    """Our residual-DNN section changes the fusion of Table III's Coarse+ rows and nothing else,
+    so the two are compared under one setting."""
+    plain = grids.table3_configs("cpu")
+    residual = grids.table3_configs("cpu", residual_dnn=True)
+    assert list(residual) == [("Coarse+ residual", row) for group, row in plain
+                              if group == "Coarse+"]
+    for (_, row), cfg in residual.items():
+        twin = plain["Coarse+", row]
+        assert cfg.model.fusion == twin.model.fusion.replace("+dnn", "+resdnn")
+        assert cfg.override(f"model.fusion={twin.model.fusion}").hash() == twin.hash()
+
+
 def test_every_row_of_an_architecture_trains_under_its_tuned_settings() -> None:
     """cpu: GRU4Rec and NextItNet rows use the learning rate and dropout their ID model chose
     on validation on that data set, content rows the one their own search chose where it

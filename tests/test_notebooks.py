@@ -40,6 +40,10 @@ CHECKS = {
         # the explorer's default choice is Table III's MergeAttn-1 row: loaded, not retrained
         r["explorer_hr10"] == r["table_mergeattn1_hr10"],
         r["n_claims"] == 7,
+        # ours beside the table: the four Coarse+ rows with a residual DNN, each tested against
+        # its plain-DNN row and its bare coarse row
+        set(r["residual_dnn_hr10"]) == {"Gate", "FiLM", "Summation", "Concatenation"},
+        r["n_residual_claims"] == 8,
     ),
     "03_sr_architectures": lambda r: (
         r["n_rows"] == 12,
