@@ -94,8 +94,9 @@ def test_grid_list_rows_reproduce_with_mmsr_train(capsys):
     assert main(["grid", "02", "--list", "--profile", "smoke"]) == 0
     *out, summary = capsys.readouterr().out.strip().splitlines()
     lines = [line for line in out if not line.startswith("# ")]
-    assert len(lines) == 12 == len(notebook_runs("02", "smoke"))
-    assert summary == "12 distinct runs in no results store yet: 12 to train"
+    # Table III's 12 rows and our 4 residual-DNN rows, one seed each on smoke
+    assert len(lines) == 16 == len(notebook_runs("02", "smoke"))
+    assert summary == "16 distinct runs in no results store yet: 16 to train"
     assert out[0] == "# " + notebook_runs("02", "smoke")[0].section
     for line in (lines[0], lines[-1]):
         row_hash, cmd = re.search(r" ([0-9a-f]{16})  (mmsr train .*)$", line).groups()
