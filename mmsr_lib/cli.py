@@ -522,18 +522,16 @@ def cmd_results(args: argparse.Namespace) -> int:
 
         from mmsr_lib.workbook.significance import audit
 
-        flagged, skipped = audit(store, args.profile, args.split)
-        for line in skipped:
+        found = audit(store, args.profile, args.split)
+        for line in found.skipped:
             print(f"not checked: {line}")
-        checked = sum(1 for r in store.records()
-                      if args.profile is None or r.profile == args.profile) - len(skipped)
-        if flagged.empty:
-            print(f"{checked} finished runs checked: none flagged")
+        if found.flagged.empty:
+            print(f"{found.checked} finished runs checked: none flagged")
             return 0
         with pd.option_context("display.width", 10_000, "display.max_colwidth", None,
                                "display.float_format", "{:.2f}".format):
-            print(flagged.to_string(index=False))
-        print(f"{checked} finished runs checked: {len(flagged)} flagged")
+            print(found.flagged.to_string(index=False))
+        print(f"{found.checked} finished runs checked: {len(found.flagged)} flagged")
         return 0
     print(results_listing(store, split=args.split, status=args.status, wide=args.wide))
     return 0

@@ -174,12 +174,14 @@ def test_audit_names_failed_and_unconverged_runs_of_the_whole_store(tmp_path, ca
         store.finish(cfg.override(f"train.seed={seed}"), {
             "metrics": {"valid": metrics_from_ranks(ranks)}, "ranks": {"valid": ranks},
             "extra": {"epochs_run": 30, "best_epoch": best, "converged": done}})
-    flagged, skipped = sig.audit(store, "smoke")
-    assert skipped == []
+    found = sig.audit(store, "smoke")
+    flagged = found.flagged
+    assert found.skipped == [] and found.checked == 3
     assert list(flagged["seed"]) == [42, 44]
     assert flagged["why"].iloc[0].startswith("not above most-popular")
     assert flagged["why"].iloc[1].startswith("not converged")
-    assert sig.audit(store, "cpu")[0].empty  # another profile: none of these runs
+    other = sig.audit(store, "cpu")  # another profile: none of these runs
+    assert other.flagged.empty and other.checked == 0
     assert main(["results", "audit", "--results", str(path), "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "3 finished runs checked: 2 flagged" in out and "not converged" in out

@@ -259,23 +259,35 @@ def not_above_most_popular(store: ResultsStore, runs: Sequence[RunRecord],
     best epoch comes early and well inside the budget, yet it is a failed training; a row's
     mean over seeds that include one says how often its recipe fails, not how well it does
     when it trains (seen: one of five seeds of Table IV's GRU4Rec MMSR, docs/results_cpu.md)."""
-    out = []
-    for rec in runs:
-        test = versus_most_popular(store, rec, split, metric)
-        if test is not None and not (test.significant and test.diff > 0):
-            out.append(rec)
-    return out
+    return [rec for rec in runs
+            if below_or_at_popular(versus_most_popular(store, rec, split, metric))]
+
+
+def below_or_at_popular(test: PairedTest | None) -> bool:
+    """The one reading of `versus_most_popular` both the grid summaries and the audit use: a
+    run fails unless the paired test puts it significantly above most-popular."""
+    return test is not None and not (test.significant and test.diff > 0)
+
+
+@dataclass
+class Audit:
+    """What `audit` found: the flagged runs, the runs it could not check (named, with what to
+    do) and how many it checked, so a caller reports the count without re-reading the store."""
+
+    flagged: pd.DataFrame
+    skipped: list[str]
+    checked: int
 
 
 def audit(store: ResultsStore, profile: str | None = None, split: str = "valid",
-          metric: str = "NDCG@10") -> tuple[pd.DataFrame, list[str]]:
+          metric: str = "NDCG@10") -> Audit:
     """`mmsr results audit`: every finished run (of `profile`, or all) that the protocol cannot
     count as a trained model: not above most-popular (`not_above_most_popular`) or not
     converged (best epoch in the last tenth of its budget). The grid summaries check a
     notebook's table rows; this checks the whole store, search trials and one-off runs too.
-    Returns the flagged runs and, named, the runs that could not be checked (e.g. their data
-    set is not on this machine) with what to do."""
-    rows, skipped = [], []
+    The runs that could not be checked (e.g. their data set is not on this machine) are named
+    with what to do."""
+    rows, skipped, checked = [], [], 0
     for rec in store.records():
         if profile is not None and rec.profile != profile:
             continue
@@ -286,10 +298,11 @@ def audit(store: ResultsStore, profile: str | None = None, split: str = "valid",
             skipped.append(f"{rec.name} [{rec.config_hash}]: {type(err).__name__}: {err} "
                            f"(make its data set available, or `mmsr results list` to inspect it)")
             continue
-        if test is not None and not (test.significant and test.diff > 0):
+        checked += 1
+        if below_or_at_popular(test):
             why.append(f"not above most-popular ({test.mean_a:.2f} vs {test.mean_b:.2f}, "
                        f"p={test.p_value:.2g})")
-        if rec.extra.get("epochs_run") and not rec.extra.get("converged", False):
+        if not converged([rec]):
             why.append("not converged (best epoch in the last tenth of the budget)")
         if why:
             rows.append({"name": rec.name, "seed": rec.config["train"]["seed"],
@@ -298,8 +311,9 @@ def audit(store: ResultsStore, profile: str | None = None, split: str = "valid",
                                        f"{rec.extra.get('epochs_run', '-')}",
                          f"{split} {metric}": rec.metrics.get(split, {}).get(metric),
                          "why": "; ".join(why)})
-    return pd.DataFrame(rows, columns=["name", "seed", "hash", "best epoch", f"{split} {metric}",
-                                       "why"]), skipped
+    flagged = pd.DataFrame(rows, columns=["name", "seed", "hash", "best epoch",
+                                          f"{split} {metric}", "why"])
+    return Audit(flagged, skipped, checked)
 
 
 def converged(runs: Sequence[RunRecord]) -> bool:
