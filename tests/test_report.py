@@ -23,6 +23,7 @@ from mmsr_lib.workbook.report import (
     paper_table,
     plain_number,
     relative_improvement,
+    run_summary,
     side_by_side,
     to_markdown,
 )
@@ -232,3 +233,25 @@ def test_wide_layout() -> None:
     assert wide.set_index("row").loc["CARCA++", "HR@20"] == 6.1476
     with pytest.raises(KeyError, match="no dataset"):
         paper_wide("V", "MovieLens")
+
+
+def test_run_summary_names_the_size_of_a_cold_split() -> None:
+    """A cold split is a small subset (80 users on the cpu catalog): its row says how many users
+    it has, so a row of zeros is read as what it is; splits without a stored count keep their
+    plain name, and an empty split is left out."""
+    from types import SimpleNamespace
+
+    zeros = {"HR@10": 0.0, "NDCG@10": 0.0}
+    record = SimpleNamespace(
+        config={"model": {"recommender": "sequential", "item_encoder": "mm", "sequence": "sasrec"}},
+        extra={"epochs_run": 66, "best_epoch": 46, "converged": True, "n_cold_test": 80,
+               "n_cold_valid": 0},
+        metrics={"valid": {"HR@10": 16.43, "NDCG@10": 8.67}, "test": {"HR@10": 15.67,
+                 "NDCG@10": 8.27}, "cold_test": zeros, "cold_valid": {}},
+        name="x", config_hash="059a5b6a7a377445", status="done")
+    text = run_summary(record, ("valid", "test", "cold_valid", "cold_test"))
+    lines = text.splitlines()
+    assert lines[0].startswith("run x [059a5b6a7a377445] mm/sasrec, 66 epochs (best 46, converged)")
+    assert any(line.startswith("| cold_test (80 users) | 0.00 |") for line in lines)
+    assert any(line.startswith("| test | 15.67 |") for line in lines)
+    assert "cold_valid" not in text
