@@ -8,14 +8,14 @@ import torch
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.fusion import (
     TOKEN_FUSIONS,
-    CoAttentionFusion,
-    DNNFusion,
     Fusion,
-    MergeAttentionFusion,
     create_fusion,
     fusion_names,
     parse_fusion_name,
 )
+from mmsr_lib.fusion.attention import CoAttentionFusion, MergeAttentionFusion
+from mmsr_lib.fusion.coarse import DNNFusion
+from mmsr_lib.util import registry
 
 B, T_TEXT, T_VISION, TEXT_DIM, VISION_DIM, DIM = 3, 6, 5, 12, 20, 16
 
@@ -240,3 +240,40 @@ def test_bad_inputs_and_settings_get_clear_errors() -> None:
     short = ModalityOutput(vision.tokens[:2], vision.mask[:2], vision.pooled[:2])
     with pytest.raises(ValueError, match="batches differ"):
         create_fusion("sum", TEXT_DIM, VISION_DIM, DIM)(text, short)
+
+
+def test_the_authors_gate_lets_the_text_only_gate_the_image() -> None:
+    """The released code's gate (Kiela et al.): fc_out(sigmoid(fc_x(t)) * fc_y(v)). With the
+    image's vector at zero nothing passes, whatever the text; our GMU lets the text through."""
+    text, vision = inputs()
+    no_image = ModalityOutput(vision.tokens, vision.mask, torch.zeros_like(vision.pooled))
+    ours, authors = build("gate", 1).eval(), build("gate_authors", 1).eval()
+    assert authors(text, no_image).abs().max() == 0
+    assert ours(text, no_image).abs().max() > 0
+    assert authors(text, vision).abs().max() > 0
+
+
+def test_the_authors_film_lets_the_text_modulate_the_image() -> None:
+    """fc_out(gamma(t) * v + beta(t)): with gamma fixed at 1 and beta at 0 the output is the
+    image's alone (the text only conditions); ours conditions the text on the image."""
+    fusion = build("film_authors", 1).eval()
+    with torch.no_grad():
+        fusion.fc.weight.zero_()
+        fusion.fc.bias.copy_(torch.cat([torch.ones(DIM), torch.zeros(DIM)]))
+    text, vision = inputs()
+    other_text = ModalityOutput(text.tokens, text.mask, torch.randn_like(text.pooled))
+    torch.testing.assert_close(fusion(text, vision), fusion(other_text, vision))
+    other_image = ModalityOutput(vision.tokens, vision.mask, torch.randn_like(vision.pooled))
+    assert not torch.allclose(fusion(text, vision), fusion(text, other_image))
+
+
+@pytest.mark.parametrize("name", ["gate_authors", "film_authors"])
+def test_the_authors_readings_start_as_their_code(name: str) -> None:
+    """Xavier-normal weights, zero biases, one LayerNorm (eps 1e-6) shared by both modalities."""
+    fusion = build(name, 1)
+    linears = [m for m in fusion.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.bias.abs().max() == 0 for m in linears)
+    norms = [m for m in fusion.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 1 and norms[0].eps == 1e-6
+    entry = registry.lookup("fusion", name)
+    assert entry.meta["reading"] == "authors" and not entry.meta["attention"]

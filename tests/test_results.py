@@ -308,8 +308,27 @@ def test_the_fingerprint_covers_the_code_a_run_executes_and_no_other():
                    for f in files)
     mm = profile_config("smoke").override("model.item_encoder=mm").resolved()
     mm_files = {p.relative_to(ROOT).as_posix() for p in module_closure(component_modules(mm))}
-    assert {"encoders/text.py", "encoders/vision.py", "fusion.py"} <= mm_files
+    assert {"encoders/text.py", "encoders/vision.py", "fusion/base.py"} <= mm_files
     assert code_fingerprint(idsr) != code_fingerprint(mm)
+
+
+def test_a_fusion_runs_fingerprint_holds_its_own_family_only():
+    """Each fusion family is its own module, found by the registry without an import: a change
+    to the attention fusions (or a new fusion module) leaves a gate run current, and back."""
+    from mmsr_lib.runs.fingerprint import ROOT, component_modules, module_closure
+
+    def files(fusion: str) -> set[str]:
+        cfg = profile_config("smoke").override("model.item_encoder=mm",
+                                               f"model.fusion={fusion}").resolved()
+        return {p.relative_to(ROOT).as_posix() for p in module_closure(component_modules(cfg))}
+
+    gate, gate_dnn, co, authors = (files(f) for f in ("gate", "gate+dnn", "co_attn",
+                                                     "gate_authors"))
+    family = {"fusion/coarse.py", "fusion/attention.py", "fusion/authors.py"}
+    assert gate & family == gate_dnn & family == {"fusion/coarse.py"}
+    assert co & family == {"fusion/attention.py"}
+    assert authors & family == {"fusion/authors.py"}
+    assert {"fusion/__init__.py", "fusion/base.py", "fusion/api.py"} <= gate & co & authors
 
 
 def test_load_only_draws_from_the_store_and_never_trains(tmp_path, monkeypatch):

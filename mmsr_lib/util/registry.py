@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import pkgutil
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
     "text_encoder": ("mmsr_lib.encoders.text",),
     "vision_encoder": ("mmsr_lib.encoders.vision",),
     "vlp": ("mmsr_lib.encoders.vlp",),
-    "fusion": ("mmsr_lib.fusion",),
+    # Table III's families first (their order is the table's), then any other fusion module
+    "fusion": ("mmsr_lib.fusion.coarse", "mmsr_lib.fusion.attention", "mmsr_lib.fusion.*"),
     "sequence": ("mmsr_lib.sequence",),
     "item_encoder": ("mmsr_lib.encoders.item", "mmsr_lib.encoders.multimodal",
                      "mmsr_lib.encoders.vlp"),
@@ -169,11 +171,20 @@ def _ensure_loaded(kind: str) -> None:
         return
     _LOADED.add(kind)
     for module in _PROVIDERS.get(kind, ()):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a real import error inside the module
-                raise
+        for name in _package_modules(module[:-2]) if module.endswith(".*") else (module,):
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as err:
+                if err.name != name:  # a real import error inside the module
+                    raise
+
+
+def _package_modules(package: str) -> list[str]:
+    """Every public module of `package` ("pkg.*" in `_PROVIDERS`), by name: a component module
+    added there is found without editing this file, which every run's code fingerprint holds."""
+    path = getattr(importlib.import_module(package), "__path__", [])
+    return [f"{package}.{m.name}" for m in sorted(pkgutil.iter_modules(path), key=lambda m: m.name)
+            if not m.name.startswith("_")]
 
 
 def load_plugins(modules: Iterable[str] | None = None) -> list[str]:
