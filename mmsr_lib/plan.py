@@ -1055,6 +1055,9 @@ def _nb02(profile: str, overrides: Sequence[str]) -> list[Section]:
     return [Section("Table III", grids.table3_configs(profile, *overrides), _seeds(profile)),
             Section("Coarse+ with a residual DNN (ours)",
                     grids.table3_configs(profile, *overrides, residual_dnn=True),
+                    _seeds(profile)),
+            Section("Coarse, the authors' code's gate and FiLM",
+                    grids.table3_configs(profile, *overrides, authors_code=True),
                     _seeds(profile))]
 
 

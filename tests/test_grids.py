@@ -97,6 +97,19 @@ def test_residual_dnn_rows_are_the_coarse_plus_rows_but_for_the_fusion() -> None
         assert cfg.override(f"model.fusion={twin.model.fusion}").hash() == twin.hash()
 
 
+def test_authors_code_rows_are_the_coarse_rows_but_for_the_fusion() -> None:
+    """The authors' gate and FiLM rows differ from Table III's Coarse rows in the fusion only."""
+    plain = grids.table3_configs("cpu")
+    authors = grids.table3_configs("cpu", authors_code=True)
+    assert list(authors) == [("Coarse (authors' code)", "Gate"), ("Coarse (authors' code)", "FiLM")]
+    for (_, row), cfg in authors.items():
+        twin = plain["Coarse", row]
+        assert cfg.model.fusion == f"{twin.model.fusion}_authors"
+        assert cfg.override(f"model.fusion={twin.model.fusion}").hash() == twin.hash()
+    with pytest.raises(ValueError, match="pick one"):
+        grids.table3_configs("cpu", residual_dnn=True, authors_code=True)
+
+
 def test_every_row_of_an_architecture_trains_under_its_tuned_settings() -> None:
     """cpu: GRU4Rec and NextItNet rows use the learning rate and dropout their ID model chose
     on validation on that data set, content rows the one their own search chose where it

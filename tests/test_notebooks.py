@@ -44,6 +44,9 @@ CHECKS = {
         # its plain-DNN row and its bare coarse row
         set(r["residual_dnn_hr10"]) == {"Gate", "FiLM", "Summation", "Concatenation"},
         r["n_residual_claims"] == 8,
+        # the authors' code's gate and FiLM, each tested against our Coarse row
+        set(r["authors_code_hr10"]) == {"Gate", "FiLM"},
+        r["n_authors_claims"] == 2,
     ),
     "03_sr_architectures": lambda r: (
         r["n_rows"] == 12,
