@@ -153,3 +153,33 @@ def test_equate_names_a_revision_git_cannot_read(tmp_path):
     with pytest.raises(RuntimeError, match="git cannot read revision 'nope'"):
         from mmsr_lib.runs.equate import code_tree
         code_tree(ROOT.parent, "nope", tmp_path / "x")
+
+
+def test_a_kind_whose_data_set_is_missing_is_reported_not_checked(tmp_path, monkeypatch):
+    """A fresh clone lacks the data sets that notebooks write (a subsample, a transfer
+    catalog): equate names the kind and what to do, records nothing for its pair, and does not
+    stop; the pair's other kind is still checked."""
+    from mmsr_lib.runs.equate import _probe
+
+    repo, db, pairs = tmp_path / "old", tmp_path / "r.sqlite", tmp_path / "eq.json"
+    monkeypatch.setattr(fingerprint, "EQUIVALENT_CODE", pairs)
+    _store_a_run_with(_old_code(tmp_path, _append("runs/parallel.py", "\n_UNUSED = None\n")), db)
+    gone = CFG.override("data.source=path", f"data.path={tmp_path / 'subsample-gone'}",
+                        "name=equate-gone")
+    old = _probe(repo, ["fingerprints"], [gone.to_dict()])[0]
+    store = ResultsStore(db)
+    assert old == store.get(CFG.hash()).code_fingerprint  # one pair, two kinds
+    store.finish(gone, {"metrics": {"test": {"HR@10": 1.0}}, "history": [],
+                        "timings": {"total_seconds": 1.0}, "dataset_fingerprint": "x",
+                        "extra": {}}, code_fingerprint=old)
+
+    report = equate(store, "HEAD", repo=repo)
+
+    by_kind = {c.kind.rsplit("/", 1)[1]: c for c in report.checks}
+    assert set(by_kind) == {"synthetic", "path"}
+    assert by_kind["synthetic"].equal and by_kind["synthetic"].computed.startswith("1 epoch")
+    missing = by_kind["path"]
+    assert not missing.equal and not missing.difference and "subsample-gone" in missing.unchecked
+    assert report.pairs() == {(missing.old, missing.new): False} and not pairs.exists()
+    lines = report_lines(report)
+    assert "NOT CHECKED" in lines[1] and "mmsr grid" in "\n".join(lines)

@@ -14,7 +14,8 @@ instead of trusting it:
    fingerprint covers several code paths: the combinations of `KIND_FIELDS`, e.g. ID SASRec
    with softmax CE on MovieLens), the kind's cheapest run is trained for `epochs` epoch(s) under
    `since`'s code and under the current code, in two fresh processes with one thread each, from
-   the same stored configuration;
+   the same stored configuration (the cheapest whose data set is on this machine; a kind with
+   none is reported "not checked", with what to do, and its pair is not recorded);
 4. only when the losses of every epoch, the validation and test metrics and the per-user ranks
    are equal to the last bit for every kind is the pair written to
    ``runs/equivalent_code.json``, with the runs it was checked on; `fingerprint.same_code` then
@@ -45,7 +46,7 @@ from mmsr_lib.runs import fingerprint
 from mmsr_lib.runs.fingerprint import ROOT, code_fingerprint, same_code
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.util.atomic import atomic_write_text
-from mmsr_lib.util.paths import home
+from mmsr_lib.util.paths import home, resolve
 
 # run in a subprocess whose first path entry is one code tree: prints the fingerprints of the
 # configurations on stdin, or trains the first one for EPOCHS epochs and prints what it computed
@@ -90,10 +91,12 @@ class Check:
     name: str
     computed: str  # what was compared, e.g. "1 epoch (loss 6.41), test NDCG@10 1.23, 943 users"
     difference: str  # the first thing that differed; "" when everything was equal
+    # why no run of the kind could be trained here (its data set is missing); "" when checked
+    unchecked: str = ""
 
     @property
     def equal(self) -> bool:
-        return not self.difference
+        return not self.difference and not self.unchecked
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,14 @@ def equate(store: ResultsStore, since: str, repo: Path | None = None, epochs: in
             for rec in recs:
                 kinds.setdefault(run_kind(rec.config), []).append(rec)
             for kind, same in sorted(kinds.items()):
-                # the kind's cheapest run: fewest users, then fewest items
-                rec = min(same, key=lambda r: (r.extra.get("n_users", 0),
+                # the kind's cheapest run whose data set is on this machine: fewest users, then
+                # fewest items (a fresh clone has only the data sets its notebooks wrote)
+                here = [r for r in same if missing_data(r.config) is None]
+                if not here:
+                    checks.append(Check(old, new, kind, len(same), same[0].config_hash,
+                                        same[0].name, "", "", unchecked_reason(same[0].config)))
+                    continue
+                rec = min(here, key=lambda r: (r.extra.get("n_users", 0),
                                                r.extra.get("n_items", 0)))
                 outs = [_probe(root, ["train", str(epochs), str(Path(tmp) / f"ck-{i}")],
                                [rec.config])
@@ -218,6 +227,24 @@ def equate(store: ResultsStore, since: str, repo: Path | None = None, epochs: in
     if write and any(report.pairs().values()):
         record_equivalences(report, epochs, path)
     return report
+
+
+def missing_data(config: dict) -> str | None:
+    """The data folder a stored configuration reads (``data.path``) when it is not a data set
+    on this machine, else None. Generated sources (the synthetic catalog, MovieLens-100K) are
+    made by the run itself; a folder written by a notebook (a subsample, a transfer catalog)
+    exists only where that notebook's grid ran."""
+    path = (config.get("data") or {}).get("path")
+    if path and not (resolve(path) / "meta.json").is_file():
+        return str(path)
+    return None
+
+
+def unchecked_reason(config: dict) -> str:
+    """What to do when no run of a kind has its data here."""
+    return (f"no run of this kind has its data set on this machine ({missing_data(config)}); "
+            "the notebook that made it writes it when its grid is built (`mmsr grid NN --list "
+            "--profile P`): do that and run equate again")
 
 
 def _computed(out: dict) -> str:
@@ -256,10 +283,13 @@ def report_lines(report: Report, written: bool = True) -> list[str]:
     for (old, new), checks in report.by_pair().items():
         equal = all(c.equal for c in checks)
         verdict = ("equal: recorded" if written else "equal (dry run: not recorded)") if equal \
-            else "DIFFERENT: not recorded, these runs stay stale"
+            else "DIFFERENT: not recorded, these runs stay stale" \
+            if any(c.difference for c in checks) \
+            else "NOT CHECKED (a kind's data set is missing): not recorded, these runs stay stale"
         out.append(f"{old} -> {new}: {sum(c.runs for c in checks)} runs, "
                    f"{len(checks)} kind(s) checked: {verdict}")
         for c in checks:
             out.append(f"  {c.kind} ({c.runs} runs) on {c.name} [{c.config_hash}]: "
-                       + (c.computed if c.equal else f"differs at {c.difference}"))
+                       + (c.computed if c.equal else f"not checked: {c.unchecked}"
+                          if c.unchecked else f"differs at {c.difference}"))
     return out
