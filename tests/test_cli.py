@@ -94,9 +94,10 @@ def test_grid_list_rows_reproduce_with_mmsr_train(capsys):
     assert main(["grid", "02", "--list", "--profile", "smoke"]) == 0
     *out, summary = capsys.readouterr().out.strip().splitlines()
     lines = [line for line in out if not line.startswith("# ")]
-    # Table III's 12 rows and our 4 residual-DNN rows, one seed each on smoke
-    assert len(lines) == 16 == len(notebook_runs("02", "smoke"))
-    assert summary == "16 distinct runs in no results store yet: 16 to train"
+    # Table III's 12 rows, our 4 residual-DNN rows and the authors' gate and FiLM, one seed
+    # each on smoke
+    assert len(lines) == 18 == len(notebook_runs("02", "smoke"))
+    assert summary == "18 distinct runs in no results store yet: 18 to train"
     assert out[0] == "# " + notebook_runs("02", "smoke")[0].section
     for line in (lines[0], lines[-1]):
         row_hash, cmd = re.search(r" ([0-9a-f]{16})  (mmsr train .*)$", line).groups()

@@ -13,8 +13,11 @@ from mmsr_lib.fusion import (
     fusion_names,
     parse_fusion_name,
 )
-from mmsr_lib.fusion.attention import CoAttentionFusion, MergeAttentionFusion
-from mmsr_lib.fusion.coarse import DNNFusion
+
+# coarse before attention: a family registers its fusions when first imported, and the
+# registry lists them in that order (Table III's when the registry imports them itself)
+from mmsr_lib.fusion.coarse import DNNFusion  # isort: skip
+from mmsr_lib.fusion.attention import CoAttentionFusion, MergeAttentionFusion  # isort: skip
 from mmsr_lib.util import registry
 
 B, T_TEXT, T_VISION, TEXT_DIM, VISION_DIM, DIM = 3, 6, 5, 12, 20, 16

@@ -165,8 +165,8 @@ def test_notebook_and_study_plans_print_a_total(monkeypatch, capsys):
     assert main(["plan", "--notebook", "02", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "notebook 02_fusion (Table III) on profile smoke" in out
-    # Table III's 12 rows and our 4 residual-DNN rows
-    assert "16 configuration kind(s)" in out and "total:" in out and "cpu-hours" in out
+    # Table III's 12 rows, our 4 residual-DNN rows and the authors' gate and FiLM
+    assert "18 configuration kind(s)" in out and "total:" in out and "cpu-hours" in out
     assert main(["plan", "--study", "--profile", "smoke", "--memory-mb", "1e6"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("study on profile smoke") and "total:" in out
