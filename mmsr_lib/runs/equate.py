@@ -42,6 +42,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mmsr_lib.data.format import is_dataset_dir
 from mmsr_lib.runs import fingerprint
 from mmsr_lib.runs.fingerprint import ROOT, code_fingerprint, same_code
 from mmsr_lib.runs.store import ResultsStore, RunRecord
@@ -213,7 +214,8 @@ def equate(store: ResultsStore, since: str, repo: Path | None = None, epochs: in
                 here = [r for r in same if missing_data(r.config) is None]
                 if not here:
                     checks.append(Check(old, new, kind, len(same), same[0].config_hash,
-                                        same[0].name, "", "", unchecked_reason(same[0].config)))
+                                        same[0].name, "", "",
+                                        unchecked_reason(missing_data(same[0].config))))
                     continue
                 rec = min(here, key=lambda r: (r.extra.get("n_users", 0),
                                                r.extra.get("n_items", 0)))
@@ -235,14 +237,14 @@ def missing_data(config: dict) -> str | None:
     made by the run itself; a folder written by a notebook (a subsample, a transfer catalog)
     exists only where that notebook's grid ran."""
     path = (config.get("data") or {}).get("path")
-    if path and not (resolve(path) / "meta.json").is_file():
+    if path and not is_dataset_dir(resolve(path)):
         return str(path)
     return None
 
 
-def unchecked_reason(config: dict) -> str:
-    """What to do when no run of a kind has its data here."""
-    return (f"no run of this kind has its data set on this machine ({missing_data(config)}); "
+def unchecked_reason(path: str | None) -> str:
+    """What to do when no run of a kind has its data set (`path`) here."""
+    return (f"no run of this kind has its data set on this machine ({path}); "
             "the notebook that made it writes it when its grid is built (`mmsr grid NN --list "
             "--profile P`): do that and run equate again")
 
