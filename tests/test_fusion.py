@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -13,11 +16,8 @@ from mmsr_lib.fusion import (
     fusion_names,
     parse_fusion_name,
 )
-
-# coarse before attention: a family registers its fusions when first imported, and the
-# registry lists them in that order (Table III's when the registry imports them itself)
-from mmsr_lib.fusion.coarse import DNNFusion  # isort: skip
-from mmsr_lib.fusion.attention import CoAttentionFusion, MergeAttentionFusion  # isort: skip
+from mmsr_lib.fusion.attention import CoAttentionFusion, MergeAttentionFusion
+from mmsr_lib.fusion.coarse import DNNFusion
 from mmsr_lib.util import registry
 
 B, T_TEXT, T_VISION, TEXT_DIM, VISION_DIM, DIM = 3, 6, 5, 12, 20, 16
@@ -191,6 +191,20 @@ def test_residual_dnn_adds_the_coarse_fusion_back() -> None:
     torch.testing.assert_close(fusion(text, vision), fusion.base.fuse(text, vision))
     assert fusion(text, vision).abs().max() > 0
     assert not build("gate+dnn", 1).residual
+
+
+def test_fusions_are_listed_in_table_iii_order_whoever_imports_a_family_first() -> None:
+    # a fresh interpreter, since the registry is process-wide: import the attention and the
+    # authors' families before anything asks the registry, as a user's script may
+    code = ("import mmsr_lib.fusion.authors, mmsr_lib.fusion.attention\n"
+            "from mmsr_lib.util import registry\n"
+            "print(','.join(registry.names('fusion')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().split(",")
+    assert out[:4] == ["gate", "film", "sum", "concat"]
+    assert out.index("concat+resdnn") < out.index("co_attn") < out.index("merge_attn")
+    assert out[-2:] == ["gate_authors", "film_authors"]
+    assert out == fusion_names()
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ registry costs nothing; third-party components are loaded from the modules named
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import os
 import pkgutil
@@ -55,7 +56,7 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
                      "mmsr_lib.encoders.vlp"),
     "recommender": ("mmsr_lib.recommender", "mmsr_lib.baselines"),
     "data_source": ("mmsr_lib.data.sources",),
-    "data_format": ("mmsr_lib.data.adapters",),
+    "data_format": ("mmsr_lib.data.importer", "mmsr_lib.data.adapters"),
     "timm_family": ("mmsr_lib.encoders.vision",),
 }
 PLUGINS_ENV = "MMSR_PLUGINS"
@@ -253,14 +254,32 @@ class ComponentUnavailableError(RuntimeError):
 
 
 def names(kind: str) -> list[str]:
-    """Registered names of `kind` in registration order (aliases and resolvers not included)."""
-    _check_kind(kind)
-    _ensure_loaded(kind)
-    return list(_TABLE[kind])
+    """Registered names of `kind` in listing order (see `entries`; aliases and resolvers not
+    included)."""
+    return [entry.name for entry in entries(kind)]
 
 
 def entries(kind: str) -> list[Entry]:
-    """Registered entries of `kind` in registration order."""
+    """Registered entries of `kind` in listing order: by the position of their module in
+    `_PROVIDERS` (Table III's families first for fusions), then in registration order within a
+    module; plugins come last. The order does not depend on who imported a module first."""
     _check_kind(kind)
     _ensure_loaded(kind)
-    return list(_TABLE[kind].values())
+    providers = _PROVIDERS.get(kind, ())
+
+    def rank(entry: Entry) -> int:
+        module = _defining_module(entry.factory)
+        for i, provider in enumerate(providers):
+            prefix = provider[:-2] if provider.endswith(".*") else provider
+            if module == prefix or module.startswith(prefix + "."):
+                return i
+        return len(providers)
+
+    return sorted(_TABLE[kind].values(), key=rank)  # stable: registration order within a rank
+
+
+def _defining_module(factory: Callable[..., Any]) -> str:
+    """The module that defines a factory (through `functools.partial`, as the encoders use)."""
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return str(getattr(factory, "__module__", ""))
