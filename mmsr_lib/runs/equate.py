@@ -211,11 +211,11 @@ def equate(store: ResultsStore, since: str, repo: Path | None = None, epochs: in
             for kind, same in sorted(kinds.items()):
                 # the kind's cheapest run whose data set is on this machine: fewest users, then
                 # fewest items (a fresh clone has only the data sets its notebooks wrote)
-                here = [r for r in same if missing_data(r.config) is None]
+                missing = [missing_data(r.config) for r in same]
+                here = [r for r, path in zip(same, missing, strict=True) if path is None]
                 if not here:
                     checks.append(Check(old, new, kind, len(same), same[0].config_hash,
-                                        same[0].name, "", "",
-                                        unchecked_reason(missing_data(same[0].config))))
+                                        same[0].name, "", "", unchecked_reason(missing[0])))
                     continue
                 rec = min(here, key=lambda r: (r.extra.get("n_users", 0),
                                                r.extra.get("n_items", 0)))
