@@ -185,3 +185,67 @@ def test_audit_names_failed_and_unconverged_runs_of_the_whole_store(tmp_path, ca
     assert main(["results", "audit", "--results", str(path), "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "3 finished runs checked: 2 flagged" in out and "not converged" in out
+
+
+def test_holm_adjusts_like_the_step_down_procedure():
+    # worked by hand: sorted 0.005*4, 0.01*3, 0.03*2, 0.04*1 -> 0.02, 0.03, 0.06, max(0.06, 0.04)
+    assert sig.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 0.2, 12)
+    adj = sig.holm(p)
+    order = np.argsort(p)
+    assert (adj >= p).all() and (adj <= 1).all() and (np.diff(adj[order]) >= 0).all()
+    assert (adj <= np.minimum(p * len(p), 1)).all()  # never stricter than Bonferroni
+    perm = rng.permutation(12)
+    assert sig.holm(p[perm]) == pytest.approx(adj[perm])  # the order given does not matter
+    assert sig.holm([0.03]) == pytest.approx([0.03])
+    assert sig.holm([0.6, 0.6]) == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="p values in"):
+        sig.holm([0.1, math.nan])
+
+
+def _row(store, ranks, dim, converged=True, seeds=(42, 43)):
+    """A stored row whose every seed has these per-user test ranks."""
+    out = []
+    for seed in seeds:
+        cfg = profile_config("smoke").override(f"model.dim={dim}", f"train.seed={seed}")
+        out.append(store.finish(cfg, {"metrics": {"test": metrics_from_ranks(ranks)},
+                                      "ranks": {"test": np.asarray(ranks)},
+                                      "extra": {"epochs_run": 10, "best_epoch": 3 if converged
+                                                else 10, "converged": converged}}))
+    return out
+
+
+def test_a_section_of_many_pairs_claims_only_what_survives_holm(tmp_path):
+    """One row ahead of B at Wilcoxon p = 0.023 (20 users gain a hit, 8 lose one, 300 tie) is
+    a claim alone; in a section that also tests four pairs of no difference it is one of five
+    tests, Holm's p = 0.12, and the sentence says why it is withheld. A pair whose row did not
+    converge cannot carry a claim and is not counted."""
+    store = ResultsStore(tmp_path / "r.sqlite")
+    b_ranks = np.full(328, 20)  # no hit in the top 10 ...
+    b_ranks[20:28] = 0  # ... but for 8 users
+    a_ranks = np.full(328, 20)
+    a_ranks[:20] = 0  # 20 other users
+    rows = {"A": _row(store, a_ranks, 16), "B": _row(store, b_ranks, 8)}
+    for i, dim in enumerate((24, 32, 40, 48)):
+        rows[f"N{i}"] = _row(store, b_ranks, dim, converged=dim != 48)
+    alone = sig.claims(store, rows, [("A", "B")])
+    assert alone[0].startswith("A beats B (") and "Holm" not in alone[0]
+    section = [("A", "B")] + [(f"N{i}", "B") for i in range(4)]
+    lines = sig.claims(store, rows, section)
+    assert len(lines) == 5 and lines[0].startswith("A vs B: no significant difference")
+    assert "Holm p=0.0934 over 4 pairs" in lines[0]  # N3 did not converge: 4 pairs, 0.023 * 4
+    assert "not once the section's 4 pairs are counted (Holm)" in lines[0]
+    assert lines[4].startswith("N3 vs B: no claim, N3 did not converge")
+    tests = sig.family_tests(store, rows, section)
+    t = tests["A", "B"]
+    assert t.p_value == pytest.approx(0.02334, abs=1e-4) and t.family == 4
+    assert t.correction_withholds and not t.significant and not t.seeds_disagree
+    assert t.ns_cell == "n.s. (p=0.023, Holm 0.093)"
+    assert math.isnan(tests["N3", "B"].p_adjusted)  # not counted, not adjusted
+    # two pairs: 0.023 * 2 < 0.05, the claim stands and says which p carried it
+    two = sig.family_tests(store, rows, section[:2])
+    assert two["A", "B"].significant and two["A", "B"].p_cell == "Holm p=0.047"
+    table = sig.pairwise_table(store, {k: rows[k] for k in ("A", "N0", "N1", "B")}, "B")
+    assert list(table["row"]) == ["A", "N0", "N1"]
+    assert table["p Holm"].iloc[0] == pytest.approx(3 * t.p_value)

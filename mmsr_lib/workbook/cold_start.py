@@ -35,7 +35,7 @@ from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.runs.trained import load_trained
 from mmsr_lib.workbook.grids import TABLE4_COLUMNS
 from mmsr_lib.workbook.paper_numbers import paper_wide
-from mmsr_lib.workbook.significance import compare, converged, verdict
+from mmsr_lib.workbook.significance import adjust, compare, converged, verdict
 
 PROTOCOLS = {"target": "target (leak-free)", "paper": "paper sub-sequences"}
 METRICS = ("HR@10", "NDCG@10")
@@ -266,8 +266,9 @@ def cold_tests(store: ResultsStore, results: Mapping[tuple[str, str], Sequence[R
                metric: str = "NDCG@10") -> pd.DataFrame:
     """The paper's cold-start claims (each content column vs IDSR, MMSR-T vs MMSR-V) per
     architecture on the cold test users (target protocol): means, paired difference with its
-    bootstrap CI, Wilcoxon p over the same users (per-user `metric` averaged over the seeds),
-    whether both rows converged, and the verdict the significance rule allows."""
+    bootstrap CI, Wilcoxon p over the same users (per-user `metric` averaged over the seeds)
+    and Holm's over the table's converged pairs, whether both rows converged, and the verdict
+    the significance rule allows."""
     rows = []
     for arch in dict.fromkeys(a for a, _ in results):
         for a, b in CLAIMS:
@@ -280,11 +281,19 @@ def cold_tests(store: ResultsStore, results: Mapping[tuple[str, str], Sequence[R
             if not n_users:
                 rows.append({**row, "verdict": f"{a} vs {b}: no claim, no cold test users"})
                 continue
-            test = compare(store, ra, rb, "cold_test", metric)
-            rows.append({**row, f"{metric} A": test.mean_a, f"{metric} B": test.mean_b,
-                         "diff": test.diff, "ci_low": test.ci_low, "ci_high": test.ci_high,
-                         "p": test.p_value,
-                         "verdict": verdict(test, a, b, converged(ra), converged(rb))})
+            rows.append({**row, "test": compare(store, ra, rb, "cold_test", metric),
+                         "converged A": converged(ra), "converged B": converged(rb)})
+    # every architecture's claims are one family (the section's): Holm over the converged ones
+    adjust([r["test"] for r in rows if "test" in r and r["converged"]])
+    for r in rows:
+        if "test" not in r:
+            continue
+        test = r.pop("test")
+        conv_a, conv_b = r.pop("converged A"), r.pop("converged B")
+        r.update({f"{metric} A": test.mean_a, f"{metric} B": test.mean_b, "diff": test.diff,
+                  "ci_low": test.ci_low, "ci_high": test.ci_high, "p": test.p_value,
+                  "p Holm": test.p_adjusted,
+                  "verdict": verdict(test, r["A"], r["B"], conv_a, conv_b)})
     return pd.DataFrame(rows)
 
 
@@ -294,7 +303,7 @@ def cold_verdicts(tests: pd.DataFrame, metric: str = "NDCG@10") -> dict[str, str
     for arch, group in tests.groupby("architecture", sort=False):
         n = int(group["cold users"].iloc[0])
         out[str(arch)] = (f"{arch}, {n} cold test users, {metric} (paired Wilcoxon, seeds "
-                          "averaged per user): " + "; ".join(group["verdict"]) + ".")
+                          "averaged per user, Holm over the section's pairs): " + "; ".join(group["verdict"]) + ".")
     return out
 
 

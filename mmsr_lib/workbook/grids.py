@@ -35,7 +35,7 @@ from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.util import registry
 from mmsr_lib.workbook.paper_numbers import paper_wide
 from mmsr_lib.workbook.report import relative_improvement
-from mmsr_lib.workbook.significance import compare, converged, summarize
+from mmsr_lib.workbook.significance import converged, family_tests, summarize
 
 TEXT_LABELS = ("RoBERTa", "ELECTRA", "BERT")  # Table II order; RoBERTa is the default TE
 VISION_LABELS = ("ResNet", "MAE", "Swin")  # MAE is the default VE
@@ -385,21 +385,20 @@ def significance_column(
     metric: str = "NDCG@10",
 ) -> pd.Series:
     """For each output label, the verdict of a paired test between two rows of `results`
-    (``pairs[label] = (row_a, row_b)``): "+12.3% (p=0.001)" only when significant and both
-    converged, else "n.s." or "not converged"."""
+    (``pairs[label] = (row_a, row_b)``, the pairs one family: `family_tests`): "+12.3%
+    (Holm p=0.001)" only when significant and both converged, else "n.s." or "not converged"."""
+    tests = family_tests(store, results, list(pairs.values()), split, metric)
     out = {}
     for label, (a, b) in pairs.items():
-        if a not in results or b not in results:
+        test = tests.get((a, b))
+        if test is None:
             out[label] = "-"
-            continue
-        test = compare(store, results[a], results[b], split, metric)
-        if not (converged(results[a]) and converged(results[b])):
+        elif not (converged(results[a]) and converged(results[b])):
             out[label] = "not converged"
         elif not test.significant:
             out[label] = test.ns_cell
         else:
-            rel = relative_improvement(test.mean_a, test.mean_b)
-            out[label] = f"{rel} (p={test.p_value:.2g})"
+            out[label] = f"{relative_improvement(test.mean_a, test.mean_b)} ({test.p_cell})"
     return pd.Series(out, name=f"{metric} vs baseline")
 
 

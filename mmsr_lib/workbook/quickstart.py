@@ -20,7 +20,7 @@ from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.util.paths import resolve
 from mmsr_lib.workbook.plots import plot_items, plot_learning_curves, save_figure
 from mmsr_lib.workbook.report import to_markdown
-from mmsr_lib.workbook.significance import compare, converged, summarize, verdict
+from mmsr_lib.workbook.significance import adjust, compare, converged, summarize, verdict
 
 # label -> settings; MMSR fuses with coarse gating of the pooled vectors: the quick start shows
 # the question in minutes; notebook 02 compares every fusion (merge-attention included)
@@ -88,20 +88,22 @@ def quickstart_summary(table: pd.DataFrame, results: dict[str, list[RunRecord]],
                        store: ResultsStore) -> str:
     """The computed sentences: each content row against IDSR, overall and on cold items, with
     a paired Wilcoxon test over the same users (and no claim for a run that did not converge);
-    and IDSR against most-popular."""
-    lines = []
+    and IDSR against most-popular. The lines are one family: Holm over the converged pairs."""
+    found = []  # (who, A, B, test, A converged, B converged)
     for split, who in SPLITS.items():
         for label in ("MMSR-T", "MMSR-V", "MMSR"):
             if label not in results or "IDSR" not in results:
                 continue
             test = compare(store, results[label], results["IDSR"], split, "NDCG@10")
-            lines.append(f"[{who}] " + verdict(test, label, "IDSR", converged(results[label]),
-                                               converged(results["IDSR"])))
-    if "MostPop" in results:
+            found.append((who, label, "IDSR", test, converged(results[label]),
+                          converged(results["IDSR"])))
+    if "MostPop" in results and "IDSR" in results:
         test = compare(store, results["IDSR"], results["MostPop"], "test", "NDCG@10")
-        lines.append("[all test users] " + verdict(test, "IDSR", "MostPop",
-                                                   converged(results["IDSR"])))
-    return "\n".join(lines)
+        found.append(("all test users", "IDSR", "MostPop", test, converged(results["IDSR"]),
+                      True))
+    adjust([f[3] for f in found if f[4] and f[5]])
+    return "\n".join(f"[{who}] " + verdict(test, a, b, conv_a, conv_b)
+                     for who, a, b, test, conv_a, conv_b in found)
 
 
 def quickstart_markdown(table: pd.DataFrame, decimals: int = 2) -> str:

@@ -12,7 +12,11 @@ A table or a sentence may say that one row beats another only when
   over users asks whether *these trained models* differ on these users; a finding is about the
   *training recipes*, and a retrained seed can move a row by more than the users' noise: the
   verdicts at p 0.005-0.1 of three-seed rows were seen to flip when the same rows were
-  retrained on another machine (docs/results_cpu.md, "Table IV re-trained on another VM").
+  retrained on another machine (docs/results_cpu.md, "Table IV re-trained on another VM"),
+- and, when a section tests several pairs at once (`claims`, `family_tests`: a notebook cell's
+  list of the paper's claims), the Wilcoxon p survives Holm's correction over the section's
+  pairs whose rows converged (`holm`): with nine pairs at 0.05 the chance that one of nine
+  no-difference pairs looks like a finding is about a third, not one in twenty.
 
 Otherwise it says "no significant difference" (or that a row did not converge). The per-user
 ranks come from the results store (`ResultsStore.ranks`), so nothing is retrained.
@@ -21,7 +25,7 @@ ranks come from the results store (`ResultsStore.ranks`), so nothing is retraine
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,17 +99,27 @@ class PairedDifference:
     # more; NaN: not computed (one seed a side, or not from trained runs)
     seed_ci_low: float = math.nan
     seed_ci_high: float = math.nan
+    # Holm's adjusted p over the `family` pairs a section tests together (`adjust`); NaN: this
+    # test stands alone (family 1) and its own p decides
+    p_adjusted: float = math.nan
+    family: int = 1
 
     @property
     def significant(self) -> bool:
         """`supports_a_claim` at `ALPHA`."""
         return self.supports_a_claim(ALPHA)
 
+    @property
+    def p_claim(self) -> float:
+        """The p a claim is judged by: Holm's adjusted p in a family, else the test's own."""
+        return self.p_value if math.isnan(self.p_adjusted) else self.p_adjusted
+
     def supports_a_claim(self, alpha: float = ALPHA) -> bool:
         """`claim_allowed` for this comparison: a rank or permutation test is about where the
         differences sit, the reported gap is a mean; with many zero or few large differences
-        (HR@K, cold users) the two can disagree. And the difference holds across seeds."""
-        return claim_allowed(self.p_value, self.ci_low, self.ci_high, alpha) and \
+        (HR@K, cold users) the two can disagree. And the difference holds across seeds, and
+        survives the correction for the other pairs of its section."""
+        return claim_allowed(self.p_claim, self.ci_low, self.ci_high, alpha) and \
             self.holds_across_seeds
 
     @property
@@ -130,6 +144,13 @@ class PairedDifference:
         return claim_allowed(self.p_value, self.ci_low, self.ci_high) and \
             not self.holds_across_seeds
 
+    @property
+    def correction_withholds(self) -> bool:
+        """Alone this pair would be a claim; counted with its section's other pairs (Holm) it
+        is not."""
+        return claim_allowed(self.p_value, self.ci_low, self.ci_high) and \
+            self.holds_across_seeds and not self.significant
+
 
 @dataclass(kw_only=True)
 class PairedTest(PairedDifference):
@@ -150,14 +171,23 @@ class PairedTest(PairedDifference):
     def ns_cell(self) -> str:
         """A table cell for no claim: "n.s. (p=0.003, seeds disagree)" when only the seeds'
         spread withholds it (so a small p does not read as a claim), else "n.s. (p=0.27)"."""
-        why = ", seeds disagree" if self.seeds_disagree else ""
+        why = (", seeds disagree" if self.seeds_disagree else
+               f", Holm {self.p_adjusted:.2g}" if self.correction_withholds else "")
         return f"n.s. (p={self.p_value:.2g}{why})"
+
+    @property
+    def p_cell(self) -> str:
+        """The p of a claim's cell: "p=0.001", or "Holm p=0.004" in a family."""
+        return (f"p={self.p_value:.2g}" if math.isnan(self.p_adjusted) else
+                f"Holm p={self.p_adjusted:.2g}")
 
     def __str__(self) -> str:
         seeds = (f", seeds+users CI {self.seed_ci_low:+.2f}..{self.seed_ci_high:+.2f} over "
                  f"{self.seeds[0]}+{self.seeds[1]} seeds" if self.seeds_tested else "")
+        holm = ("" if math.isnan(self.p_adjusted) else
+                f", Holm p={self.p_adjusted:.3g} over {self.family} pairs")
         return (f"{self.metric} {self.mean_a:.2f} vs {self.mean_b:.2f} ({self.diff:+.2f}, 95% CI "
-                f"{self.ci_low:+.2f}..{self.ci_high:+.2f}, Wilcoxon p={self.p_value:.3g}, "
+                f"{self.ci_low:+.2f}..{self.ci_high:+.2f}, Wilcoxon p={self.p_value:.3g}{holm}, "
                 f"{self.n_users} users{seeds})")
 
 
@@ -178,6 +208,31 @@ def paired_test(a: np.ndarray, b: np.ndarray, metric: str = "NDCG@10", seed: int
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return PairedTest(float(a.mean()), float(b.mean()), float(d.mean()), float(lo), float(hi), p,
                       metric=metric, n_users=len(d))
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p values (Holm 1979), in the order given: the k-th smallest p
+    is multiplied by (m - k + 1), made monotone and capped at 1. It keeps the chance of any
+    false claim among the m pairs at alpha whatever their dependence, and is uniformly more
+    powerful than Bonferroni; the same numbers as statsmodels' `multipletests(method="holm")`."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError(f"holm needs p values in [0, 1], got {p_values!r}")
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.minimum(stepped, 1.0)
+    return out
+
+
+def adjust(tests: Sequence[PairedTest]) -> None:
+    """Mark `tests` as one family (the pairs one section claims on): each gets Holm's adjusted
+    p over all of them, which `supports_a_claim` then reads. A family of one is left alone."""
+    if len(tests) < 2:
+        return
+    for test, p in zip(tests, holm([t.p_value for t in tests]), strict=True):
+        test.p_adjusted, test.family = float(p), len(tests)
 
 
 def seed_and_user_ci(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = 1,
@@ -350,7 +405,9 @@ def verdict(test: PairedTest, name_a: str, name_b: str, converged_a: bool = True
     if not test.significant:
         why = ("; the mean difference's CI includes 0" if test.tests_disagree else
                "; over seeds and users the CI includes 0: the gap depends on the training "
-               "seeds" if test.seeds_disagree else "")
+               "seeds" if test.seeds_disagree else
+               f"; alone p < {ALPHA}, but not once the section's {test.family} pairs are counted"
+               " (Holm)" if test.correction_withholds else "")
         return f"{name_a} vs {name_b}: no significant difference ({test}{why})"
     better, worse = (name_a, name_b) if test.diff > 0 else (name_b, name_a)
     order = "" if better == name_a else f"{name_a} vs {name_b}: "  # the numbers are A's, then B's
@@ -384,35 +441,43 @@ def mean_std_cell(mean: float, std: float, decimals: int = 2) -> str:
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
+def family_tests(store: ResultsStore, results: Mapping[Hashable, Sequence[RunRecord]],
+                 pairs: Sequence[tuple[Hashable, Hashable]], split: str = "test",
+                 metric: str = "NDCG@10") -> dict[tuple[Hashable, Hashable], PairedTest]:
+    """The paired test of each (row A, row B) pair whose rows both ran, as one family: Holm's
+    correction over the pairs whose rows converged (the pairs that could carry a claim; a row
+    that did not converge gets "no claim" whatever its p)."""
+    tests = {(a, b): compare(store, results[a], results[b], split, metric)
+             for a, b in pairs if results.get(a) and results.get(b)}
+    adjust([t for (a, b), t in tests.items() if converged(results[a]) and converged(results[b])])
+    return tests
+
+
 def pairwise_table(store: ResultsStore, rows: dict, baseline: str, split: str = "test",
                    metric: str = "NDCG@10") -> pd.DataFrame:
-    """Every row against `baseline`: difference, CI, p and the verdict sentence."""
+    """Every row against `baseline`: difference, CI, p (and Holm's over the rows) and the
+    verdict sentence."""
     base = rows[baseline]
+    tests = family_tests(store, rows, [(label, baseline) for label in rows if label != baseline],
+                         split, metric)
     out = []
-    for label, runs in rows.items():
-        if label == baseline:
-            continue
-        t = compare(store, runs, base, split, metric)
+    for (label, _), t in tests.items():
         out.append({"row": label, "vs": baseline, "diff": t.diff, "ci_low": t.ci_low,
-                    "ci_high": t.ci_high, "p": t.p_value,
-                    "verdict": verdict(t, str(label), str(baseline), converged(runs),
+                    "ci_high": t.ci_high, "p": t.p_value, "p Holm": t.p_adjusted,
+                    "verdict": verdict(t, str(label), str(baseline), converged(rows[label]),
                                        converged(base))})
     return pd.DataFrame(out)
 
 
 def claims(store: ResultsStore, results: dict, pairs: Sequence[tuple], split: str = "test",
            metric: str = "NDCG@10", names: dict | None = None) -> list[str]:
-    """The verdict sentence of each (row A, row B) pair of a grid's results (label -> runs);
-    pairs whose rows did not run (e.g. an optional encoder not installed) are left out."""
+    """The verdict sentence of each (row A, row B) pair of a grid's results (label -> runs),
+    the pairs judged as one family (`family_tests`); pairs whose rows did not run (e.g. an
+    optional encoder not installed) are left out."""
     def name(label: object) -> str:
         if names and label in names:
             return names[label]
         return " ".join(map(str, label)) if isinstance(label, tuple) else str(label)
 
-    out = []
-    for a, b in pairs:
-        if a not in results or b not in results:
-            continue
-        t = compare(store, results[a], results[b], split, metric)
-        out.append(verdict(t, name(a), name(b), converged(results[a]), converged(results[b])))
-    return out
+    return [verdict(t, name(a), name(b), converged(results[a]), converged(results[b]))
+            for (a, b), t in family_tests(store, results, pairs, split, metric).items()]

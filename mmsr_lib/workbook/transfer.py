@@ -47,7 +47,7 @@ from mmsr_lib.config import PROFILES, RunConfig, profile_config, profile_seeds
 from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.workbook.grids import Grid, significance_column
 from mmsr_lib.workbook.paper_numbers import paper_improvements, paper_wide
-from mmsr_lib.workbook.significance import compare, converged, summarize, verdict
+from mmsr_lib.workbook.significance import converged, family_tests, summarize, verdict
 
 METRICS = ("HR@10", "NDCG@10")
 IDSR_BUDGET_FACTOR = 2  # Fig. 3: IDSR 300 epochs, MMSR 60; we double the MMSR budget
@@ -409,14 +409,16 @@ Pair = tuple[str, object, str, object]  # (name A, row A, name B, row B)
 def transfer_verdicts(store: ResultsStore, results: Mapping, pairs: Sequence[Pair],
                       metric: str = "NDCG@10", split: str = "test") -> list[str]:
     """One sentence per pair under the significance rule: a claim only for rows that converged
-    in every seed and a significant paired test, else "no significant difference" / "no claim"."""
+    in every seed and a significant paired test (Holm over the pairs: one family, see
+    `family_tests`), else "no significant difference" / "no claim"."""
+    tests = family_tests(store, results, [(a, b) for _, a, _, b in pairs], split, metric)
     out = []
     for name_a, a, name_b, b in pairs:
-        if not results.get(a) or not results.get(b):
+        if (a, b) not in tests:
             out.append(f"{name_a} vs {name_b}: not run")
             continue
-        test = compare(store, results[a], results[b], split, metric)
-        out.append(verdict(test, name_a, name_b, converged(results[a]), converged(results[b])))
+        out.append(verdict(tests[a, b], name_a, name_b, converged(results[a]),
+                           converged(results[b])))
     return out
 
 

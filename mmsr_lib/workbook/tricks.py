@@ -70,7 +70,7 @@ from mmsr_lib.workbook.grids import (
     grid_table,
 )
 from mmsr_lib.workbook.paper_numbers import paper_wide
-from mmsr_lib.workbook.significance import compare, converged, verdict
+from mmsr_lib.workbook.significance import converged, family_tests, verdict
 
 log = logging.getLogger("mmsr.tricks")
 
@@ -517,19 +517,17 @@ def lr_settings(configs: Mapping) -> dict[Hashable, str]:
 def verdict_table(store: ResultsStore, results: Mapping,
                   pairs: Sequence[tuple[Hashable, Hashable]], metric: str = "NDCG@10",
                   split: str = "test") -> pd.DataFrame:
-    """Row A vs row B for each pair: difference, 95% CI, Wilcoxon p and the one sentence the
-    significance rule allows."""
+    """Row A vs row B for each pair: difference, 95% CI, Wilcoxon p, Holm's p over the pairs
+    (one family: `family_tests`) and the one sentence the significance rule allows."""
     out = []
-    for a, b in pairs:
-        if not results.get(a) or not results.get(b):
-            continue
-        test = compare(store, results[a], results[b], split, metric)
+    for (a, b), test in family_tests(store, results, pairs, split, metric).items():
         name_a, name_b = " ".join(map(str, a)), " ".join(map(str, b))
         out.append({"A": name_a, "B": name_b, "diff": test.diff, "ci_low": test.ci_low,
-                    "ci_high": test.ci_high, "p": test.p_value,
+                    "ci_high": test.ci_high, "p": test.p_value, "p Holm": test.p_adjusted,
                     "verdict": verdict(test, name_a, name_b, converged(results[a]),
                                        converged(results[b]))})
-    return pd.DataFrame(out, columns=["A", "B", "diff", "ci_low", "ci_high", "p", "verdict"])
+    return pd.DataFrame(out, columns=["A", "B", "diff", "ci_low", "ci_high", "p", "p Holm",
+                                      "verdict"])
 
 
 def table11_pairs() -> list[tuple]:
