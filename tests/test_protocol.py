@@ -16,7 +16,13 @@ from conftest import constant_rank_row, write_sequences
 from mmsr_lib.config import profile_config
 from mmsr_lib.data.format import load_dataset
 from mmsr_lib.data.preprocess import build_sequences
-from mmsr_lib.evaluate import History, evaluate_model, mask_scores, target_ranks
+from mmsr_lib.evaluate import (
+    History,
+    evaluate_model,
+    mask_scores,
+    metrics_from_ranks,
+    target_ranks,
+)
 from mmsr_lib.evaluate_variants import (
     model_sampled_ranks,
     model_tie_counts,
@@ -451,3 +457,37 @@ def test_window_verdicts_say_when_the_seeds_withhold_a_gap(tmp_path):
     assert flip["pair"] == "A vs B"
     assert flip["verdict last"] == "no significant difference (seeds disagree)"
     assert flip["verdict all"] == "B beats A"
+
+
+def test_question_3_judges_its_models_as_one_family(tmp_path):
+    """Four models' last-vs-all tests are one table's claims: a gap of Wilcoxon p = 0.023 (20
+    users gain a hit under `all`, 8 lose one) is a claim alone, but with three models of no
+    difference beside it Holm's p is 0.093 and the verdict says why it is withheld."""
+    store = ResultsStore(tmp_path / "r.sqlite")
+
+    def row(windows, dim, ranks):
+        out = []
+        for seed in (42, 43):
+            cfg = profile_config("smoke").override(f"model.dim={dim}", f"train.seed={seed}",
+                                                   f"data.train_windows={windows}")
+            out.append(store.finish(cfg, {"metrics": {"test": metrics_from_ranks(ranks)},
+                                          "ranks": {"test": ranks},
+                                          "extra": {"epochs_run": 10, "best_epoch": 3,
+                                                    "converged": True}}))
+        return out
+
+    last = np.full(328, 20)
+    last[20:28] = 0
+    gain = np.full(328, 20)
+    gain[:20] = 0
+    runs_all = {"A": row("all", 8, gain)}
+    runs_last = {"A": row("last", 8, last)}
+    alone = protocol.window_table(store, runs_all, runs_last)
+    assert alone.loc["A", "verdict"] == "all beats last" and np.isnan(alone.loc["A", "p Holm"])
+    for name, dim in (("N1", 16), ("N2", 24), ("N3", 32)):
+        runs_all[name], runs_last[name] = row("all", dim, last), row("last", dim, last)
+    table = protocol.window_table(store, runs_all, runs_last)
+    assert table.loc["A", "verdict"] == ("last vs all: no significant difference "
+                                         "(Holm over 4 pairs)")
+    assert table.loc["A", "p Holm"] == pytest.approx(4 * table.loc["A", "p"])
+    assert protocol.window_sentence("A", table.loc["A"]).endswith("p=0.023, Holm p=0.093)")

@@ -48,6 +48,7 @@ from mmsr_lib.workbook.significance import (
     PairedTest,
     compare,
     converged,
+    family_tests,
     per_user,
     seeded_test,
     summarize,
@@ -264,6 +265,8 @@ def _head(test: PairedTest, x: str, y: str, converged_x: bool = True,
     head = verdict(test, x, y, converged_x, converged_y).split(" (")[0]
     if converged_x and converged_y and test.seeds_disagree:  # never a claim: see PairedDifference
         head += " (seeds disagree)"
+    elif converged_x and converged_y and test.correction_withholds:
+        head += f" (Holm over {test.family} pairs)"
     return head
 
 
@@ -381,22 +384,26 @@ def window_table(
 ) -> pd.DataFrame:
     """Question 3: test metrics (mean, std over seeds) per model trained on `all` and on `last`
     windows, the paired test last vs all (seed-averaged per-user `test_metric`: difference, its
-    95% CI, Wilcoxon p, verdict; no claim for unconverged rows) and the rank of each model under
-    each mode."""
+    95% CI, Wilcoxon p, Holm's p over the table's models (one family: `family_tests`),
+    verdict; no claim for unconverged rows) and the rank of each model under each mode."""
+    labels = [x for x in runs_all if x in runs_last]
+    both = {**{("last", x): runs_last[x] for x in labels}, **{("all", x): runs_all[x]
+                                                              for x in labels}}
+    tests = family_tests(store, both, [(("last", x), ("all", x)) for x in labels], "test",
+                         test_metric)
     rows = {}
-    for label in runs_all:
-        if label not in runs_last:
-            continue
+    for label in labels:
         row: dict = {}
         for mode, runs in (("all", runs_all[label]), ("last", runs_last[label])):
             s = summarize(runs, "test", metrics)
             for m in metrics:
                 row[f"{m} {mode}"], row[f"{m} {mode} std"] = s[m], s[f"{m} std"]
             row[f"converged {mode}"] = s["converged"]
-        test = compare(store, runs_last[label], runs_all[label], "test", test_metric)
+        test = tests[("last", label), ("all", label)]
         row[f"{test_metric} last - all"] = test.diff
         row["95% CI"] = f"{test.ci_low:+.2f}..{test.ci_high:+.2f}"
         row["p"] = test.p_value
+        row["p Holm"] = test.p_adjusted
         row["verdict"] = _head(test, "last", "all", converged(runs_last[label]),
                                converged(runs_all[label]))
         rows[label] = row
@@ -406,6 +413,13 @@ def window_table(
         table[f"rank {mode}"] = table[f"{test_metric} {mode}"].rank(ascending=False,
                                                                      method="min")
     return table
+
+
+def window_sentence(label: str, row: Mapping) -> str:
+    """One printed line of question 3: a model's verdict, last minus all, CI, p and Holm's p."""
+    holm = "" if math.isnan(row["p Holm"]) else f", Holm p={row['p Holm']:.2g}"
+    return (f"{label}: {row['verdict']} (NDCG@10 {row['NDCG@10 last - all']:+.2f}, 95% CI "
+            f"{row['95% CI']}, p={row['p']:.2g}{holm})")
 
 
 def window_flips(store: ResultsStore, runs_all: Mapping[str, Sequence[RunRecord]],
