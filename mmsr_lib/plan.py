@@ -1420,7 +1420,8 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     HR@10 and `metric` as mean ± std over the stored seeds (`significance.summarize`),
     `metric` against the section's best row by its mean (among the rows with every seed
     stored, where there are any), with the paired test over users (a difference only between
-    converged rows with every seed stored, else "n.s." or why not),
+    converged rows with every seed stored, Holm over the section's rows, else "n.s." or why
+    not),
     and the seeds training now or stopped mid-run with how far they got (`started_progress`).
     `only` shows the rows it matches (`select_runs`), still against the best of all the
     section's rows. `seeds` as in `notebook_runs`. "not above MostPop" names the stored seeds
@@ -1428,6 +1429,7 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     budget rule counts them as converged, so the column is where a failed seed shows.
     ``attrs["stored"]`` / ``attrs["planned"]``: the runs stored and planned in the rows shown."""
     from mmsr_lib.workbook.significance import (
+        adjust,
         compare,
         converged,
         mean_std_cell,
@@ -1461,6 +1463,16 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
         pool = [key for key in scored if rows[key]["complete"]] or scored
         if pool:
             best[section] = max(pool, key=lambda k: rows[k]["summary"][metric])
+    # each section's rows against its best are one family (Holm, `significance.adjust`), as a
+    # notebook's list of claims is: the rows that can carry a claim, all seeds in and converged
+    tests = {}
+    for key, row in rows.items():
+        ref = best.get(key[0])
+        if (ref is not None and ref != key and row["complete"] and rows[ref]["complete"]
+                and converged(row["runs"]) and converged(rows[ref]["runs"])):
+            tests[key] = compare(store, row["runs"], rows[ref]["runs"], split, metric)
+    for section in best:
+        adjust([t for key, t in tests.items() if key[0] == section])
     out = []
     for key, row in rows.items():
         if key not in shown:
@@ -1472,11 +1484,11 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
             against = "best"
         elif not (row["complete"] and rows[ref]["complete"]):
             against = "seeds missing"
-        elif not (converged(runs) and converged(rows[ref]["runs"])):
+        elif key not in tests:
             against = "not converged"
         else:
-            t = compare(store, runs, rows[ref]["runs"], split, metric)
-            against = f"{t.diff:+.2f} (p={t.p_value:.2g})" if t.significant else t.ns_cell
+            t = tests[key]
+            against = f"{t.diff:+.2f} ({t.p_cell})" if t.significant else t.ns_cell
         sm = row["summary"]
         out.append({
             "section": key[0], "row": key[1], "seeds": f"{len(runs)}/{row['planned']}",
