@@ -65,6 +65,7 @@ from mmsr_lib.workbook.report import best_marks, relative_improvement, to_markdo
 from mmsr_lib.workbook.significance import (
     ALPHA,
     PairedTest,
+    adjust,
     converged,
     per_user,
     seeded_test,
@@ -520,10 +521,12 @@ class CrossoverEstimate:
             verdict = ("no claim (not converged)" if not p.converged else
                        f"{self.content} ahead" if p.sign > 0 else
                        f"{self.baseline} ahead" if p.sign < 0 else
-                       "n.s. (seeds disagree)" if p.seeds_disagree else "n.s.")
+                       "n.s. (seeds disagree)" if p.seeds_disagree else
+                       "n.s. (Holm)" if p.correction_withholds else "n.s.")
             rows.append({"point": p.label, "per item": p.x, self.content: p.mean_a,
                          self.baseline: p.mean_b, "diff": p.diff, "ci_low": p.ci_low,
-                         "ci_high": p.ci_high, "p": p.p_value, "users": p.n_users,
+                         "ci_high": p.ci_high, "p": p.p_value, "p Holm": p.p_adjusted,
+                         "users": p.n_users,
                          "seeds ci_low": p.seed_ci_low, "seeds ci_high": p.seed_ci_high,
                          "verdict": verdict})
         return pd.DataFrame(rows).set_index("point")
@@ -581,7 +584,9 @@ def estimate_crossover(
     A point's sign counts only when both rows converged and the Wilcoxon test over users (of
     the seed-averaged metric, `significance.seeded_test`) has p < `alpha` with the mean
     difference's CI excluding zero, and the CI over seeds and users excludes zero too where
-    there are two seeds or more (`PairedTest.supports_a_claim`). A crossing is
+    there are two seeds or more (`PairedTest.supports_a_claim`), the p being Holm's over the
+    sweep's converged points (one family: a crossing read off many points is a list of claims,
+    and with six points a chance sign somewhere is likely). A crossing is
     claimed between consecutive significant points of opposite sign; its location is the zero
     of the mean difference interpolated linearly in log x, and its interval the 2.5-97.5%
     percentiles of that zero over `n_boot` replicates that resample seeds (paired by index) and
@@ -593,13 +598,16 @@ def estimate_crossover(
         raise ValueError("interactions per item must be positive (log axis)")
     if len({p.x for p in pts}) != len(pts):
         raise ValueError("two points have the same density")
-    tests = []
+    raw = []
     for p in pts:
         a, b = np.atleast_2d(p.a), np.atleast_2d(p.b)
         if a.shape != b.shape or a.size == 0:
             raise ValueError(f"point {p.label}: content {a.shape} and baseline {b.shape} must "
                              "be the same non-empty [seeds, users]")
-        t = seeded_test(a, b, metric)  # as `significance.compare`: the seeds' spread counts
+        raw.append(seeded_test(a, b, metric))  # as `significance.compare`: seeds count
+    adjust([t for t, p in zip(raw, pts, strict=True) if p.converged])
+    tests = []
+    for p, t in zip(pts, raw, strict=True):
         sign = int(np.sign(t.diff)) if (t.supports_a_claim(alpha) and p.converged) else 0
         tests.append(PointTest(**vars(t), label=p.label, x=p.x, converged=p.converged,
                                sign=sign))
@@ -742,13 +750,19 @@ def p_text(p: float) -> str:
 
 def verdict_text(point: PointTest) -> str:
     """One comparison at one point, content's view: ``ahead +1.28 (p = 2e-5)``, ``behind``,
-    ``n.s.`` (``, seeds disagree`` where only the seeds' spread withholds the claim), or
-    ``no claim (not converged; ...)`` when a seed of either row did not converge."""
+    ``n.s.`` (``, seeds disagree`` where only the seeds' spread withholds the claim, ``, Holm
+    0.09`` where only the correction over the sweep's points does), or ``no claim (not
+    converged; ...)`` when a seed of either row did not converge. The p shown is the point's
+    own; a claim stands on Holm's (`estimate_crossover`)."""
     diff, p = f"{point.diff:+.2f}", f"p = {p_text(point.p_value)}"
     if not point.converged:
         return f"no claim (not converged; {diff}, {p})"
     word = "ahead" if point.sign > 0 else "behind" if point.sign < 0 else "n.s."
-    why = ", seeds disagree" if point.sign == 0 and point.seeds_disagree else ""
+    why = ""
+    if point.sign == 0 and point.seeds_disagree:
+        why = ", seeds disagree"
+    elif point.sign == 0 and point.correction_withholds:
+        why = f", Holm {p_text(point.p_adjusted)}"
     return f"{word} {diff} ({p}{why})"
 
 
@@ -869,10 +883,13 @@ def _verdict(p: PointTest, est: CrossoverEstimate) -> str:
     if not p.converged:
         return "no claim (not converged)"
     if p.sign == 0:
-        why = " over the users, but the seeds disagree" if p.seeds_disagree else ""
+        why = (" over the users, but the seeds disagree" if p.seeds_disagree else
+               f" alone, Holm p={p.p_adjusted:.2g} over the sweep's {p.family} points"
+               if p.correction_withholds else "")
         return f"no significant difference (p={p.p_value:.2g}{why})"
     better = est.content if p.sign > 0 else est.baseline
-    return f"{better} ahead ({p.diff:+.2f} points, p={p.p_value:.2g})"
+    holm = "" if math.isnan(p.p_adjusted) else f", Holm p={p.p_adjusted:.2g}"
+    return f"{better} ahead ({p.diff:+.2f} points, p={p.p_value:.2g}{holm})"
 
 
 def conclusion(estimate: CrossoverEstimate, paper: pd.DataFrame | None = None) -> list[str]:
