@@ -341,6 +341,21 @@ def test_a_point_whose_seeds_disagree_carries_no_sign():
     assert xo.verdict_text(est.points[0]).endswith(", seeds disagree)")
 
 
+def test_a_point_that_only_stands_alone_carries_no_sign():
+    """A sweep's points are one family: content +0.7 at the densest point only (one seed,
+    Wilcoxon p = 0.03 there) is a claim alone, but Holm's p over the five points is 0.15, so
+    the point carries no sign and its cell says why."""
+    pts = _points(lambda x: 0.7 if x == 80.0 else 0.0, seeds=1)
+    est = xo.estimate_crossover(pts, n_boot=20)
+    last = est.points[-1]
+    assert last.p_value < 0.05 and last.ci_low > 0 and last.family == 5
+    assert last.p_adjusted == pytest.approx(5 * last.p_value) and last.sign == 0
+    assert last.correction_withholds and est.table().loc["80", "verdict"] == "n.s. (Holm)"
+    assert xo.verdict_text(last) == "n.s. +0.62 (p = 0.031, Holm 0.15)"
+    alone = xo.estimate_crossover(pts[-1:], n_boot=20)  # the same point, a sweep of one
+    assert alone.points[0].sign == 1 and alone.points[0].family == 1
+
+
 def test_crossover_input_errors():
     pts = _points(lambda x: 0.0, xs=(5.0, 10.0))
     with pytest.raises(ValueError, match="same density"):
