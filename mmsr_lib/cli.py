@@ -33,6 +33,7 @@ EPILOG = """examples:
   mmsr train --profile cpu --set data.synth.domain=target --init-from <source run hash>
   mmsr grid 02 --list                         # a notebook's runs (each seed), as commands, stored or not
   mmsr grid 04 --summary                      # its rows from the runs stored so far (read only)
+  mmsr grid 02 --claims                       # the paper's claims it tests, from the stored runs
   mmsr grid 09 --train --profile cpu          # train all of a notebook's runs as one queue
   mmsr grid 04 --train --only MovieLens       # ... or the rows one pattern matches (also --list, plan)
   mmsr grid 04 --summary --seeds 42,43,44,45,46 --only FDSA  # more seeds, to settle 'seeds disagree'
@@ -282,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "most-popular on validation (failed trainings the budget rule calls "
                            "converged) and NDCG@10 against the section's best row with the "
                            "paired test over users")
+    grid.add_argument("--claims", action="store_true",
+                      help="every claim the notebook prints (the paper's claims, Improv. "
+                           "columns, cold-start and crossover verdicts), computed from the runs "
+                           "already stored with the notebook's own pairs and corrections (read "
+                           "only; no checkpoints needed): which findings hold so far")
     grid.add_argument("--train", action="store_true",
                       help="train every run of the notebook's grids, all seeds (the runs `mmsr "
                            "plan --notebook NN` prices, for any notebook 00-12) as one queue "
@@ -577,6 +583,20 @@ def cmd_grid(args: argparse.Namespace) -> int:
         return 0
     base = profile_config(profile)
     store = _store_if_any(args.results)
+    if args.claims:
+        from mmsr_lib.workbook.claim_sets import notebook_claims
+
+        if store is None:
+            print("no results store yet: nothing is stored, so nothing is claimed")
+            return 0
+        sections, claim_sets = notebook_claims(args.notebook, profile, *args.overrides,
+                                               store=store, seeds=seeds)
+        for sec in sections.values():
+            print(f"# {sec.name}: {sec.header()}")
+        for cs in claim_sets:
+            print(f"\n## {cs.title} ({cs.source})")
+            print("\n".join(cs.lines) if cs.lines else "(no pair has both rows stored)")
+        return 0
     if args.summary:
         from mmsr_lib.plan import grid_summary
 

@@ -442,6 +442,37 @@ def test_grid_summary_tests_against_a_complete_row_and_shows_seeds_in_progress(
                      line[other].rstrip()), line[other]
 
 
+def test_grid_claims_prints_the_notebooks_verdicts_from_the_stored_runs(capsys, tmp_path):
+    """`mmsr grid NN --claims`: the families of claims the notebook prints, from the stored runs
+    only (nothing trained): a pair whose rows are stored gets its verdict (here "not converged":
+    one epoch of one), a pair missing a row is said so, and each section counts its runs. A
+    notebook whose claims need trained models (10) is refused with what to do."""
+    from mmsr_lib.plan import notebook_runs
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+    from mmsr_lib.workbook import grids
+
+    db = tmp_path / "r.sqlite"
+    store = ResultsStore(db)
+    runs = [r for r in notebook_runs("03", "smoke", "train.epochs=1")
+            if r.label in (("SASRec", "MMSR"), ("SASRec", "IDSR"))]
+    for run in runs:
+        run_or_load(run.config, store=store, progress=False)
+    args = ["grid", "03", "--claims", "--profile", "smoke", "--set", "train.epochs=1",
+            "--results", str(db)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    total = len(notebook_runs("03", "smoke", "train.epochs=1"))
+    rows = len(grids.table4_configs("smoke"))
+    assert f"# Table IV: {len(runs)} of {total} runs stored; rows with no stored run: " \
+        f"{rows - 2}" in out
+    assert "SASRec: not converged" in out.splitlines()
+    assert "GRU4Rec: -" in out.splitlines()  # neither of its rows is stored
+    assert len(store.records()) == len(runs)  # read only
+    assert main(["grid", "10", "--claims", "--profile", "smoke", "--results", str(db)]) != 0
+    assert "render the notebook instead" in capsys.readouterr().err
+
+
 def test_tune_starts_from_a_notebook_rows_own_configuration(capsys, tmp_path):
     """`mmsr tune --notebook NN --only ROW` searches that row's setting: its trial at the row's
     own setting is the row's run (same hash), and a pattern naming several rows, or --only

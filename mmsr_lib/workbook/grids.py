@@ -88,6 +88,28 @@ RESIDUAL_DNN_ROWS: dict[tuple[str, str], tuple[str, int]] = {
 AUTHORS_CODE_ROWS: dict[tuple[str, str], tuple[str, int]] = {
     ("Coarse (authors' code)", "Gate"): ("gate_authors", 1),
     ("Coarse (authors' code)", "FiLM"): ("film_authors", 1)}
+# The paper's claims each notebook tests, as (row A, row B) pairs of its grid; each list is one
+# family (`significance.claims`: Holm over its converged pairs).
+TABLE2_CLAIMS = (
+    (("MMSR-T", "RoBERTa"), ("MMSR-V", "MAE")),  # text vs image, the default encoders
+    (("MMSR-T", "RoBERTa"), ("MMSR-T", "BERT")),  # text encoders close to each other?
+    (("MMSR-T", "RoBERTa"), ("MMSR-T", "ELECTRA")),
+    (("MMSR", "Ro.+MAE"), ("MMSR-T", "RoBERTa")),  # fused vs the better single modality
+    (("MMSR", "Ro.+MAE"), ("MMSR-V", "MAE")),
+    (("MMSR", "Ro.+Swin"), ("MMSR", "Ro.+ResNet")))  # transformer vs CNN vision encoder
+TABLE3_CLAIMS = (
+    (("Attention", "MergeAttn-1"), ("Coarse", "Gate")),  # attention vs the best coarse
+    (("Attention", "MergeAttn-1"), ("Attention", "CoAttn-1")),
+    (("Coarse", "Gate"), ("Coarse", "Summation")),  # summation hurts?
+    (("Coarse", "Gate"), ("Coarse", "Concatenation")),
+    (("Coarse+", "Summation"), ("Coarse", "Summation")),  # does the DNN help?
+    (("Attention", "MergeAttn-2"), ("Attention", "MergeAttn-1")),  # deeper?
+    (("Attention", "MergeAttn-4"), ("Attention", "MergeAttn-1")))
+# ours: each residual-DNN row vs the paper's plain DNN row, then vs no DNN (one family)
+RESIDUAL_DNN_CLAIMS = tuple(
+    [(key, ("Coarse+", key[1])) for key in RESIDUAL_DNN_ROWS]
+    + [(key, ("Coarse", key[1])) for key in RESIDUAL_DNN_ROWS])
+AUTHORS_CODE_CLAIMS = tuple((key, ("Coarse", key[1])) for key in AUTHORS_CODE_ROWS)
 ARCHITECTURES = {"SASRec": "sasrec", "GRU4Rec": "gru4rec", "NextItNet": "nextitnet"}
 TABLE4_COLUMNS = ("IDSR", "MMSR-T", "MMSR-V", "MMSR")
 # our labels -> the paper's spelling where they differ (the paper writes GRU4Rec as "GRURec")
