@@ -584,7 +584,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     base = profile_config(profile)
     store = _store_if_any(args.results)
     if args.claims:
-        from mmsr_lib.workbook.claim_sets import notebook_claims
+        from mmsr_lib.claims import notebook_claims
 
         if store is None:
             print("no results store yet: nothing is stored, so nothing is claimed")

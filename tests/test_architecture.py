@@ -24,7 +24,7 @@ LAYERS = [
     ("train", ("mmsr_lib.train",)),
     ("runs", ("mmsr_lib.runs",)),
     ("workbook", ("mmsr_lib.workbook",)),
-    ("bench", ("mmsr_lib.bench", "mmsr_lib.plan")),
+    ("bench", ("mmsr_lib.bench", "mmsr_lib.plan", "mmsr_lib.claims")),
     ("cli", ("mmsr_lib.cli",)),
 ]
 
