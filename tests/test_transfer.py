@@ -41,7 +41,8 @@ def test_table9_rows_are_the_papers_and_only_transfer_rows_name_their_source(pro
     assert idsr.model.item_encoder == "id" and idsr.train.init_from is None
     assert idsr.train.epochs == transfer.IDSR_BUDGET_FACTOR * scratch.train.epochs
     assert (scratch.model.fusion, scratch.model.fusion_layers, scratch.model.sequence) == (
-        "merge_attn", 1, "sasrec")
+        *transfer.MMSR_FUSION[profile], "sasrec")
+    assert scratch.model.fusion == ("gate" if profile == "cpu" else "merge_attn")
     # a transfer row is the scratch row plus its warm start, nothing else
     warm = grid["MMSR", "Transfer HM-500K"].resolved()
     assert warm.override(train__init_from=None).hash() == scratch.hash()

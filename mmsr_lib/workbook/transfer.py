@@ -19,8 +19,13 @@ Rows (columns of the paper's tables):
 
 * IDSR - SASRec over item IDs trained on the target, for twice the MMSR epoch budget (Fig. 3:
   the paper trains IDSR 300 epochs, MMSR 60). The tables and the figure use the same run.
-* Scratch - the profile's MMSR (text + vision encoders, merge-attention, SASRec) trained on the
-  target from the pretrained encoders only.
+* Scratch - the profile's MMSR (text + vision encoders, their fusion, SASRec) trained on the
+  target from the pretrained encoders only. The fusion is one merge-attention block as the
+  paper's (`MMSR_FUSION`), but on ``cpu`` the coarse gate, as the quick start and notebook 12
+  fuse there: one merge-attention block costs ~100 min a run on two cores (every step runs the
+  whole catalog's tokens through it; docs/results_cpu.md), ~18 cpu-hours for this notebook's
+  46 runs against ~2.5 with the gate, and the question here is whether pre-training transfers,
+  which either fusion asks.
 * Transfer - the same configuration warm-started from the source run.
 
 The sources are trained once, with the profile's first seed: a pre-trained model is one artefact
@@ -50,6 +55,10 @@ from mmsr_lib.workbook.paper_numbers import paper_improvements, paper_wide
 from mmsr_lib.workbook.significance import converged, family_tests, summarize, verdict
 
 METRICS = ("HR@10", "NDCG@10")
+# profile -> (fusion, blocks) of the MMSR rows: the paper's merge-attention, the gate on cpu (a
+# coarse fusion has no blocks)
+MMSR_FUSION: dict[str, tuple[str, int | None]] = {
+    "paper": ("merge_attn", 1), "cpu": ("gate", None), "smoke": ("merge_attn", 1)}
 IDSR_BUDGET_FACTOR = 2  # Fig. 3: IDSR 300 epochs, MMSR 60; we double the MMSR budget
 SELECT_ON = "valid"  # the split that picks Table IX's best transfer (never the test split)
 
@@ -150,12 +159,13 @@ def catalog_table(profile: str, *overrides: str, count: bool = True,
 
 # -- configurations --------------------------------------------------------------------------------
 def mmsr_config(profile: str, catalog: Catalog, *overrides: str, name: str = "") -> RunConfig:
-    """The profile's MMSR (its text + vision encoders, one merge-attention block, SASRec) on
-    `catalog`; `overrides` (dotted) apply last."""
+    """The profile's MMSR (its text + vision encoders, the profile's fusion `MMSR_FUSION`,
+    SASRec) on `catalog`; `overrides` (dotted) apply last."""
+    fusion, blocks = MMSR_FUSION[profile]
+    depth = (f"model.fusion_layers={blocks}",) if blocks else ()
     return profile_config(profile).override(
-        "model.item_encoder=mm", "model.sequence=sasrec", "model.fusion=merge_attn",
-        "model.fusion_layers=1", *catalog.settings, f"name={name or 'tr-' + catalog.label}",
-        *overrides)
+        "model.item_encoder=mm", "model.sequence=sasrec", f"model.fusion={fusion}", *depth,
+        *catalog.settings, f"name={name or 'tr-' + catalog.label}", *overrides)
 
 
 def idsr_config(profile: str, catalog: Catalog, *overrides: str, name: str = "") -> RunConfig:
