@@ -69,17 +69,6 @@ def stored_sections(notebook: str, profile: str, *overrides: str, store: Results
     return out
 
 
-def _section_grid(notebook: str, profile: str, overrides: Sequence[str], name: str) -> Mapping:
-    """A section's grid as the notebook builds it (a `Grid` with its own attributes, e.g. a
-    sweep's points), for the claim functions that read more than the labels."""
-    from mmsr_lib.plan import NOTEBOOK_GRIDS, notebook_key
-
-    for sec in NOTEBOOK_GRIDS[notebook_key(notebook)][1](profile, overrides):
-        if sec.name == name:
-            return sec.configs
-    raise KeyError(f"notebook {notebook} has no section {name!r}")
-
-
 def _results(sections: Mapping[str, StoredSection], name: str) -> Results:
     sec = sections.get(name)
     return sec.results if sec else {}
@@ -261,9 +250,14 @@ class _Context:
     overrides: Sequence[str]
     store: ResultsStore
     sections: dict[str, StoredSection]
+    grids: Mapping[str, Mapping] = field(default_factory=dict)  # section -> its `Grid`
 
     def grid(self, name: str) -> Mapping:
-        return _section_grid(self.notebook, self.profile, self.overrides, name)
+        """A section's grid as the notebook builds it (a `Grid` with its own attributes, e.g.
+        a sweep's points), for the claim functions that read more than the labels."""
+        if name not in self.grids:
+            raise KeyError(f"notebook {self.notebook} has no section {name!r}")
+        return self.grids[name]
 
 
 CLAIM_SETS: dict[str, Callable[[_Context], list[ClaimSet]]] = {
@@ -276,12 +270,13 @@ def notebook_claims(notebook: str, profile: str, *overrides: str, store: Results
                     ) -> tuple[dict[str, StoredSection], list[ClaimSet]]:
     """The notebook's sections with their stored runs, and every family of claims it prints,
     computed from them."""
-    from mmsr_lib.plan import notebook_key
+    from mmsr_lib.plan import NOTEBOOK_GRIDS, notebook_key
 
     key = notebook_key(notebook)
     if key not in CLAIM_SETS:
         raise ValueError(f"notebook {notebook}: its claims compare trained models' embeddings "
                          "(checkpoints), not stored results; render the notebook instead")
     sections = stored_sections(key, profile, *overrides, store=store, seeds=seeds)
-    ctx = _Context(key, profile, overrides, store, sections)
+    grids = {sec.name: sec.configs for sec in NOTEBOOK_GRIDS[key][1](profile, overrides)}
+    ctx = _Context(key, profile, overrides, store, sections, grids)
     return sections, CLAIM_SETS[key](ctx)
