@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mmsr_lib.runs.store import ResultsStore, RunRecord
+
+if TYPE_CHECKING:
+    from mmsr_lib.plan import Section
 
 Results = dict[Hashable, list[RunRecord]]
 
@@ -48,13 +52,14 @@ class ClaimSet:
 
 
 def stored_sections(notebook: str, profile: str, *overrides: str, store: ResultsStore,
-                    seeds: Sequence[int] | None = None) -> dict[str, StoredSection]:
-    """The notebook's grids (`plan.notebook_runs`), each row with its current stored runs
-    (stale, failed or unfinished runs are not results)."""
+                    seeds: Sequence[int] | None = None,
+                    grids: Sequence[Section] | None = None) -> dict[str, StoredSection]:
+    """The notebook's grids (`plan.notebook_runs`; `grids`: already built), each row with its
+    current stored runs (stale, failed or unfinished runs are not results)."""
     from mmsr_lib.plan import notebook_runs, run_state_and_record
 
     out: dict[str, StoredSection] = {}
-    for run in notebook_runs(notebook, profile, *overrides, seeds=seeds):
+    for run in notebook_runs(notebook, profile, *overrides, seeds=seeds, sections=grids):
         sec = out.get(run.section)
         if sec is None:
             sec = out[run.section] = StoredSection(run.section, {}, {}, 0, 0)
@@ -194,15 +199,12 @@ def _nb09(ctx: _Context) -> list[ClaimSet]:
     out = []
     for table in tricks.TABLES:
         name = f"Table {table}"
-        pairs_of = getattr(tricks, f"table{_ROMAN[table]}_pairs")
-        pairs = pairs_of() if table == "XI" else pairs_of(ctx.grid(name))
+        pairs_of = tricks.PAIRS[table]
+        pairs = pairs_of(ctx.grid(name))
         verdicts = tricks.verdict_table(ctx.store, _results(ctx.sections, name), pairs)
         out.append(ClaimSet(f"{name}", f"tricks.{pairs_of.__name__}",
                             list(verdicts["verdict"])))
     return out
-
-
-_ROMAN = {"XI": 11, "XII": 12, "XIII": 13, "XIV": 14}
 
 
 def _nb11(ctx: _Context) -> list[ClaimSet]:
@@ -270,13 +272,14 @@ def notebook_claims(notebook: str, profile: str, *overrides: str, store: Results
                     ) -> tuple[dict[str, StoredSection], list[ClaimSet]]:
     """The notebook's sections with their stored runs, and every family of claims it prints,
     computed from them."""
-    from mmsr_lib.plan import NOTEBOOK_GRIDS, notebook_key
+    from mmsr_lib.plan import notebook_key, notebook_sections
 
     key = notebook_key(notebook)
     if key not in CLAIM_SETS:
         raise ValueError(f"notebook {notebook}: its claims compare trained models' embeddings "
                          "(checkpoints), not stored results; render the notebook instead")
-    sections = stored_sections(key, profile, *overrides, store=store, seeds=seeds)
-    grids = {sec.name: sec.configs for sec in NOTEBOOK_GRIDS[key][1](profile, overrides)}
+    built = notebook_sections(key, profile, *overrides)
+    sections = stored_sections(key, profile, *overrides, store=store, seeds=seeds, grids=built)
+    grids = {sec.name: sec.configs for sec in built}
     ctx = _Context(key, profile, overrides, store, sections, grids)
     return sections, CLAIM_SETS[key](ctx)

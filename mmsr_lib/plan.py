@@ -1265,20 +1265,30 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
                          "e.g. --seeds 42,43,44,45,46") from None
 
 
+def notebook_sections(notebook: str, profile: str, *overrides: str) -> list[Section]:
+    """A notebook's grids on `profile` (`NOTEBOOK_GRIDS`), built once; `GridUnavailable` when
+    this machine cannot build them (a missing optional package)."""
+    key = notebook_key(notebook)
+    try:
+        return list(NOTEBOOK_GRIDS[key][1](profile, overrides))
+    except (ImportError, AttributeError, TypeError) as err:
+        raise GridUnavailable(f"the grid of notebook {NOTEBOOK_GRIDS[key][0]} cannot be "
+                              f"listed here ({type(err).__name__}: {err})") from err
+
+
 def notebook_runs(notebook: str, profile: str, *overrides: str,
                   only: str | None = None,
-                  seeds: Sequence[int] | None = None) -> list[PlannedRun]:
+                  seeds: Sequence[int] | None = None,
+                  sections: Sequence[Section] | None = None) -> list[PlannedRun]:
     """Every run of a notebook's grids on `profile`: each configuration once per seed (those of
     the rows `only` matches, `select_runs`). `seeds` replaces the profile's seeds of every
     section but those that train one seed on purpose (`Section.fixed_seeds`): a verdict the
     seeds withhold ("n.s. (seeds disagree)") is settled by training more of them, e.g.
-    ``--seeds 42,43,44,45,46``, and the same seeds then list, summarise and train."""
+    ``--seeds 42,43,44,45,46``, and the same seeds then list, summarise and train. `sections`:
+    the grids `notebook_sections` already built (built here when not given)."""
     key = notebook_key(notebook)
-    try:
-        sections = NOTEBOOK_GRIDS[key][1](profile, overrides)
-    except (ImportError, AttributeError, TypeError) as err:
-        raise GridUnavailable(f"the grid of notebook {NOTEBOOK_GRIDS[key][0]} cannot be "
-                              f"listed here ({type(err).__name__}: {err})") from err
+    if sections is None:
+        sections = notebook_sections(key, profile, *overrides)
     out = []
     if seeds is not None and not seeds:
         raise ValueError("--seeds names no seed; give them comma-separated, e.g. 42,43,44,45,46")

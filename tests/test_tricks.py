@@ -103,6 +103,11 @@ def test_claim_pairs():
         (("MMSR-V", "MAE-Full"), ("MMSR-V", "MAE")),
         (("MMSR-V", "ResNet-Full"), ("MMSR-V", "ResNet")),
         (("MMSR", "Ro.-F+MAE-F"), ("MMSR", "Ro.+MAE"))]
+    grid11 = tricks.table11_configs("cpu")
+    assert tricks.table11_pairs(grid11) == tricks.table11_pairs()
+    del grid11["MMSR-V", "MAE"]
+    assert (("MMSR-V", "MAE-Full"), ("MMSR-V", "MAE")) not in tricks.table11_pairs(grid11)
+    assert set(tricks.PAIRS) == set(tricks.TABLES)
     t12 = tricks.table12_pairs(tricks.table12_configs("cpu"))
     assert {b for _, b in t12} == {("MMSR", "1e-4/1e-4")} and len(t12) == 4
     t13 = tricks.table13_pairs(tricks.table13_configs("cpu"))

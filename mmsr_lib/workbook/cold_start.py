@@ -35,7 +35,7 @@ from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.runs.trained import load_trained
 from mmsr_lib.workbook.grids import TABLE4_COLUMNS
 from mmsr_lib.workbook.paper_numbers import paper_wide
-from mmsr_lib.workbook.significance import adjust, compare, converged, verdict
+from mmsr_lib.workbook.significance import PairedTest, adjust, compare, converged, verdict
 
 PROTOCOLS = {"target": "target (leak-free)", "paper": "paper sub-sequences"}
 METRICS = ("HR@10", "NDCG@10")
@@ -269,7 +269,8 @@ def cold_tests(store: ResultsStore, results: Mapping[tuple[str, str], Sequence[R
     bootstrap CI, Wilcoxon p over the same users (per-user `metric` averaged over the seeds)
     and Holm's over the table's converged pairs, whether both rows converged, and the verdict
     the significance rule allows."""
-    rows = []
+    rows: list[dict] = []
+    tested: list[tuple[dict, PairedTest, bool, bool]] = []  # (row, test, converged A, B)
     for arch in dict.fromkeys(a for a, _ in results):
         for a, b in CLAIMS:
             ra, rb = results.get((arch, a)), results.get((arch, b))
@@ -278,22 +279,19 @@ def cold_tests(store: ResultsStore, results: Mapping[tuple[str, str], Sequence[R
             n_users = int(ra[0].extra.get("n_cold_test", 0) or 0)
             row = {"architecture": arch, "A": a, "B": b, "cold users": n_users,
                    "converged": bool(converged(ra) and converged(rb))}
+            rows.append(row)
             if not n_users:
-                rows.append({**row, "verdict": f"{a} vs {b}: no claim, no cold test users"})
+                row["verdict"] = f"{a} vs {b}: no claim, no cold test users"
                 continue
-            rows.append({**row, "test": compare(store, ra, rb, "cold_test", metric),
-                         "converged A": converged(ra), "converged B": converged(rb)})
+            tested.append((row, compare(store, ra, rb, "cold_test", metric),
+                           converged(ra), converged(rb)))
     # every architecture's claims are one family (the section's): Holm over the converged ones
-    adjust([r["test"] for r in rows if "test" in r and r["converged"]])
-    for r in rows:
-        if "test" not in r:
-            continue
-        test = r.pop("test")
-        conv_a, conv_b = r.pop("converged A"), r.pop("converged B")
-        r.update({f"{metric} A": test.mean_a, f"{metric} B": test.mean_b, "diff": test.diff,
-                  "ci_low": test.ci_low, "ci_high": test.ci_high, "p": test.p_value,
-                  "p Holm": test.p_adjusted,
-                  "verdict": verdict(test, r["A"], r["B"], conv_a, conv_b)})
+    adjust([test for row, test, _, _ in tested if row["converged"]])
+    for row, test, conv_a, conv_b in tested:
+        row.update({f"{metric} A": test.mean_a, f"{metric} B": test.mean_b, "diff": test.diff,
+                    "ci_low": test.ci_low, "ci_high": test.ci_high, "p": test.p_value,
+                    "p Holm": test.p_adjusted,
+                    "verdict": verdict(test, row["A"], row["B"], conv_a, conv_b)})
     return pd.DataFrame(rows)
 
 

@@ -530,12 +530,15 @@ def verdict_table(store: ResultsStore, results: Mapping,
                                       "verdict"])
 
 
-def table11_pairs() -> list[tuple]:
-    """Full vs top fine-tuning of the same encoders (Table XI's question): (full row, top row)."""
+def table11_pairs(configs: Grid | None = None) -> list[tuple]:
+    """Full vs top fine-tuning of the same encoders (Table XI's question): (full row, top row).
+    The pairs follow from `TABLE11_ROWS`; given a grid, only pairs whose two rows it has."""
     top = {(kind, labels): key for key, (kind, labels, ft) in TABLE11_ROWS.items()
            if ft == "top"}
-    return [(key, top[kind, labels]) for key, (kind, labels, ft) in TABLE11_ROWS.items()
-            if ft == "full" and (kind, labels) in top]
+    pairs = [(key, top[kind, labels]) for key, (kind, labels, ft) in TABLE11_ROWS.items()
+             if ft == "full" and (kind, labels) in top]
+    return pairs if configs is None else [(a, b) for a, b in pairs
+                                          if a in configs and b in configs]
 
 
 def table12_pairs(configs: Grid) -> list[tuple]:
@@ -564,6 +567,11 @@ def table14_pairs(configs: Grid) -> list[tuple]:
         zero = next((k for k in keys if k[1] == "0%"), None)
         out += [(k, zero) for k in keys if zero is not None and k != zero]
     return out
+
+
+PAIRS = {"XI": table11_pairs, "XII": table12_pairs, "XIII": table13_pairs,
+         "XIV": table14_pairs}
+"""Each table's claim family (the pairs its verdict table tests), keyed like `TABLES`."""
 
 
 def cost_sentences(table: pd.DataFrame, pairs: Sequence[tuple]) -> list[str]:
