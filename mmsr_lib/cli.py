@@ -609,7 +609,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(part.to_string(index=False))
         print(f"{table.attrs['stored']} of {table.attrs['planned']} runs stored in "
               f"{store.path if store else 'no results store yet'}; rows with missing seeds are "
-              "means over the stored ones")
+              "means over the stored ones; 'vs best' pairs a row only with rows evaluated on "
+              "the same users and targets (one best per catalog)")
         return 0
     section = None
     states: dict[str, str] = {}

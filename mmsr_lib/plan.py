@@ -1391,6 +1391,35 @@ def run_state_and_record(cfg: RunConfig, store: Any) -> tuple[str, Any]:
     return ("training" if training_now(cfg) else "stale"), record
 
 
+def evaluation_cases(cfg: RunConfig, split: str = "test") -> str:
+    """Who a run of `cfg` is evaluated on for `split`: a digest of each case's user, full
+    history and target, by their original ids. Two rows may be compared user by user (a paired
+    test) only when theirs are equal: the same catalog under other training settings (windows,
+    `max_len`, seeds) gives the same digest; another catalog (a density point, a transfer
+    target, a subsample) gives another, however many users it has. Splits: ``valid``,
+    ``test``, and ``cold_valid`` / ``cold_test`` in the run's `data.cold_mode`."""
+    import hashlib
+
+    from mmsr_lib.runs.runner import load_data
+
+    data_cfg = cfg.resolved().data
+    key = (json.dumps(dataclasses.asdict(data_cfg), sort_keys=True), split)
+    if key not in _EVALUATION_CASES:
+        data = load_data(data_cfg)
+        cases = (data.cold_eval_set(split.removeprefix("cold_"), data_cfg.cold_mode)
+                 if split.startswith("cold_") else data.eval_set(split))
+        h = hashlib.sha256()
+        for part in (data.user_ids[cases.users], data.item_ids[cases.targets],
+                     cases.history.indptr, data.item_ids[cases.history.indices]):
+            h.update("\x1f".join(map(str, np.asarray(part).tolist())).encode())
+            h.update(b"\x1e")
+        _EVALUATION_CASES[key] = h.hexdigest()[:16]
+    return _EVALUATION_CASES[key]
+
+
+_EVALUATION_CASES: dict[tuple[str, str], str] = {}
+
+
 STARTED_STATES = ("training", "stopped")  # the states whose checkpoint says how far a run got
 
 
@@ -1429,7 +1458,8 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     and data only: `run_state` says *stored*), how many converged and their best epochs, test
     HR@10 and `metric` as mean ± std over the stored seeds (`significance.summarize`),
     `metric` against the section's best row by its mean (among the rows with every seed
-    stored, where there are any), with the paired test over users (a difference only between
+    stored, where there are any) evaluated on the same users and targets (`evaluation_cases`:
+    a section spanning catalogs has a best row on each), with the paired test over users (a difference only between
     converged rows with every seed stored, Holm over the section's rows, else "n.s." or why
     not),
     and the seeds training now or stopped mid-run with how far they got (`started_progress`).
@@ -1464,30 +1494,36 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     for row in rows.values():
         row["summary"] = summarize(row["runs"], split, ("HR@10", metric))
         row["complete"] = len(row["runs"]) == row["planned"]
-    # section -> its row with the highest mean, among the rows with every seed stored where
-    # there are any (a one-seed row on top would leave nothing to test against)
-    best: dict[str, tuple[str, str]] = {}
-    for section in dict.fromkeys(key[0] for key in rows):
-        scored = [key for key in rows
-                  if key[0] == section and not math.isnan(rows[key]["summary"][metric])]
+        # whom the row is evaluated on: rows on another catalog (a density point, a transfer
+        # target) are never paired with it
+        row["cases"] = (evaluation_cases(row["runs"][0].run_config(), split) if row["runs"]
+                        else None)
+    # (section, evaluation cases) -> its row with the highest mean, among the rows with every
+    # seed stored where there are any (a one-seed row on top would leave nothing to test
+    # against); a section whose rows are on several catalogs has a best row on each
+    best: dict[tuple[str, str | None], tuple[str, str]] = {}
+    for group in dict.fromkeys((key[0], row["cases"]) for key, row in rows.items()):
+        scored = [key for key, row in rows.items()
+                  if (key[0], row["cases"]) == group
+                  and not math.isnan(row["summary"][metric])]
         pool = [key for key in scored if rows[key]["complete"]] or scored
         if pool:
-            best[section] = max(pool, key=lambda k: rows[k]["summary"][metric])
-    # each section's rows against its best are one family (Holm, `significance.adjust`), as a
-    # notebook's list of claims is: the rows that can carry a claim, all seeds in and converged
+            best[group] = max(pool, key=lambda k: rows[k]["summary"][metric])
+    # each section's rows against their best are one family (Holm, `significance.adjust`), as
+    # a notebook's list of claims is: the rows that can carry a claim, all seeds in and converged
     tests = {}
     for key, row in rows.items():
-        ref = best.get(key[0])
+        ref = best.get((key[0], row["cases"]))
         if (ref is not None and ref != key and row["complete"] and rows[ref]["complete"]
                 and converged(row["runs"]) and converged(rows[ref]["runs"])):
             tests[key] = compare(store, row["runs"], rows[ref]["runs"], split, metric)
-    for section in best:
+    for section in dict.fromkeys(section for section, _ in best):
         adjust([t for key, t in tests.items() if key[0] == section])
     out = []
     for key, row in rows.items():
         if key not in shown:
             continue
-        runs, ref = row["runs"], best.get(key[0])
+        runs, ref = row["runs"], best.get((key[0], row["cases"]))
         if not runs or ref is None:
             against = ""
         elif ref == key:

@@ -442,6 +442,37 @@ def test_grid_summary_tests_against_a_complete_row_and_shows_seeds_in_progress(
                      line[other].rstrip()), line[other]
 
 
+def test_grid_summary_pairs_rows_only_on_the_same_test_users(capsys, tmp_path):
+    """A section spanning catalogs (notebook 12's density points) has a best row on each:
+    rows of two catalogs are never paired user by user, even with as many users; rows of one
+    catalog under other training settings are evaluated on the same cases."""
+    from mmsr_lib.plan import evaluation_cases, label_text, notebook_runs
+    from mmsr_lib.runs.runner import run_or_load
+    from mmsr_lib.runs.store import ResultsStore
+
+    db = tmp_path / "r.sqlite"
+    store = ResultsStore(db)
+    runs = notebook_runs("12", "smoke", "train.epochs=2")
+    idsr = [r for r in runs if r.section == "density sweep" and r.label[1] == "IDSR"]
+    assert len({r.label[0] for r in idsr}) == 2
+    small, large = idsr[0], idsr[1]
+    assert small.config.data.synth.n_users == large.config.data.synth.n_users
+    assert evaluation_cases(small.config) != evaluation_cases(large.config)
+    for cfg in (small.config.override("data.train_windows=last"),
+                small.config.override("data.max_len=10")):
+        assert evaluation_cases(cfg) == evaluation_cases(small.config)
+    assert evaluation_cases(small.config, "valid") != evaluation_cases(small.config)
+    for run in (small, large):
+        run_or_load(run.config, store=store, progress=False)
+    assert main(["grid", "12", "--summary", "--profile", "smoke", "--set", "train.epochs=2",
+                 "--results", str(db)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for run in (small, large):
+        line = next(ln for ln in out if ln.startswith(label_text(run.label) + " "))
+        assert line.rstrip().endswith("best"), line
+    assert "one best per catalog" in out[-1]
+
+
 def test_grid_claims_prints_the_notebooks_verdicts_from_the_stored_runs(capsys, tmp_path):
     """`mmsr grid NN --claims`: the families of claims the notebook prints, from the stored runs
     only (nothing trained): a pair whose rows are stored gets its verdict (here "not converged":
