@@ -31,8 +31,9 @@ from mmsr_lib.recommender import Recommender, SequentialRecommender
 from mmsr_lib.runs.runner import build_model, load_data, run_experiment
 from mmsr_lib.util import registry
 
-NAMES = ["fdsa", "carca++", "vqrec", "morec++"]
-CONTENT = ["fdsa", "carca++", "morec++"]  # encode text + images end to end (fast path, cache)
+NAMES = ["fdsa", "carca++", "carca++dot", "vqrec", "morec++"]  # carca++dot: our ablation
+# encode text + images end to end (fast path, cache)
+CONTENT = ["fdsa", "carca++", "carca++dot", "morec++"]
 # mask_ratio=0: the MAE's frozen part is deterministic, so it is cached and fast == plain
 BASE = ("model.text_max_tokens=24", "model.mask_ratio=0.0")
 LOSS_ATOL = 1e-5
@@ -73,7 +74,7 @@ def position_logits(model: Recommender, batch: dict[str, torch.Tensor]
 def test_names_aliases_and_the_config_fields_each_reads(smoke) -> None:
     assert [n for n in registry.names("recommender") if n in NAMES] == NAMES  # Table V's order
     for alias, name in {"FDSA": "fdsa", "carca": "carca++", "CARCA++": "carca++",
-                        "VQRec": "vqrec", "morec": "morec++", "MoRec++": "morec++"}.items():
+                        "carca-dot": "carca++dot", "VQRec": "vqrec", "morec": "morec++", "MoRec++": "morec++"}.items():
         assert registry.canonical("recommender", alias) == name
     base, _ = smoke
     for name in CONTENT:
@@ -215,6 +216,8 @@ def brute_force_scores(model: Recommender, inputs: torch.Tensor) -> torch.Tensor
         mask = inputs > 0
         states = model.profile(x, mask)
         (cand,) = model.embed(items.unsqueeze(0))
+        if model.head is None:  # the dot-head ablation
+            return states[:, -1] @ cand[0].T
         allowed = mask.unsqueeze(1).expand(1, len(items), -1)
         return model.head(cand, states, allowed)
     h = model.states(inputs)[:, -1]
@@ -236,6 +239,32 @@ def test_full_ranking_scorer_matches_brute_force_and_batching(smoke, models, nam
             torch.testing.assert_close(scores[u : u + 1, 1:], ref, atol=2e-5, rtol=1e-4)
             single = scorer(inputs[u : u + 1]).clone()
             torch.testing.assert_close(single, scores[u : u + 1], atol=1e-6, rtol=1e-6)
+
+
+def test_carca_dot_ablation_differs_from_carca_only_in_its_head(smoke) -> None:
+    """`carca++dot` is CARCA++ with the cross-attention scorer replaced by a dot product: the
+    same parameters but the head's, initialised alike from the same seed (the head is built
+    last), so the same item representations and profile states; logits are state . candidate."""
+    _, data = smoke
+    _, cross = make(smoke, "carca++", "model.dropout=0.0")
+    _, dot = make(smoke, "carca++dot", "model.dropout=0.0")
+    cross_state, dot_state = cross.state_dict(), dot.state_dict()
+    assert dot.head is None and set(dot_state) == {k for k in cross_state
+                                                   if not k.startswith("head.")}
+    for k, v in dot_state.items():
+        torch.testing.assert_close(v, cross_state[k], msg=k)
+    batch = batch_of(data, n_users=6)
+    cross.eval(), dot.eval()
+    with torch.no_grad():
+        x_cross = cross.embed(batch["inputs"], batch["targets"])
+        x_dot = dot.embed(batch["inputs"], batch["targets"])
+        for a, b in zip(x_cross, x_dot, strict=True):
+            torch.testing.assert_close(a, b)
+        states = dot.profile(x_dot[0], batch["inputs"] > 0)
+        pos, _ = dot.position_logits(batch)
+        torch.testing.assert_close(pos, (states * x_dot[1]).sum(-1))
+    with pytest.raises(ValueError, match="unknown scoring head"):
+        CARCA(cross.ids, cross.item_encoder, cross.profile, n_heads=1, head="bilinear")
 
 
 def test_carca_scorer_chunks_the_catalog(smoke, models, monkeypatch) -> None:

@@ -368,3 +368,35 @@ def test_compare_rows_fills_the_paper_and_table6s_reference():
     fig = cmp.plot_ours_vs_paper_datasets(ours, "VI", cmp.PAPER_VLP_DATASETS, "HR@10", "t",
                                           ours_std=ours["HR@10 std"])
     assert len(fig.axes) == 3 and fig.axes[1].get_title() == "paper (HM)"
+
+
+# -- CARCA++'s head, our ablation ------------------------------------------------------------------
+@pytest.mark.parametrize("profile", PROFILES)
+def test_carca_head_ablation_is_table5s_carca_row_and_its_dot_twin(profile):
+    """The cross-attention row is Table V's CARCA++ run itself (the same hash, so no second
+    training); the dot row differs from it only in the recommender (and its name)."""
+    grid = cmp.carca_head_configs(profile)
+    _check_grid(grid, profile)
+    cross, dot = (grid[label] for label in cmp.CARCA_HEADS)
+    assert cross.hash() == cmp.table5_configs(profile)[cmp.CARCA].hash()
+    assert dot.resolved().model.recommender == "carca++dot"
+    assert dot.override("model.recommender=carca++").hash() == cross.hash()
+    assert set(cmp.CARCA_HEAD_CLAIMS[0]) == set(grid)
+    assert "not searched for this head" in grid.searches[cmp.CARCA_HEAD_CLAIMS[0][0]]
+
+
+def test_training_fit_reads_each_seeds_best_and_last_epoch():
+    from mmsr_lib.runs.store import RunRecord
+
+    def rec(best: int, losses: list[float]) -> RunRecord:
+        history = [{"epoch": e + 1, "loss": loss, "valid": {"NDCG@10": 10.0 + e}}
+                   for e, loss in enumerate(losses)]
+        return RunRecord("h", {}, "done", history=history, extra={"best_epoch": best})
+
+    fit = cmp.training_fit({("A", "x"): [rec(2, [3.0, 2.0, 1.0]), rec(1, [5.0, 4.0, 2.0])],
+                            ("B", "y"): []})
+    assert list(fit.index) == ["A / x"]  # a row without runs has nothing to show
+    row = fit.loc["A / x"]
+    assert row["seeds"] == 2 and row["best epoch"] == 1.5 and row["last epoch"] == 3
+    assert row["train loss at best"] == 3.5 and row["train loss at last"] == 1.5
+    assert row["valid NDCG@10 at best"] == 10.5

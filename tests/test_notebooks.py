@@ -63,6 +63,7 @@ CHECKS = {
         _check_percent(r["mmsr_hr10"]),
         r["paper_blocks"] == ["paper Amazon", "paper Bili", "paper HM", "paper Kwai"],
         r["n_sentences"] == 11,  # 6 Improv. verdicts + 5 claims
+        r["carca_head_rows"] == 2 and r["carca_head_claims"] == 1,  # our head ablation
         r["figure"].endswith("04_overall_comparison_smoke.png"),
         "movielens_rows" not in r,  # skipped on smoke, visibly
     ),

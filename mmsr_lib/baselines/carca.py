@@ -58,11 +58,12 @@ from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.encoders.base import ModalityOutput
 from mmsr_lib.encoders.item import IDItemEncoder
 from mmsr_lib.fusion import Fusion
-from mmsr_lib.recommender import Recommender, Scorer
+from mmsr_lib.recommender import DotScorer, Recommender, Scorer
 from mmsr_lib.sequence import create_sequence_model
 from mmsr_lib.sequence.base import SequenceModel
 from mmsr_lib.util import registry
 
+HEADS = ("cross", "dot")  # CARCA's cross-attention scorer; a dot product (the ablation)
 LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu's default, used on q, k and v in the reference
 # elements of one [users, heads, items, L] score block in the full-ranking scorer (float64):
 # 2^23 x 8 bytes = 64 MiB per block, three blocks alive at a time
@@ -132,8 +133,11 @@ class CARCA(PositionBCE, Recommender):
     """
 
     def __init__(self, ids: IDItemEncoder, item_encoder: ContentEncoder,
-                 profile: SequenceModel, n_heads: int, dropout: float = 0.1) -> None:
+                 profile: SequenceModel, n_heads: int, dropout: float = 0.1,
+                 head: str = "cross") -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"CARCA++: unknown scoring head {head!r}; choose one of {HEADS}")
         dim = ids.dim
         if item_encoder.dim != dim or profile.dim != dim:
             raise ValueError("CARCA++: the ID embeddings, feature encoder and profile encoder "
@@ -143,7 +147,8 @@ class CARCA(PositionBCE, Recommender):
         self.item_encoder = item_encoder
         self.compose = nn.Linear(2 * dim, dim)  # the reference's "embComp"
         self.profile = profile
-        self.head = CrossAttentionHead(dim, n_heads, dropout)
+        # "dot" (the ablation `carca++dot`): position t's profile state . the candidate
+        self.head = CrossAttentionHead(dim, n_heads, dropout) if head == "cross" else None
         self.n_items = ids.n_items
 
     def encoder_parameters(self) -> list[nn.Parameter]:
@@ -167,6 +172,8 @@ class CARCA(PositionBCE, Recommender):
         x, pos, neg = self.embed(inputs, batch["targets"], batch["negatives"])
         mask = inputs > 0
         states = self.profile(x, mask)
+        if self.head is None:  # the causal profile encoder's state t scores item t + 1
+            return (states * pos).sum(-1), (states * neg).sum(-1)
         n = inputs.shape[1]
         causal = torch.ones(n, n, dtype=torch.bool, device=inputs.device).tril()
         allowed = causal.unsqueeze(0) & mask.unsqueeze(1)  # [B, L(query), L(key)]
@@ -181,8 +188,17 @@ class CARCA(PositionBCE, Recommender):
         return self.represent(ids, content).float()
 
     @torch.no_grad()
-    def scorer(self, batch_size: int = 512) -> CarcaScorer:
-        return CarcaScorer(self, self.item_table(batch_size), batch_size)
+    def scorer(self, batch_size: int = 512) -> Scorer:
+        table = self.item_table(batch_size)
+        if self.head is None:
+            return DotScorer(lambda inputs: self._last_states(inputs, table, batch_size), table)
+        return CarcaScorer(self, table, batch_size)
+
+    def _last_states(self, inputs: torch.Tensor, table: torch.Tensor, batch_size: int
+                     ) -> torch.Tensor:
+        """The profile state at the last position of each left-padded sequence (dot head)."""
+        out = [self.profile(table[chunk], chunk > 0)[:, -1] for chunk in inputs.split(batch_size)]
+        return torch.cat(out) if out else table.new_zeros((0, table.shape[1]))
 
 
 class CarcaScorer(Scorer):
@@ -278,9 +294,24 @@ class CarcaScorer(Scorer):
 def build_carca(cfg: RunConfig, data: SequenceData) -> CARCA:
     """CARCA++ from the resolved `cfg` (profile encoder = `model.sequence`; heads of the
     cross-attention = `model.n_heads`)."""
+    return _build(cfg, data, "cross")
+
+
+@registry.register("recommender", "carca++dot", aliases=("carca-dot", "CARCA++ (dot)"),
+                   label="CARCA++ (dot head)", uses=("sequence", "text", "vision", "encoders"),
+                   description="ablation (ours): CARCA++ with its cross-attention scorer "
+                               "replaced by the dot product of the profile state and the "
+                               "candidate; asks whether the head is why CARCA++ under-fits")
+def build_carca_dot(cfg: RunConfig, data: SequenceData) -> CARCA:
+    """CARCA++ whose candidates are scored by <profile state, item representation>: the same
+    item representations (ID + features, "embComp") and causal profile encoder as `carca++`."""
+    return _build(cfg, data, "dot")
+
+
+def _build(cfg: RunConfig, data: SequenceData, head: str) -> CARCA:
     m = cfg.model
     ids = IDItemEncoder(data.n_items, m.dim)
-    features = build_content_encoder(cfg, data, CarcaFeatures, "carca++")
+    features = build_content_encoder(cfg, data, CarcaFeatures, m.recommender)
     profile = create_sequence_model(m.sequence, m.dim, data.max_len, n_layers=m.n_layers,
                                     n_heads=m.n_heads, dropout=m.dropout)
-    return CARCA(ids, features, profile, n_heads=m.n_heads or 1, dropout=m.dropout)
+    return CARCA(ids, features, profile, n_heads=m.n_heads or 1, dropout=m.dropout, head=head)

@@ -326,6 +326,57 @@ def table5_pairs(results: Mapping[Hashable, object]) -> list[tuple[Label, Label]
     return [(a, b) for a, b in pairs if a in results and b in results]
 
 
+# -- CARCA++'s scorer, an ablation of ours -------------------------------------------------------
+CARCA: Label = ("IDSR w. Side Feat.", "CARCA++")
+CARCA_HEADS: dict[Label, str] = {("CARCA++", "cross-attention head"): "carca++",
+                                 ("CARCA++", "dot-product head"): "carca++dot"}
+CARCA_HEAD_CLAIMS = [(("CARCA++", "dot-product head"), ("CARCA++", "cross-attention head"))]
+
+
+def carca_head_configs(profile: str, *overrides: str) -> Grid:
+    """Not in the paper: does CARCA++'s cross-attention scorer make it under-fit? (On cpu it
+    fits its training data worse than SASRec at every rate tried; docs/results_cpu.md.) Table
+    V's CARCA++ row (the same run) and the same configuration, setting included, with the
+    candidate scored by a dot product with the profile state (`carca++dot`), on the synthetic
+    catalog."""
+    cross = table5_configs(profile, *overrides)[CARCA]
+    grid = Grid("V", ("model", "head"))
+    for label, name in CARCA_HEADS.items():
+        grid[label] = cross if name == "carca++" else cross.override(
+            f"model.recommender={name}", f"name={cross.name}-dot")
+    grid.searches = {label: TABLE5_SEARCHES.get(profile, {}).get("synthetic", {}).get(
+        CARCA, "the paper's hyperparameters" if profile == "paper" else NOT_SEARCHED)
+        + ("" if label[1].startswith("cross") else " (CARCA++'s, not searched for this head)")
+        for label in grid}
+    return grid
+
+
+def training_fit(results: Mapping[Hashable, Sequence[RunRecord]]) -> pd.DataFrame:
+    """How well each row fits its own training data, over its seeds (mean): the training loss
+    and validation NDCG@10 at the best epoch and at the last. Descriptive (no test): what tells
+    under-fitting (both low) from over-fitting (loss low, validation falling)."""
+    out = []
+    for label, runs in results.items():
+        rows = []
+        for rec in runs:
+            by_epoch = {h["epoch"]: h for h in rec.history if "loss" in h}
+            if not by_epoch:
+                continue
+            best = by_epoch.get(rec.extra.get("best_epoch"), by_epoch[max(by_epoch)])
+            last = by_epoch[max(by_epoch)]
+            rows.append((best["epoch"], best["loss"], best.get("valid", {}).get("NDCG@10"),
+                         last["epoch"], last["loss"]))
+        if not rows:
+            continue
+        cols = np.array(rows, dtype=float)
+        out.append({"row": " / ".join(map(str, label)) if isinstance(label, tuple) else label,
+                    "seeds": len(rows), "best epoch": cols[:, 0].mean(),
+                    "train loss at best": cols[:, 1].mean(),
+                    "valid NDCG@10 at best": cols[:, 2].mean(), "last epoch": cols[:, 3].mean(),
+                    "train loss at last": cols[:, 4].mean()})
+    return pd.DataFrame(out).set_index("row") if out else pd.DataFrame()
+
+
 # -- Table VI ------------------------------------------------------------------------------------------
 PARADIGMS = {"a": "two-stream, shallow fusion", "b": "single-stream, deep fusion",
              "c": "two-stream, deep fusion"}
