@@ -565,6 +565,7 @@ def cmd_components(args: argparse.Namespace) -> int:
 def cmd_grid(args: argparse.Namespace) -> int:
     from mmsr_lib.plan import (
         RUN_STATES,
+        config_diff,
         label_text,
         notebook_runs,
         parse_seeds,
@@ -640,26 +641,6 @@ def cmd_grid(args: argparse.Namespace) -> int:
               "change cannot alter results, `mmsr results equate --since REV` (REV: the commit "
               "that computed them) checks it and keeps them")
     return 0
-
-
-def config_diff(base, cfg) -> list[str]:
-    """Dotted ``key=value`` settings that turn `base` into `cfg` (both unresolved)."""
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict):
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    a, b = flat(base.to_dict()), flat(cfg.to_dict())
-    out = []
-    for key, value in b.items():
-        if a.get(key) != value and key not in ("profile",):
-            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-            out.append(f"{key}={'none' if text is None else text}")
-    return out
 
 
 HANDLERS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "tune": cmd_tune,

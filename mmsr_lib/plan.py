@@ -1267,6 +1267,26 @@ def parse_seeds(text: str | None) -> tuple[int, ...] | None:
                          "e.g. --seeds 42,43,44,45,46") from None
 
 
+def config_diff(base, cfg) -> list[str]:
+    """Dotted ``key=value`` settings that turn `base` into `cfg` (both unresolved)."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    a, b = flat(base.to_dict()), flat(cfg.to_dict())
+    out = []
+    for key, value in b.items():
+        if a.get(key) != value and key not in ("profile",):
+            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            out.append(f"{key}={'none' if text is None else text}")
+    return out
+
+
 def notebook_sections(notebook: str, profile: str, *overrides: str) -> list[Section]:
     """A notebook's grids on `profile` (`NOTEBOOK_GRIDS`), built once; `GridUnavailable` when
     this machine cannot build them (a missing optional package)."""
@@ -1568,6 +1588,7 @@ def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = No
     Returns the counts of distinct runs, those stored before, and those trained now."""
     from mmsr_lib.runs.runner import pending_runs, train_pending
     from mmsr_lib.runs.store import ResultsStore
+    from mmsr_lib.workbook.transfer import missing_source_checkpoints, source_checkpoint_message
 
     store = store if store is not None else ResultsStore()
     runs = notebook_runs(notebook, profile, *overrides, seeds=seeds)
@@ -1583,6 +1604,16 @@ def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = No
             sources.append(every[source].resolved().train.init_from)
     todo = {cfg.resolved().hash(): cfg for cfg in pending_runs(list(distinct.values()), store)}
     counts = {"runs": len(distinct), "stored": len(distinct) - len(todo), "trained": len(todo)}
+    # a warm start from a run this queue does not train needs that run's checkpoint here
+    missing = missing_source_checkpoints(
+        [c for c in todo.values() if c.resolved().train.init_from not in todo], store)
+    if missing:
+        base = profile_config(profile)
+        raise FileNotFoundError("\n".join(source_checkpoint_message(
+            h, rec, "`" + " ".join(["mmsr train --profile", profile, *(
+                f"--set {s}" for s in config_diff(base, rec.run_config())), "--force"]) + "`"
+            if rec is not None else f"`mmsr grid {notebook} --list --profile {profile}`")
+            for h, rec in missing.items()))
     while todo:
         ready = {h: c for h, c in todo.items() if c.resolved().train.init_from not in todo}
         if not ready:

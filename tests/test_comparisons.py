@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from mmsr_lib.cli import config_diff
 from mmsr_lib.config import profile_config
 from mmsr_lib.evaluate import metrics_from_ranks
+from mmsr_lib.plan import config_diff
 from mmsr_lib.runs.store import ResultsStore
 from mmsr_lib.workbook import comparisons as cmp
 from mmsr_lib.workbook import grids

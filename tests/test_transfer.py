@@ -210,3 +210,34 @@ def test_cli_init_from_sets_the_warm_start(capsys, tmp_path):
     assert main(["train", *small, "--set", "data.synth.domain=target", "--init-from",
                  "0123456789abcdef"]) == 2
     assert "neither a checkpoint file nor a run hash" in capsys.readouterr().err
+
+
+# -- a source stored without its weights (imported results) ---------------------------------------
+def test_a_source_stored_without_its_checkpoint_is_named_with_how_to_retrain_it(tmp_path):
+    """`mmsr results import docs/runs` brings results, not weights: a source run is then stored
+    but cannot warm-start anything. Notebook 08 (`transfer_grids`) and `mmsr grid 08 --train`
+    (`plan.train_notebook`) stop before training, name the source and give its command with
+    --force, instead of failing at the warm start with "train the source run first"."""
+    from mmsr_lib.plan import train_notebook
+    from mmsr_lib.runs.fingerprint import code_fingerprint
+    from mmsr_lib.runs.runner import current_data_fingerprint
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    over = (f"train.checkpoint_dir={tmp_path / 'runs'}",)
+    sources = transfer.source_configs("smoke", *over)
+    for cfg in sources.values():
+        store.finish(cfg, {"metrics": {"test": {"NDCG@10": 1.0}},
+                           "dataset_fingerprint": current_data_fingerprint(cfg),
+                           "extra": {"epochs_run": 3, "best_epoch": 2, "converged": True}},
+                     code_fingerprint=code_fingerprint(cfg))
+    assert set(transfer.missing_source_checkpoints(
+        [c for g in (transfer.table9_configs("smoke", {k: r.hash() for k, r in sources.items()},
+                                             *over),) for c in g.values()], store)) == {
+        sources[label].hash() for label in ("HM-100K", "HM-200K", "HM-500K")}
+    with pytest.raises(FileNotFoundError, match=r"(?s)source run tr-source-HM-100K \[\w+\] is "
+                       r"stored .*checkpoint is not on this machine.*--force"):
+        transfer.transfer_grids("smoke", *over, store=store, progress=False)
+    with pytest.raises(FileNotFoundError,
+                       match=r"mmsr train --profile smoke --set name=tr-source-\S+ .*--force`"):
+        train_notebook("08", "smoke", *over, store=store, only="Transfer", progress=False)
+    assert len(store.records()) == len(sources)  # nothing trained

@@ -268,11 +268,55 @@ class TransferGrids:
 def transfer_grids(profile: str, *overrides: str, store: ResultsStore | None = None,
                    progress: bool = True, root: str | None = None) -> TransferGrids:
     """Train the sources (`train_sources`), then build Table IX's and Table X's target rows,
-    which name the sources' hashes. Run the grids with `run_grid`."""
+    which name the sources' hashes. Run the grids with `run_grid`. A target row still to train
+    whose source is stored without its checkpoint (imported results) stops here with what to
+    do (`missing_source_checkpoints`), not at its warm start."""
+    store = store if store is not None else ResultsStore()
     sources = train_sources(profile, *overrides, store=store, progress=progress, root=root)
     x_source = catalogs(profile, root)["X"]["source"].label
-    return TransferGrids(sources, table9_configs(profile, sources, *overrides, root=root),
-                         table10_configs(profile, sources[x_source], *overrides, root=root))
+    grids = TransferGrids(sources, table9_configs(profile, sources, *overrides, root=root),
+                          table10_configs(profile, sources[x_source], *overrides, root=root))
+    untrained = [cfg for grid in (grids.table9, grids.table10) for cfg in grid.values()
+                 if getattr(store.get(cfg.hash()), "status", None) != "done"]
+    missing = missing_source_checkpoints(untrained, store)
+    if missing:
+        raise FileNotFoundError("\n".join(
+            source_checkpoint_message(h, rec, f"the source's line of `mmsr grid 08 --list "
+                                              f"--profile {profile}` with --force")
+            for h, rec in missing.items()))
+    return grids
+
+
+def missing_source_checkpoints(configs: Sequence[RunConfig], store: ResultsStore | None
+                               ) -> dict[str, RunRecord | None]:
+    """The warm-start sources (``train.init_from`` run hashes) of `configs` whose checkpoint is
+    not on this machine -> their stored record (None when the store has none). A stored
+    record without a checkpoint is what `mmsr results import docs/runs` gives: results travel
+    between machines, weights do not."""
+    from mmsr_lib.runs.runner import checkpoint_of
+
+    out: dict[str, RunRecord | None] = {}
+    for cfg in configs:
+        train = cfg.resolved().train
+        source = train.init_from
+        if not source or source in out:
+            continue
+        try:
+            checkpoint_of(source, train.checkpoint_dir)
+        except FileNotFoundError:
+            out[source] = store.get(source) if store is not None else None
+    return out
+
+
+def source_checkpoint_message(source: str, record: RunRecord | None, command: str) -> str:
+    """What to do about a warm-start source without a checkpoint here (`command`: how to train
+    it, e.g. its ``mmsr train`` line with --force)."""
+    if record is not None and record.status == "done":
+        return (f"source run {record.name} [{source}] is stored (its result, e.g. imported from "
+                "docs/runs) but its checkpoint is not on this machine, and the transfer rows "
+                f"warm-start from its weights: train it again with {command} (the stored result "
+                "is replaced only when the new run completes), then run the targets")
+    return f"source run [{source}] is not trained: train it first ({command})"
 
 
 def source_table(sources: Mapping[str, RunRecord], metric: str = "NDCG@10") -> pd.DataFrame:
