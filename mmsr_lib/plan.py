@@ -1481,10 +1481,9 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
     HR@10 and `metric` as mean ± std over the stored seeds (`significance.summarize`),
     `metric` against the section's best row by its mean (among the rows with every seed
     stored, where there are any) evaluated on the same users and targets (`evaluation_cases`:
-    a section spanning catalogs has a best row on each), with the paired test over users (a difference only between
-    converged rows with every seed stored, Holm over the section's rows, else "n.s." or why
-    not),
-    and the seeds training now or stopped mid-run with how far they got (`started_progress`).
+    a section spanning catalogs has a best row on each), with the paired test over users (a
+    difference only between converged rows with every seed stored, Holm over the section's
+    rows, else "n.s." or why not), and the seeds training now or stopped mid-run with how far they got (`started_progress`).
     `only` shows the rows it matches (`select_runs`), still against the best of all the
     section's rows. `seeds` as in `notebook_runs`. "not above MostPop" names the stored seeds
     that learned nothing beyond item popularity (`significance.not_above_most_popular`): the
