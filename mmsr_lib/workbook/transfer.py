@@ -24,8 +24,8 @@ Rows (columns of the paper's tables):
   paper's (`MMSR_FUSION`), but on ``cpu`` the coarse gate, as the quick start and notebook 12
   fuse there: one merge-attention block costs ~100 min a run on two cores (every step runs the
   whole catalog's tokens through it; docs/results_cpu.md), ~18 cpu-hours for this notebook's
-  46 runs against ~2.5 with the gate, and the question here is whether pre-training transfers,
-  which either fusion asks.
+  46 runs against 1.6 measured with the gate (2026-12-07), and the question here is whether
+  pre-training transfers, which either fusion asks.
 * Transfer - the same configuration warm-started from the source run.
 
 The sources are trained once, with the profile's first seed: a pre-trained model is one artefact
