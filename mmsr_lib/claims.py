@@ -147,17 +147,15 @@ def _nb04(ctx: _Context) -> list[ClaimSet]:
         lines += comparisons.row_claims(ctx.store, r, comparisons.table5_pairs(r))
         out.append(ClaimSet(f"{name}: Improv. and the paper's claims",
                             "comparisons.improvement_sentences, table5_pairs", lines))
-    heads = _results(ctx.sections, HEAD_ABLATION)
+    heads = _results(ctx.sections, comparisons.CARCA_HEAD_SECTION)
     if heads:
         from mmsr_lib.workbook.significance import claims
 
-        out.append(ClaimSet(f"{HEAD_ABLATION}: does the scorer make CARCA++ under-fit?",
+        out.append(ClaimSet(f"{comparisons.CARCA_HEAD_SECTION}: does the scorer make CARCA++ "
+                            "under-fit?",
                             "comparisons.CARCA_HEAD_CLAIMS",
                             claims(ctx.store, heads, comparisons.CARCA_HEAD_CLAIMS)))
     return out
-
-
-HEAD_ABLATION = "CARCA++'s head (ablation, ours)"  # notebook 04's section (`plan._nb04`)
 
 
 def _nb05(ctx: _Context) -> list[ClaimSet]:

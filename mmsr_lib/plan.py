@@ -1138,7 +1138,7 @@ def _nb04(profile: str, overrides: Sequence[str]) -> list[Section]:
         out.append(Section(name, comparisons.table5_configs(
             profile, *own_data_overrides(name, overrides), dataset="movielens-100k"),
             _seeds(profile)))
-    out.append(Section("CARCA++'s head (ablation, ours)",
+    out.append(Section(comparisons.CARCA_HEAD_SECTION,
                        comparisons.carca_head_configs(profile, *overrides), _seeds(profile)))
     return out
 

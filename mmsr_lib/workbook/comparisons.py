@@ -331,6 +331,7 @@ CARCA: Label = ("IDSR w. Side Feat.", "CARCA++")
 CARCA_HEADS: dict[Label, str] = {("CARCA++", "cross-attention head"): "carca++",
                                  ("CARCA++", "dot-product head"): "carca++dot"}
 CARCA_HEAD_CLAIMS = [(("CARCA++", "dot-product head"), ("CARCA++", "cross-attention head"))]
+CARCA_HEAD_SECTION = "CARCA++'s head (ablation, ours)"  # its section of notebook 04's plan
 
 
 def carca_head_configs(profile: str, *overrides: str) -> Grid:
@@ -339,15 +340,16 @@ def carca_head_configs(profile: str, *overrides: str) -> Grid:
     V's CARCA++ row (the same run) and the same configuration, setting included, with the
     candidate scored by a dot product with the profile state (`carca++dot`), on the synthetic
     catalog."""
-    cross = table5_configs(profile, *overrides)[CARCA]
+    table5 = table5_configs(profile, *overrides)
+    cross = table5[CARCA]
     grid = Grid("V", ("model", "head"))
+    grid.searches = {}
     for label, name in CARCA_HEADS.items():
-        grid[label] = cross if name == "carca++" else cross.override(
-            f"model.recommender={name}", f"name={cross.name}-dot")
-    grid.searches = {label: TABLE5_SEARCHES.get(profile, {}).get("synthetic", {}).get(
-        CARCA, "the paper's hyperparameters" if profile == "paper" else NOT_SEARCHED)
-        + ("" if label[1].startswith("cross") else " (CARCA++'s, not searched for this head)")
-        for label in grid}
+        dot = name != "carca++"
+        grid[label] = cross.override(f"model.recommender={name}",
+                                     f"name={cross.name}-dot") if dot else cross
+        grid.searches[label] = table5.searches[CARCA] + (
+            " (CARCA++'s, not searched for this head)" if dot else "")
     return grid
 
 
@@ -362,8 +364,8 @@ def training_fit(results: Mapping[Hashable, Sequence[RunRecord]]) -> pd.DataFram
             by_epoch = {h["epoch"]: h for h in rec.history if "loss" in h}
             if not by_epoch:
                 continue
-            best = by_epoch.get(rec.extra.get("best_epoch"), by_epoch[max(by_epoch)])
             last = by_epoch[max(by_epoch)]
+            best = by_epoch.get(rec.extra.get("best_epoch"), last)
             rows.append((best["epoch"], best["loss"], best.get("valid", {}).get("NDCG@10"),
                          last["epoch"], last["loss"]))
         if not rows:
