@@ -1413,35 +1413,6 @@ def run_state_and_record(cfg: RunConfig, store: Any) -> tuple[str, Any]:
     return ("training" if training_now(cfg) else "stale"), record
 
 
-def evaluation_cases(cfg: RunConfig, split: str = "test") -> str:
-    """Who a run of `cfg` is evaluated on for `split`: a digest of each case's user, full
-    history and target, by their original ids. Two rows may be compared user by user (a paired
-    test) only when theirs are equal: the same catalog under other training settings (windows,
-    `max_len`, seeds) gives the same digest; another catalog (a density point, a transfer
-    target, a subsample) gives another, however many users it has. Splits: ``valid``,
-    ``test``, and ``cold_valid`` / ``cold_test`` in the run's `data.cold_mode`."""
-    import hashlib
-
-    from mmsr_lib.runs.runner import load_data
-
-    data_cfg = cfg.resolved().data
-    key = (json.dumps(dataclasses.asdict(data_cfg), sort_keys=True), split)
-    if key not in _EVALUATION_CASES:
-        data = load_data(data_cfg)
-        cases = (data.cold_eval_set(split.removeprefix("cold_"), data_cfg.cold_mode)
-                 if split.startswith("cold_") else data.eval_set(split))
-        h = hashlib.sha256()
-        for part in (data.user_ids[cases.users], data.item_ids[cases.targets],
-                     cases.history.indptr, data.item_ids[cases.history.indices]):
-            h.update("\x1f".join(map(str, np.asarray(part).tolist())).encode())
-            h.update(b"\x1e")
-        _EVALUATION_CASES[key] = h.hexdigest()[:16]
-    return _EVALUATION_CASES[key]
-
-
-_EVALUATION_CASES: dict[tuple[str, str], str] = {}
-
-
 STARTED_STATES = ("training", "stopped")  # the states whose checkpoint says how far a run got
 
 
@@ -1493,6 +1464,7 @@ def grid_summary(notebook: str, profile: str, *overrides: str, store: Any,
         adjust,
         compare,
         converged,
+        evaluation_cases,
         mean_std_cell,
         not_above_most_popular,
         summarize,

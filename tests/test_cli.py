@@ -445,10 +445,12 @@ def test_grid_summary_tests_against_a_complete_row_and_shows_seeds_in_progress(
 def test_grid_summary_pairs_rows_only_on_the_same_test_users(capsys, tmp_path):
     """A section spanning catalogs (notebook 12's density points) has a best row on each:
     rows of two catalogs are never paired user by user, even with as many users; rows of one
-    catalog under other training settings are evaluated on the same cases."""
-    from mmsr_lib.plan import evaluation_cases, label_text, notebook_runs
+    catalog under other training settings are evaluated on the same cases; `compare` refuses
+    to pair the two catalogs' runs."""
+    from mmsr_lib.plan import label_text, notebook_runs
     from mmsr_lib.runs.runner import run_or_load
     from mmsr_lib.runs.store import ResultsStore
+    from mmsr_lib.workbook.significance import compare, evaluation_cases, same_evaluation_cases
 
     db = tmp_path / "r.sqlite"
     store = ResultsStore(db)
@@ -464,6 +466,11 @@ def test_grid_summary_pairs_rows_only_on_the_same_test_users(capsys, tmp_path):
     assert evaluation_cases(small.config, "valid") != evaluation_cases(small.config)
     for run in (small, large):
         run_or_load(run.config, store=store, progress=False)
+    rec_small, rec_large = (store.get(run.config.resolved().hash()) for run in (small, large))
+    assert not same_evaluation_cases(rec_small, rec_large)
+    with pytest.raises(ValueError, match=r"evaluated on different 'test' cases"):
+        compare(store, [rec_small], [rec_large])
+    assert compare(store, [rec_small], [rec_small]).diff == 0
     assert main(["grid", "12", "--summary", "--profile", "smoke", "--set", "train.epochs=2",
                  "--results", str(db)]) == 0
     out = capsys.readouterr().out.splitlines()

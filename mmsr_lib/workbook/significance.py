@@ -24,6 +24,7 @@ ranks come from the results store (`ResultsStore.ranks`), so nothing is retraine
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -371,6 +372,57 @@ def audit(store: ResultsStore, profile: str | None = None, split: str = "valid",
     return Audit(flagged, skipped, checked)
 
 
+def evaluation_cases(cfg: RunConfig, split: str = "test") -> str:
+    """Who a run of `cfg` is evaluated on for `split`: a digest of each case's user, full
+    history and target, by their original ids. Two rows may be compared user by user (a paired
+    test) only when theirs are equal: the same catalog under other training settings (windows,
+    `max_len`, seeds) gives the same digest; another catalog (a density point, a transfer
+    target, a subsample) gives another, however many users it has. Splits: ``valid``,
+    ``test``, and ``cold_valid`` / ``cold_test`` in the run's `data.cold_mode`."""
+    import hashlib
+    import json
+
+    from mmsr_lib.runs.runner import load_data
+
+    data_cfg = cfg.resolved().data
+    key = (json.dumps(dataclasses.asdict(data_cfg), sort_keys=True), split)
+    if key not in _EVALUATION_CASES:
+        data = load_data(data_cfg)
+        cases = (data.cold_eval_set(split.removeprefix("cold_"), data_cfg.cold_mode)
+                 if split.startswith("cold_") else data.eval_set(split))
+        h = hashlib.sha256()
+        for part in (data.user_ids[cases.users], data.item_ids[cases.targets],
+                     cases.history.indptr, data.item_ids[cases.history.indices]):
+            h.update("\x1f".join(map(str, np.asarray(part).tolist())).encode())
+            h.update(b"\x1e")
+        _EVALUATION_CASES[key] = h.hexdigest()[:16]
+    return _EVALUATION_CASES[key]
+
+
+_EVALUATION_CASES: dict[tuple[str, str], str] = {}
+
+# data settings that do not change whom a run is evaluated on: where the data are written, the
+# training windows and their length (histories are scored in full); the cold split's own
+# settings matter only to the cold splits
+_NOT_CASES = ("cache_dir", "max_len", "train_windows")
+_COLD_CASES = ("cold_threshold", "cold_mode")
+
+
+def same_evaluation_cases(a: RunRecord, b: RunRecord, split: str = "test") -> bool:
+    """Whether two stored runs were evaluated on the same cases of `split`, so that their
+    per-user metrics may be paired: at once when their data settings agree (up to the settings
+    that do not touch the evaluation cases), else by `evaluation_cases` (loads both data sets)."""
+    def data_key(rec: RunRecord) -> dict:
+        data = dataclasses.asdict(rec.run_config().resolved().data)
+        for name in _NOT_CASES + (() if split.startswith("cold_") else _COLD_CASES):
+            data.pop(name)
+        return data
+
+    if data_key(a) == data_key(b):
+        return True
+    return evaluation_cases(a.run_config(), split) == evaluation_cases(b.run_config(), split)
+
+
 def converged(runs: Sequence[RunRecord]) -> bool:
     """Every seed of the row stopped before the end of its budget (see FitResult.converged)."""
     return all(r.extra.get("converged", False) for r in runs if r.extra.get("epochs_run"))
@@ -379,7 +431,15 @@ def converged(runs: Sequence[RunRecord]) -> bool:
 def compare(store: ResultsStore, a: Sequence[RunRecord], b: Sequence[RunRecord],
             split: str = "test", metric: str = "NDCG@10") -> PairedTest:
     """The paired test of two rows of a grid (each a list of seed runs): over the users of the
-    seed-averaged metric, and, when both rows have two seeds or more, over seeds and users."""
+    seed-averaged metric, and, when both rows have two seeds or more, over seeds and users.
+    Raises when the rows were evaluated on different cases (another catalog, a transfer target,
+    a density point): user i of one is not user i of the other, whatever their counts."""
+    if a and b and not same_evaluation_cases(a[0], b[0], split):
+        raise ValueError(
+            f"{a[0].name} [{a[0].config_hash}] and {b[0].name} [{b[0].config_hash}] were "
+            f"evaluated on different {split!r} cases (their data settings give other users or "
+            "targets): a paired test over users needs the same ones; compare their means, or "
+            "train both on one catalog")
     return seeded_test(per_seed(store, a, split, metric), per_seed(store, b, split, metric),
                        metric)
 
@@ -451,22 +511,6 @@ def family_tests(store: ResultsStore, results: Mapping[Hashable, Sequence[RunRec
              for a, b in pairs if results.get(a) and results.get(b)}
     adjust([t for (a, b), t in tests.items() if converged(results[a]) and converged(results[b])])
     return tests
-
-
-def pairwise_table(store: ResultsStore, rows: dict, baseline: str, split: str = "test",
-                   metric: str = "NDCG@10") -> pd.DataFrame:
-    """Every row against `baseline`: difference, CI, p (and Holm's over the rows) and the
-    verdict sentence."""
-    base = rows[baseline]
-    tests = family_tests(store, rows, [(label, baseline) for label in rows if label != baseline],
-                         split, metric)
-    out = []
-    for (label, _), t in tests.items():
-        out.append({"row": label, "vs": baseline, "diff": t.diff, "ci_low": t.ci_low,
-                    "ci_high": t.ci_high, "p": t.p_value, "p Holm": t.p_adjusted,
-                    "verdict": verdict(t, str(label), str(baseline), converged(rows[label]),
-                                       converged(base))})
-    return pd.DataFrame(out)
 
 
 def claims(store: ResultsStore, results: dict, pairs: Sequence[tuple], split: str = "test",
