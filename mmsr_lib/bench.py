@@ -333,20 +333,42 @@ def bench_train(steps: int = 20, device: str = "auto", profile: bool = True,
     }
 
 
-H200_BF16_DENSE_FLOPS = 989e12  # NVIDIA's dense bf16 tensor-core peak for the H200 SXM
+# NVIDIA's dense (no sparsity) bf16 tensor-core peaks, from the data sheets; the first name that
+# the device's name contains wins, so the specific forms come first
+DENSE_BF16_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM
+    ("A100", 312e12),
+    ("L40S", 362e12),
+)
+
+
+def dense_bf16_peak(device_name: str) -> float | None:
+    """The dense bf16 peak of a GPU by its name (`torch.cuda.get_device_name`), None when the
+    card is not in `DENSE_BF16_PEAK_FLOPS`: model FLOP utilisation is only as right as the peak
+    it divides by, and the device machines lent are H100s as well as H200s."""
+    for name, flops in DENSE_BF16_PEAK_FLOPS:
+        if name.lower() in device_name.lower():
+            return flops
+    return None
 
 
 def bench_gpu(steps: int = 10, n_items: int = 2000, n_users: int = 3000,
-              peak_flops: float = H200_BF16_DENSE_FLOPS) -> dict:
+              peak_flops: float | None = None) -> dict:
     """The paper's dimensions on one GPU: 768-d, RoBERTa-base and MAE-base architectures
     (random init: speed does not depend on the weights), merge-attention, SASRec, batch 64,
-    L = 20, 224-px images, bf16 autocast. Sized to finish in under 5 minutes on an H200.
+    L = 20, 224-px images, bf16 autocast. Sized to finish in under 5 minutes on an H100/H200.
 
     Model FLOP utilisation = FLOPs of one step (counted by torch's FlopCounterMode, forward and
-    backward) / measured step time / `peak_flops`.
+    backward) / measured step time / `peak_flops` (default: the card's dense bf16 peak,
+    `dense_bf16_peak`; an unknown card gets no MFU unless `--set peak_flops=...` gives it).
     """
     if not torch.cuda.is_available():
         raise RuntimeError("mmsr bench gpu needs a CUDA device; use `mmsr bench train` on a CPU")
+    device_name = torch.cuda.get_device_name()
+    peak = peak_flops if peak_flops is not None else dense_bf16_peak(device_name)
     r = bench_train(
         steps=steps, device="cuda", profile=False, isolate=True, count_flops=True,
         text="random:roberta-base", vision="random:mae-base", dim=768, n_items=n_items,
@@ -356,9 +378,10 @@ def bench_gpu(steps: int = 10, n_items: int = 2000, n_users: int = 3000,
         sps = r[f"{mode}_sequences_per_second"]
         step_s = r["settings"]["batch_size"] / sps
         flops = r["flops_per_step"][mode]
-        r[f"{mode}_mfu"] = flops / step_s / peak_flops if flops else None
+        r[f"{mode}_mfu"] = flops / step_s / peak if flops and peak else None
     r["benchmark"] = "gpu"
-    r["peak_flops_assumed"] = peak_flops
+    r["device_name"] = device_name
+    r["peak_flops_assumed"] = peak
     return r
 
 

@@ -83,3 +83,15 @@ def test_bench_carca_scorer_trimmed_equals_plain():
     assert r["ranks_equal"] and r["metrics_plain"] == r["metrics_trimmed"]
     assert r["max_abs_score_difference"] < 1e-12
     assert r["settings"]["mean_history_length"] < r["settings"]["max_len"]  # padding to skip
+
+
+def test_gpu_peak_is_the_cards_own():
+    """MFU divides by the card's dense bf16 peak: the PCIe H100's is not the SXM's, and a card
+    not in the table gets none (no MFU) rather than another card's."""
+    from mmsr_lib.bench import dense_bf16_peak
+
+    assert dense_bf16_peak("NVIDIA H200") == 989e12
+    assert dense_bf16_peak("NVIDIA H100 80GB HBM3") == 989e12
+    assert dense_bf16_peak("NVIDIA H100 PCIe") == 756e12
+    assert dense_bf16_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert dense_bf16_peak("Tesla T4") is None
