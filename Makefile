@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 
-.PHONY: demo test lint notebooks figures clean-results venv mpnet
+.PHONY: demo test lint notebooks figures clean-results venv mpnet gpu-pack gpu-check
 
 venv: $(STAMP)
 
@@ -43,6 +43,32 @@ mpnet: $(STAMP)
 # run again with MMSR_LOAD_ONLY=1 (a row that was never run is an error that says so).
 figures: $(STAMP)
 	MMSR_LOAD_ONLY=1 $(PY) -m mmsr_lib.workbook.notebooks run $(NB) --profile $(PROFILE) --force $(if $(DATA),--data-path $(DATA))
+
+# The GPU box's prepared check, one short script (the `device` tool; its python3 has torch,
+# transformers and timm, not this project's offline packages). Here: `make gpu-pack` writes .gpu/
+# (MiniLM's tokenizer, the vocabulary of the random-init paper architectures; ~1 MB, no weights).
+# There, carrying .gpu: `make gpu-check GPU_PY=python3 OUT=$$OUT`: `mmsr bench gpu` (paper
+# dimensions, fast vs plain, MFU) and a paper-size smoke: one epoch of the paper profile's MMSR
+# (768-d RoBERTa-base + MAE-base architectures at random init, top-2 blocks trained,
+# merge-attention, SASRec, batch 64) on a 5,000-user catalog of 224-px images, with full-ranking
+# evaluation; each under a time limit, JSON and logs into OUT. ~7 min on an H100 (estimate).
+GPU_PY ?= $(PY)
+OUT ?= runs/gpu-check
+GPU_SMOKE ?= --set data.source=synthetic --set data.synth.n_users=5000 \
+	--set data.synth.n_items=2000 --set data.synth.image_size=224 \
+	--set model.item_encoder=mm --set model.text_encoder=random:roberta-base \
+	--set model.vision_encoder=random:mae-base --set train.epochs=1
+
+gpu-pack: $(STAMP)
+	$(PY) -c "from mmsr_lib.bench import pack_for_device; print(*pack_for_device('.gpu/site'), sep='\n')"
+
+gpu-check:
+	mkdir -p $(OUT)
+	-PYTHONPATH=.gpu/site:. PYTHONUNBUFFERED=1 timeout 300 $(GPU_PY) -m mmsr_lib.cli bench gpu \
+		--out $(OUT)/gpu.json > $(OUT)/bench_gpu.log 2>&1; tail -n 40 $(OUT)/bench_gpu.log
+	-PYTHONPATH=.gpu/site:. PYTHONUNBUFFERED=1 timeout 240 $(GPU_PY) -m mmsr_lib.cli train \
+		--profile paper --results $(OUT)/smoke.sqlite $(GPU_SMOKE) > $(OUT)/smoke.log 2>&1; \
+		tail -n 40 $(OUT)/smoke.log
 
 clean-results:
 	rm -rf results runs

@@ -385,6 +385,41 @@ def bench_gpu(steps: int = 10, n_items: int = 2000, n_users: int = 3000,
     return r
 
 
+# what the random-init paper architectures read from the offline MiniLM package: its WordPiece
+# vocabulary (the tokenizer files and the config that marks the package present), not its weights
+DEVICE_PACK_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                     "special_tokens_map.json")
+
+
+def pack_for_device(dest: str = ".gpu/site") -> list[str]:
+    """Copy into `dest` the slice of this environment that the GPU box's own Python lacks for
+    `make gpu-check`: MiniLM's tokenizer files and its distribution's metadata (~1 MB, no
+    weights), laid out as an installed package so that `PYTHONPATH=dest` finds it. The box has
+    torch, transformers and timm but none of this project's offline weight packages, and the
+    device tool carries at most 64 MiB. Returns the files written."""
+    import importlib.metadata
+    import shutil
+    from pathlib import Path
+
+    from mmsr_lib.encoders import offline_weights
+
+    dist = importlib.metadata.distribution(offline_weights.MINILM_L6.dist)
+    model = offline_weights.minilm_dir("the GPU check's random-init text architectures")
+    root = Path(dest)
+    info = root / f"{dist.metadata['Name'].replace('-', '_')}-{dist.version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(dist.read_text("METADATA") or "")
+    out = [str(info / "METADATA")]
+    rel = Path(dist.locate_file(offline_weights.MINILM_L6.file)).parent.relative_to(
+        Path(str(dist.locate_file(""))))
+    for name in DEVICE_PACK_FILES:
+        target = root / rel / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model / name, target)
+        out.append(str(target))
+    return out
+
+
 def bench_train_scaling(lengths=(10, 20, 50), steps: int = 6, device: str = "auto",
                         modes: tuple[str, ...] = ("plain", "fast"), **config) -> dict:
     """Time per training step as the sequence length L grows, for each item-encoding mode."""

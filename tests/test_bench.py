@@ -95,3 +95,25 @@ def test_gpu_peak_is_the_cards_own():
     assert dense_bf16_peak("NVIDIA H100 PCIe") == 756e12
     assert dense_bf16_peak("NVIDIA A100-SXM4-80GB") == 312e12
     assert dense_bf16_peak("Tesla T4") is None
+
+
+def test_the_gpu_box_pack_holds_the_tokenizer_and_no_weights(tmp_path):
+    """`make gpu-pack`: the slice of the MiniLM package that the GPU box's Python lacks, laid out
+    so that, first on its path, the library finds the tokenizer there (and no weights: ~1 MB,
+    inside the device tool's 64 MiB)."""
+    import os
+    import subprocess
+    import sys
+
+    from mmsr_lib.bench import pack_for_device
+
+    site = tmp_path / "site"
+    files = pack_for_device(str(site))
+    assert any(f.endswith("vocab.txt") for f in files)
+    assert not list(site.rglob("*.safetensors"))
+    assert sum(p.stat().st_size for p in site.rglob("*") if p.is_file()) < 2**21
+    found = subprocess.run(
+        [sys.executable, "-c", "from mmsr_lib.encoders import offline_weights as o; "
+         "print(o.minilm_dir())"], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(site)}).stdout.strip()
+    assert found.startswith(str(site)), found
