@@ -471,6 +471,8 @@ def test_grid_summary_pairs_rows_only_on_the_same_test_users(capsys, tmp_path):
     with pytest.raises(ValueError, match=r"evaluated on different 'test' cases"):
         compare(store, [rec_small], [rec_large])
     assert compare(store, [rec_small], [rec_small]).diff == 0
+    with pytest.raises(ValueError, match="the seeds of .* were evaluated on different users"):
+        compare(store, [rec_small, rec_large], [rec_small, rec_small])
     assert main(["grid", "12", "--summary", "--profile", "smoke", "--set", "train.epochs=2",
                  "--results", str(db)]) == 0
     out = capsys.readouterr().out.splitlines()

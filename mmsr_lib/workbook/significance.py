@@ -71,9 +71,10 @@ def per_seed(store: ResultsStore, runs: Sequence[RunRecord], split: str = "test"
                            "; it was stored before per-user ranks were kept: run it again")
         values.append(per_user(ranks, metric))
     lengths = {len(v) for v in values}
-    if len(lengths) != 1:
+    if len(lengths) != 1 or not all(same_evaluation_cases(runs[0], rec, split)
+                                    for rec in runs[1:]):
         raise ValueError(f"the seeds of {runs[0].name} were evaluated on different users "
-                         f"({sorted(lengths)}); their data differ")
+                         f"({sorted(lengths)} of them); their data differ")
     return np.stack(values)
 
 
