@@ -155,13 +155,35 @@ CHECKS = {
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_smoke(path, tmp_path):
+def test_notebook_runs_in_smoke(path, tmp_path, monkeypatch):
     records = run_notebook(path, profile="smoke", output_dir=tmp_path)
     assert records, f"{path.name} recorded nothing"
     check = CHECKS.get(path.stem)
     assert check is not None, f"add a check for {path.stem} to CHECKS"
     assert all(x in (True, None) for x in check(records))
     _plan_lists_what_the_notebook_trained(path.stem)
+    if path.stem in FROM_WEIGHTS:
+        _draws_again_without_the_weights(path, tmp_path, records, monkeypatch)
+
+
+# notebooks that read more than the stored ranks: re-evaluations and vectors of the trained
+# models (`runs.derived` keeps them with each run)
+FROM_WEIGHTS = ("07_cold_start", "10_visualization", "11_protocol")
+
+
+def _draws_again_without_the_weights(path, tmp_path, records, monkeypatch) -> None:
+    """`make figures` on a machine without the runs' checkpoints (a fresh clone with the
+    archive imported, a lost VM): the notebook draws from the store alone, the same numbers."""
+    from mmsr_lib.runs.runner import LOAD_ONLY_ENV
+    from mmsr_lib.util.paths import resolve
+
+    checkpoints = list(resolve("runs").rglob("checkpoint.pt"))
+    assert checkpoints
+    for ck in checkpoints:
+        ck.unlink()
+    monkeypatch.setenv(LOAD_ONLY_ENV, "1")
+    again = run_notebook(path, profile="smoke", output_dir=tmp_path / "again")
+    assert again == records
 
 
 def _plan_lists_what_the_notebook_trained(stem: str) -> None:

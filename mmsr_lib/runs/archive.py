@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsr_lib.runs import derived
 from mmsr_lib.runs.store import _COLUMNS, ResultsStore, RunRecord, _dumps, _pack_ranks
 from mmsr_lib.util.atomic import atomic_path
 
@@ -58,14 +59,24 @@ class ArchiveReport:
         return out
 
 
-def run_document(record: RunRecord, ranks: dict[str, np.ndarray]) -> dict:
+def run_document(record: RunRecord, ranks: dict[str, np.ndarray],
+                 derived_entries: Sequence[derived.Entry] = ()) -> dict:
     """One run as a JSON-ready document: every store column plus its per-user ranks (int32,
-    zlib, base64: a 3,000-user split is a few kilobytes)."""
+    zlib, base64: a 3,000-user split is a few kilobytes) and, where the store holds any for
+    the run as stored, what was derived from its weights (`runs.derived`: re-evaluations,
+    item and user vectors), so that a machine without its checkpoint draws notebooks 07, 10
+    and 11 too. A run without them keeps the document it had before they existed."""
     doc = {"format": FORMAT, **{name: getattr(record, name) for name in _FIELDS}}
     doc["ranks"] = {}
     for split, arr in sorted(ranks.items()):
         n, blob = _pack_ranks(arr, split)
         doc["ranks"][split] = {"n": n, "int32_zlib_b64": base64.b64encode(blob).decode()}
+    mine = sorted((e for e in derived_entries if e.run_updated == record.updated),
+                  key=lambda e: (e.recipe, e.code))
+    if mine:
+        doc["derived"] = [{"recipe": e.recipe, "run_updated": e.run_updated, "code": e.code,
+                           "created": e.created, "npz_b64": base64.b64encode(e.arrays).decode()}
+                          for e in mine]
     return doc
 
 
@@ -86,7 +97,8 @@ def write_archive(store: ResultsStore, folder: str | Path,
     for rec in store.records(status="done"):
         if profiles is not None and rec.config.get("profile") not in profiles:
             continue
-        data = _encode(run_document(rec, store.ranks(rec.config_hash)))
+        data = _encode(run_document(rec, store.ranks(rec.config_hash),
+                                    derived.entries(store, rec.config_hash)))
         path = out / f"{rec.config_hash}{SUFFIX}"
         if path.is_file() and path.read_bytes() == data:
             report.unchanged.append(path.name)
@@ -121,7 +133,18 @@ def read_document(path: Path) -> dict:
         blob = base64.b64decode(packed["int32_zlib_b64"])
         if len(zlib.decompress(blob)) != 4 * packed["n"]:
             raise ValueError(f"ranks of split {split!r} do not hold {packed['n']} values")
+    for item in doc.get("derived", []):
+        try:
+            derived.unpack(base64.b64decode(item["npz_b64"]))
+        except (KeyError, TypeError, ValueError, OSError) as err:
+            raise ValueError(f"derived {item.get('recipe')!r} is not readable ({err})") from None
     return doc
+
+
+def _derived_entries(doc: dict) -> list[derived.Entry]:
+    return [derived.Entry(doc["config_hash"], d["recipe"], d["run_updated"], d["code"],
+                          base64.b64decode(d["npz_b64"]), d["created"])
+            for d in doc.get("derived", [])]
 
 
 def import_archive(store: ResultsStore, folder: str | Path) -> ArchiveReport:
@@ -143,6 +166,11 @@ def import_archive(store: ResultsStore, folder: str | Path) -> ArchiveReport:
         values = [_dumps(doc[f], f) if f in _JSON_FIELDS else doc[f] for f in _FIELDS]
         ranks = [(doc["config_hash"], split, p["n"], base64.b64decode(p["int32_zlib_b64"]))
                  for split, p in sorted(doc["ranks"].items())]
+        # what was derived from the run's weights joins a store that lacks it, also beside a
+        # run the store already holds (it is keyed by the run as stored, so it never stands
+        # for another training of the same configuration)
+        for entry in _derived_entries(doc):
+            derived.add_if_absent(store, entry)
         with store._write() as con:
             row = con.execute("SELECT status FROM runs WHERE config_hash = ?",
                               (doc["config_hash"],)).fetchone()

@@ -69,6 +69,15 @@ def check_same_training(record: RunRecord, ck: dict, path: Path) -> None:
             "checkpoint")
 
 
+def check_same_data(record: RunRecord, data: SequenceData) -> None:
+    """Refuse a run trained on other data than `data` (its data set was regenerated or edited
+    since): its weights, or anything derived from them, describe other users and items."""
+    if record.dataset_fingerprint and record.dataset_fingerprint != data.fingerprint():
+        raise ValueError(f"run {record.name} [{record.config_hash}] was trained on other data "
+                         f"(fingerprint {record.dataset_fingerprint} vs {data.fingerprint()} "
+                         "now); run it again with run_or_load")
+
+
 def load_trained(record: RunRecord, device: torch.device | str = "cpu",
                  allow_stale: bool = False) -> tuple[Recommender, SequenceData]:
     """The model of a stored run at its best-validation weights, and its data, in eval mode.
@@ -84,10 +93,7 @@ def load_trained(record: RunRecord, device: torch.device | str = "cpu",
                          "done; train it first (run_or_load / run_grid)")
     cfg = record.run_config().resolved()
     data = load_data(cfg.data)
-    if record.dataset_fingerprint and record.dataset_fingerprint != data.fingerprint():
-        raise ValueError(f"run {record.name} [{record.config_hash}] was trained on other data "
-                         f"(fingerprint {record.dataset_fingerprint} vs {data.fingerprint()} "
-                         "now); run it again with run_or_load")
+    check_same_data(record, data)
     reason = stale_reason(record, data.fingerprint())
     if reason is not None and not allow_stale:
         raise ValueError(f"run {record.name} [{record.config_hash}] is stale: {reason}; run it "

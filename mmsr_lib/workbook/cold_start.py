@@ -30,9 +30,10 @@ import torch
 
 from mmsr_lib.data.preprocess import EvalSet, SequenceData
 from mmsr_lib.evaluate import evaluate_model, metrics_from_ranks
+from mmsr_lib.runs import derived
 from mmsr_lib.runs.runner import load_data
 from mmsr_lib.runs.store import ResultsStore, RunRecord
-from mmsr_lib.runs.trained import load_trained
+from mmsr_lib.runs.trained import check_same_data, load_trained
 from mmsr_lib.workbook.grids import TABLE4_COLUMNS
 from mmsr_lib.workbook.paper_numbers import paper_wide
 from mmsr_lib.workbook.significance import PairedTest, adjust, compare, converged, verdict
@@ -132,25 +133,39 @@ class ColdEval:
 
 
 def evaluate_cold(record: RunRecord, mode: str = "paper", split: str = "test",
-                  device: torch.device | str = "cpu", allow_stale: bool = False) -> ColdEval:
-    """A stored run's model (`load_trained`, no training) on the cold rows of `mode`."""
+                  device: torch.device | str = "cpu", allow_stale: bool = False,
+                  store: ResultsStore | None = None) -> ColdEval:
+    """A stored run's model (`load_trained`, no training) on the cold rows of `mode`. With the
+    run's `store` the ranks are kept there (`runs.derived`) and read back where the weights
+    are gone (another machine, `make figures`); the rows and the leak need the data alone."""
     if mode not in PROTOCOLS:
         raise ValueError(f"mode={mode!r}; choose one of {list(PROTOCOLS)}")
-    model, data = load_trained(record, device, allow_stale)
     cfg = record.run_config().resolved()
+    data = load_data(cfg.data)
+    check_same_data(record, data)
     cold = data.cold_eval_set(split, mode)
     if not len(cold):
         raise ValueError(f"run {record.name}: no cold {split} rows in {mode!r} mode (no item "
                          f"has fewer than {data.cold_threshold} training occurrences there)")
-    res = evaluate_model(model, cold, cfg.eval.ks, cfg.eval.batch_size)
-    return ColdEval(record.config_hash, mode, split, res.metrics, res.ranks,
-                    exact_training_pairs(data, cold), cold.users.copy(), tuple(cfg.eval.ks))
+
+    def compute() -> dict[str, np.ndarray]:
+        model, _ = load_trained(record, device, allow_stale)
+        return {"ranks": evaluate_model(model, cold, cfg.eval.ks, cfg.eval.batch_size).ranks}
+
+    ranks = (compute() if store is None else derived.cached(
+        store, record, f"cold_start.evaluate_cold mode={mode} split={split}", __name__,
+        compute))["ranks"]
+    return ColdEval(record.config_hash, mode, split, metrics_from_ranks(ranks, cfg.eval.ks),
+                    ranks, exact_training_pairs(data, cold), cold.users.copy(),
+                    tuple(cfg.eval.ks))
 
 
 def paper_mode_results(results: Mapping[Hashable, Sequence[RunRecord]], split: str = "test",
-                       device: torch.device | str = "cpu") -> dict[Hashable, list[ColdEval]]:
-    """`evaluate_cold` in the paper's protocol for every seed of every row of a grid."""
-    return {label: [evaluate_cold(r, "paper", split, device) for r in runs]
+                       device: torch.device | str = "cpu",
+                       store: ResultsStore | None = None) -> dict[Hashable, list[ColdEval]]:
+    """`evaluate_cold` in the paper's protocol for every seed of every row of a grid (kept in
+    and read from the runs' `store` when given)."""
+    return {label: [evaluate_cold(r, "paper", split, device, store=store) for r in runs]
             for label, runs in results.items()}
 
 

@@ -20,6 +20,7 @@ whose latent category is known (`mmsr_lib.data.synthetic.load_item_attributes`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from mmsr_lib.data.preprocess import SequenceData
 from mmsr_lib.data.sources import dataset_root
 from mmsr_lib.data.synthetic import load_item_attributes
 from mmsr_lib.recommender import Recommender
-from mmsr_lib.runs.store import RunRecord
+from mmsr_lib.runs.store import ResultsStore, RunRecord
 from mmsr_lib.workbook.significance import PairedDifference, seed_and_user_ci
 
 K_NEIGHBOURS = 10
@@ -80,10 +81,15 @@ class ModelVectors:
 
 
 def model_vectors(runs: Mapping[str, Sequence[RunRecord]], split: str = "test",
-                  device: torch.device | str = "cpu") -> ModelVectors:
-    """Load every stored run (`runs.trained.load_trained`: the trained weights, no training) and
-    take its item and user vectors; the runs must share one data set."""
-    from mmsr_lib.runs.trained import load_trained
+                  device: torch.device | str = "cpu",
+                  store: ResultsStore | None = None) -> ModelVectors:
+    """Every stored run's item and user vectors (from its trained weights, `load_trained`, no
+    training); the runs must share one data set. With the runs' `store` the vectors are kept
+    there (`runs.derived`) and read back where the weights are gone (another machine, `make
+    figures`)."""
+    from mmsr_lib.runs import derived
+    from mmsr_lib.runs.runner import load_data
+    from mmsr_lib.runs.trained import check_same_data
 
     if not runs:
         raise ValueError("no runs given")
@@ -94,15 +100,27 @@ def model_vectors(runs: Mapping[str, Sequence[RunRecord]], split: str = "test",
         if not records:
             raise ValueError(f"no runs for {name}")
         for rec in records:
-            model, d = load_trained(rec, device)
+            d = load_data(rec.run_config().resolved().data)
+            check_same_data(rec, d)
             if data is not None and d.fingerprint() != data.fingerprint():
                 raise ValueError(f"run {rec.name} is on other data than the first run; "
                                  "embeddings of different data sets cannot be compared")
             data = d
-            items.setdefault(name, []).append(item_vectors(model)[1:])
-            users.setdefault(name, []).append(user_vectors(model, d, split))
-            del model
+            compute = functools.partial(_run_vectors, rec, split, device)
+            vectors = compute() if store is None else derived.cached(
+                store, rec, f"embeddings.model_vectors split={split}", __name__, compute)
+            items.setdefault(name, []).append(vectors["items"])
+            users.setdefault(name, []).append(vectors["users"])
     return ModelVectors(items, users, data)
+
+
+def _run_vectors(rec: RunRecord, split: str, device: torch.device | str
+                 ) -> dict[str, np.ndarray]:
+    """One run's item vectors (padding row left out) and user vectors on `split`."""
+    from mmsr_lib.runs.trained import load_trained
+
+    model, d = load_trained(rec, device)
+    return {"items": item_vectors(model)[1:], "users": user_vectors(model, d, split)}
 
 
 # -- labels ----------------------------------------------------------------------------------------

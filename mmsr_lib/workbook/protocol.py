@@ -18,6 +18,7 @@ swap between two rows that no protocol separates is noise.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from mmsr_lib.config import RunConfig, profile_config
-from mmsr_lib.data.preprocess import SequenceData
+from mmsr_lib.data.preprocess import EvalSet, SequenceData
 from mmsr_lib.evaluate import evaluate_model
 from mmsr_lib.evaluate_variants import (
     TIE_RULES,
@@ -38,9 +39,10 @@ from mmsr_lib.evaluate_variants import (
     sample_negatives,
     tie_metric_per_user,
 )
+from mmsr_lib.runs import derived
 from mmsr_lib.runs.runner import load_data
 from mmsr_lib.runs.store import ResultsStore, RunRecord
-from mmsr_lib.runs.trained import load_trained
+from mmsr_lib.runs.trained import check_same_data, load_trained
 from mmsr_lib.workbook import grids
 from mmsr_lib.workbook.cold_start import median_rank_over_seeds
 from mmsr_lib.workbook.paper_numbers import paper_wide
@@ -131,6 +133,27 @@ class Reevaluation:
     matches_store: bool | None
 
 
+def _reevaluation_arrays(rec: RunRecord, label: str, es: EvalSet,
+                         negatives: Mapping[str, np.ndarray], cold: Mapping[str, EvalSet],
+                         batch_size: int) -> dict[str, np.ndarray]:
+    """What `reevaluate` reads off one run's trained model: full ranks, tie counts ("greater",
+    "equal"), sampled ranks per negatives set and ranks per cold set."""
+    model, _ = load_trained(rec)
+    ks = rec.run_config().resolved().eval.ks
+    scorer = model.scorer()
+    full = evaluate_model(model, es, ks, batch_size, scorer=scorer).ranks
+    greater, equal = model_tie_counts(model, es, batch_size, scorer)
+    if not np.array_equal(greater + equal, full):
+        raise AssertionError(f"{label}: tie counts disagree with the full ranking")
+    out = {"full": full, "greater": greater, "equal": equal}
+    for name, neg in negatives.items():
+        out[name] = model_sampled_ranks(model, es, neg, batch_size, scorer)
+    for name, ev in cold.items():
+        out[name] = evaluate_model(model, ev, ks, batch_size, scorer=scorer).ranks \
+            if len(ev) else np.zeros(0, np.int64)
+    return out
+
+
 def reevaluate(
     results: Mapping[str, Sequence[RunRecord]],
     store: ResultsStore,
@@ -169,19 +192,15 @@ def reevaluate(
             if load_data(cfg.data).fingerprint() != data.fingerprint():
                 raise ValueError(f"{label} was trained on other data than {first.name}; "
                                  "question 1-4 compare models on the same users")
-            model, _ = load_trained(rec)
-            scorer = model.scorer()
-            ks = cfg.eval.ks
-            full = evaluate_model(model, es, ks, batch_size, scorer=scorer).ranks
-            greater, equal = model_tie_counts(model, es, batch_size, scorer)
-            if not np.array_equal(greater + equal, full):
-                raise AssertionError(f"{label}: tie counts disagree with the full ranking")
-            ranks = {"full": full}
-            for name, neg in negatives.items():
-                ranks[name] = model_sampled_ranks(model, es, neg, batch_size, scorer)
-            for name, ev in cold.items():
-                ranks[name] = evaluate_model(model, ev, ks, batch_size, scorer=scorer).ranks \
-                    if len(ev) else np.zeros(0, np.int64)
+            check_same_data(rec, data)
+            # kept with the run (`runs.derived`): a machine without its weights reads them back
+            arrays = derived.cached(store, rec, f"protocol.reevaluate split={split} "
+                                    f"negatives={n_negatives} sample_seed={sample_seed}",
+                                    __name__, functools.partial(
+                                        _reevaluation_arrays, rec, label, es, negatives, cold,
+                                        batch_size))
+            greater, equal = arrays.pop("greater"), arrays.pop("equal")
+            ranks, full = arrays, arrays["full"]
             stored = store.ranks(rec.config_hash).get(split)
             done[rec.config_hash] = Reevaluation(
                 label, int(cfg.train.seed), rec.config_hash, converged([rec]), ranks, greater,
