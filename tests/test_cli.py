@@ -486,11 +486,14 @@ def test_grid_claims_prints_the_notebooks_verdicts_from_the_stored_runs(capsys, 
     """`mmsr grid NN --claims`: the families of claims the notebook prints, from the stored runs
     only (nothing trained): a pair whose rows are stored gets its verdict (here "not converged":
     one epoch of one), a pair missing a row is said so, and each section counts its runs. A
-    notebook whose claims need trained models (10) is refused with what to do."""
+    notebook whose claims read the trained models' vectors (10) computes them once and keeps
+    them with the runs."""
     from mmsr_lib.plan import notebook_runs
+    from mmsr_lib.runs import derived
     from mmsr_lib.runs.runner import run_or_load
     from mmsr_lib.runs.store import ResultsStore
-    from mmsr_lib.workbook import grids
+    from mmsr_lib.runs.trained import checkpoint_path
+    from mmsr_lib.workbook import embeddings, grids
 
     db = tmp_path / "r.sqlite"
     store = ResultsStore(db)
@@ -509,8 +512,22 @@ def test_grid_claims_prints_the_notebooks_verdicts_from_the_stored_runs(capsys, 
     assert "SASRec: not converged" in out.splitlines()
     assert "GRU4Rec: -" in out.splitlines()  # neither of its rows is stored
     assert len(store.records()) == len(runs)  # read only
-    assert main(["grid", "10", "--claims", "--profile", "smoke", "--results", str(db)]) != 0
-    assert "render the notebook instead" in capsys.readouterr().err
+    # notebook 10's claims read the models' vectors: here from the checkpoints of the two
+    # SASRec rows (loaded, not trained; the command opens the store read-only, so they are
+    # not kept), once the notebook kept them, from the store without the checkpoints
+    args10 = ["grid", "10", "--claims", "--profile", "smoke", "--set", "train.epochs=1",
+              "--results", str(db)]
+    assert main(args10) == 0
+    out = capsys.readouterr().out
+    assert "# item vectors: purity@10 by category" in out and "MMSR" in out
+    assert not [e for r in store.records() for e in derived.entries(store, r.config_hash)]
+    by_label = {run.label[1]: [store.get(run.config.resolved().hash())] for run in runs}
+    embeddings.model_vectors(by_label, store=store)  # as notebook 10 does: kept with the runs
+    for rec in store.records():
+        checkpoint_path(rec).unlink()
+    assert main(args10) == 0
+    assert capsys.readouterr().out == out
+    assert len(store.records()) == len(runs)  # still nothing trained
 
 
 def test_tune_starts_from_a_notebook_rows_own_configuration(capsys, tmp_path):

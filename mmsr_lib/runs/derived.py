@@ -136,7 +136,7 @@ def cached(store: ResultsStore, record: RunRecord, recipe: str, module: str,
            compute: Callable[[], Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """`compute()`'s arrays for `record` under `recipe`, from the store when it holds them for
     this run as stored (`record.updated`) and this code (`code_digest(module)`); else computed
-    (it loads the trained weights) and stored. Under ``MMSR_LOAD_ONLY=1`` nothing is computed:
+    (it loads the trained weights) and stored (unless the store was opened read-only). Under ``MMSR_LOAD_ONLY=1`` nothing is computed:
     an entry of other code is used with a warning, none at all is an error that says how to
     get it."""
     from mmsr_lib.runs.runner import LOAD_ONLY_ENV
@@ -169,6 +169,8 @@ def cached(store: ResultsStore, record: RunRecord, recipe: str, module: str,
                     "using the copy computed by other code", record.name, record.config_hash,
                     recipe)
         return unpack(mine[0].arrays)
+    if store.readonly:  # a reader (`mmsr grid NN --claims`) computes, and writes nothing
+        return arrays
     add(store, Entry(record.config_hash, recipe, record.updated, code, pack(arrays),
                      datetime.now(timezone.utc).isoformat(timespec="microseconds")))
     return arrays

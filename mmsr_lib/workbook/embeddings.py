@@ -351,6 +351,36 @@ def purity_sentence(
 MAP_SIZES = {"smoke": (300, 300, 500), "cpu": (None, 1000, 1000), "paper": (1000, 1000, 1000)}
 
 
+# the groups notebook 10 states a sentence about (its figures show every group)
+ITEM_SENTENCE_GROUPS = ("cold items", "popular items")
+USER_SENTENCE_GROUPS = (("all users", "users"),
+                        ("users with a cold item in their input", "users with a cold item"))
+
+
+def item_claims(vectors: ModelVectors, items: pd.DataFrame, is_converged: Mapping[str, bool]
+                ) -> tuple[pd.DataFrame, list[str]]:
+    """Notebook 10's item numbers (`cluster_scores` by category per group of `item_groups`)
+    and its sentence per group of `ITEM_SENTENCE_GROUPS`, MMSR against IDSR."""
+    groups = item_groups(items)
+    scores, points = cluster_scores(vectors.items, items["category"], groups)
+    return scores, [purity_sentence(points, groups[g], g, "MMSR", "IDSR",
+                                    is_converged["MMSR"], is_converged["IDSR"])
+                    for g in ITEM_SENTENCE_GROUPS]
+
+
+def user_claims(vectors: ModelVectors, items: pd.DataFrame, is_converged: Mapping[str, bool]
+                ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """Notebook 10's user numbers (by each user's dominant category, per group of
+    `user_groups`), the dominant categories, and its sentence per `USER_SENTENCE_GROUPS`."""
+    dominant = dominant_category(vectors.data, items)
+    groups = user_groups(vectors.data)
+    scores, points = cluster_scores(vectors.users, dominant, groups)
+    return scores, dominant, [purity_sentence(points, groups[g], label, "MMSR", "IDSR",
+                                              is_converged["MMSR"], is_converged["IDSR"],
+                                              by="dominant category")
+                              for g, label in USER_SENTENCE_GROUPS]
+
+
 def map_sizes(profile: str, max_items: int | None = None, max_users: int | None = None,
               iterations: int | None = None) -> tuple[int | None, int | None, int]:
     """Points and iterations of the t-SNE maps: the caller's values, else the profile's
