@@ -56,7 +56,10 @@ def test_paper_cold_ranks_outlive_the_checkpoint_and_travel_in_the_archive(
     folder = tmp_path / "archive"
     archive.write_archive(store, folder)
     other = ResultsStore(tmp_path / "other.sqlite")
-    assert len(archive.import_archive(other, folder).written) == 1
+    report = archive.import_archive(other, folder)
+    assert len(report.written) == 1 and report.derived_added == 1
+    assert "results derived from weights added 1" in report.lines("imported")[0]
+    assert archive.import_archive(other, folder).derived_added == 0  # kept, not added twice
     imported = other.get(rec.config_hash)
     assert np.array_equal(cold_start.evaluate_cold(imported, "paper", store=other).ranks,
                           first.ranks)

@@ -51,10 +51,13 @@ class ArchiveReport:
     written: list[str] = field(default_factory=list)  # new or changed files / imported runs
     unchanged: list[str] = field(default_factory=list)  # identical file / finished run kept
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    derived_added: int = 0  # entries of `runs.derived` an import added
 
     def lines(self, verb: str) -> list[str]:
         out = [f"{verb} {len(self.written)}, unchanged {len(self.unchanged)}, "
-               f"skipped {len(self.skipped)}"]
+               f"skipped {len(self.skipped)}"
+               + (f"; results derived from weights added {self.derived_added}"
+                  if self.derived_added else "")]
         out += [f"  skipped {name}: {why}" for name, why in self.skipped]
         return out
 
@@ -169,8 +172,8 @@ def import_archive(store: ResultsStore, folder: str | Path) -> ArchiveReport:
         # what was derived from the run's weights joins a store that lacks it, also beside a
         # run the store already holds (it is keyed by the run as stored, so it never stands
         # for another training of the same configuration)
-        for entry in _derived_entries(doc):
-            derived.add_if_absent(store, entry)
+        report.derived_added += sum(derived.add_if_absent(store, entry)
+                                    for entry in _derived_entries(doc))
         with store._write() as con:
             row = con.execute("SELECT status FROM runs WHERE config_hash = ?",
                               (doc["config_hash"],)).fetchone()
