@@ -116,6 +116,11 @@ def test_load_trained_refuses_a_checkpoint_of_another_training(tiny_runs):
     with pytest.raises(CheckpointError, match="best epoch"):
         load_trained(later)
     load_trained(rec)  # the record stored with this checkpoint still loads
+    # a record from another CPU (an imported archive) says so: rounding differs there
+    elsewhere = dataclasses.replace(other, extra={**rec.extra, "machine": {
+        **rec.extra["machine"], "cpu": "Some Other CPU"}})
+    with pytest.raises(CheckpointError, match="trained on 'Some Other CPU' and this machine"):
+        load_trained(elsewhere)
 
 
 def test_load_trained_refuses_what_it_cannot_reproduce(tiny_runs):

@@ -62,9 +62,15 @@ def check_same_training(record: RunRecord, ck: dict, path: Path) -> None:
         if got is None or not math.isclose(got, value, rel_tol=1e-9, abs_tol=1e-9):
             differ.append(f"valid {key} {got} vs {value}")
     if differ:
+        from mmsr_lib.util.provenance import cpu_model
+
+        theirs, ours = ((record.extra or {}).get("machine") or {}).get("cpu"), cpu_model()
+        why = (f"; the record was trained on {theirs!r} and this machine is {ours!r}: the same "
+               "configuration and seed round differently on another CPU"
+               if theirs and theirs != ours else "")
         raise CheckpointError(
             f"{path} is another training of run {record.name} [{record.config_hash}] than the "
-            f"stored record ({'; '.join(differ[:3])}): train it again with "
+            f"stored record ({'; '.join(differ[:3])}{why}): train it again with "
             "run_or_load(..., force=True), or import the record that was stored with this "
             "checkpoint")
 
