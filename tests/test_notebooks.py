@@ -245,6 +245,20 @@ def test_batch_runner_reports_and_skips_what_is_done(tmp_path, capsys, monkeypat
     monkeypatch.setattr(notebooks, "library_fingerprint", lambda: "other code")
     assert notebooks.run_batch(["00_quick"], "smoke", tmp_path) == 0
     assert ran == ["00_quickstart"] * 4
+    # a cell that raises: its exception in one line, and where the traceback is (papermill's
+    # own text starts with a blank line, which printed nothing after "FAILED")
+    from papermill.exceptions import PapermillExecutionError
+
+    def fails(nb, profile, out, params):
+        raise PapermillExecutionError(3, 7, "x", "FileNotFoundError",
+                                      "run t [ab12]: no stored vectors\nmore", ["tb"])
+
+    monkeypatch.setattr(notebooks, "run_notebook", fails)
+    assert notebooks.run_batch(["00_quick"], "smoke", tmp_path, force=True) == 1
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("00_quickstart.ipynb: FAILED after ")
+    assert line.endswith("FileNotFoundError: run t [ab12]: no stored vectors (cell [7]; the "
+                         f"traceback is in {tmp_path / '00_quickstart.smoke.ipynb'})")
 
 
 def test_runner_passes_notebook_parameters(tmp_path, monkeypatch):

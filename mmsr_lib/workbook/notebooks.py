@@ -163,14 +163,27 @@ def run_batch(names: list[str] | None, profile: str, out: str | Path | None = No
         except Exception as err:  # keep going: report every notebook
             failures += 1
             print(f"{nb.name}: FAILED after {time.perf_counter() - t0:.0f} s: "
-                  f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-                  flush=True)
+                  f"{failure_text(err, out_dir / f'{nb.stem}.{profile}.ipynb')}", flush=True)
             continue
         seconds = time.perf_counter() - t0
         atomic_write_text(marker, json.dumps({"stamp": stamp, "seconds": seconds}))
         print(f"{nb.name}: ok in {seconds:.0f} s -> {out_dir / f'{nb.stem}.{profile}.ipynb'}",
               flush=True)
     return failures
+
+
+def failure_text(err: Exception, executed: Path) -> str:
+    """One line on why a notebook failed: for an error raised inside a cell (papermill's
+    execution error, whose text starts with a blank line) the cell's exception and where the
+    executed copy with the traceback is; for any other, the exception's first line."""
+    def first_line(text: object) -> str:
+        return next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+
+    ename = getattr(err, "ename", None)
+    if ename:
+        return (f"{ename}: {first_line(getattr(err, 'evalue', ''))} (cell "
+                f"[{getattr(err, 'exec_count', '?')}]; the traceback is in {executed})")
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def parse_parameter(text: str) -> Any:
