@@ -221,18 +221,17 @@ def _nb10(ctx: _Context) -> list[ClaimSet]:
     from mmsr_lib.workbook import embeddings
     from mmsr_lib.workbook.significance import converged
 
-    r = _results(ctx.sections, "Table IV IDSR/MMSR SASRec")
-    rows = {"IDSR": ("SASRec", "IDSR"), "MMSR": ("SASRec", "MMSR")}
-    if not all(r.get(key) for key in rows.values()):
+    r = _results(ctx.sections, embeddings.RUNS_SECTION)
+    if not all(r.get(key) for key in embeddings.MODEL_ROWS.values()):
         return []
-    runs = {name: r[key] for name, key in rows.items()}
+    runs = {name: r[key] for name, key in embeddings.MODEL_ROWS.items()}
     try:
         vectors = embeddings.model_vectors(runs, store=ctx.store)
     except FileNotFoundError as err:
         return [ClaimSet("item and user vectors: purity@10 by category", "embeddings.model_vectors",
                          [f"not computed here: {err}"])]
     items = embeddings.item_frame(vectors.data, embeddings.catalog_attributes(runs["IDSR"][0]))
-    is_converged = {name: converged(runs[name]) for name in rows}
+    is_converged = {name: converged(rec) for name, rec in runs.items()}
     return [ClaimSet("item vectors: purity@10 by category", "embeddings.item_claims",
                      embeddings.item_claims(vectors, items, is_converged)[1]),
             ClaimSet("user vectors: purity@10 by dominant category", "embeddings.user_claims",

@@ -1103,11 +1103,11 @@ def _nb09(profile: str, overrides: Sequence[str]) -> list[Section]:
 
 
 def _nb10(profile: str, overrides: Sequence[str]) -> list[Section]:
-    from mmsr_lib.workbook import grids
+    from mmsr_lib.workbook import embeddings, grids
 
     grid = grids.table4_configs(profile, *overrides)  # as the notebook (its data_path)
-    rows = {k: grid[k] for k in (("SASRec", "IDSR"), ("SASRec", "MMSR"))}
-    return [Section("Table IV IDSR/MMSR SASRec", rows, _seeds(profile))]
+    rows = {k: grid[k] for k in embeddings.MODEL_ROWS.values()}
+    return [Section(embeddings.RUNS_SECTION, rows, _seeds(profile))]
 
 
 def _nb11(profile: str, overrides: Sequence[str]) -> list[Section]:

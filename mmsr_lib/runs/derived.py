@@ -108,14 +108,19 @@ def entries(store: ResultsStore, config_hash: str, recipe: str | None = None) ->
     return [Entry(*(row[f] for f in FIELDS)) for row in rows]
 
 
+def _insert(con: object, entry: Entry, on_conflict: str) -> int:
+    """INSERT OR `on_conflict` (REPLACE | IGNORE) of one entry; the number of rows written."""
+    cur = con.execute(f"INSERT OR {on_conflict} INTO derived ({', '.join(FIELDS)}) VALUES "
+                      f"({', '.join('?' for _ in FIELDS)})", [getattr(entry, f) for f in FIELDS])
+    return cur.rowcount
+
+
 def add(store: ResultsStore, entry: Entry) -> None:
     """Store `entry`; then drop the run's older entries of the same recipe (the replacement
     exists before anything is removed)."""
     _ensure(store)
     with store._write() as con:
-        con.execute(f"INSERT OR REPLACE INTO derived ({', '.join(FIELDS)}) VALUES "
-                    f"({', '.join('?' for _ in FIELDS)})",
-                    [getattr(entry, f) for f in FIELDS])
+        _insert(con, entry, "REPLACE")
         con.execute("DELETE FROM derived WHERE config_hash = ? AND recipe = ? AND NOT "
                     "(run_updated = ? AND code = ?)",
                     (entry.config_hash, entry.recipe, entry.run_updated, entry.code))
@@ -126,21 +131,20 @@ def add_if_absent(store: ResultsStore, entry: Entry) -> bool:
     import never replaces what a store computed itself). True when it was added."""
     _ensure(store)
     with store._write() as con:
-        cur = con.execute(f"INSERT OR IGNORE INTO derived ({', '.join(FIELDS)}) VALUES "
-                          f"({', '.join('?' for _ in FIELDS)})",
-                          [getattr(entry, f) for f in FIELDS])
-    return cur.rowcount > 0
+        return _insert(con, entry, "IGNORE") > 0
 
 
-def cached(store: ResultsStore, record: RunRecord, recipe: str, module: str,
+def cached(store: ResultsStore | None, record: RunRecord, recipe: str, module: str,
            compute: Callable[[], Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """`compute()`'s arrays for `record` under `recipe`, from the store when it holds them for
     this run as stored (`record.updated`) and this code (`code_digest(module)`); else computed
-    (it loads the trained weights) and stored (unless the store was opened read-only). Under ``MMSR_LOAD_ONLY=1`` nothing is computed:
-    an entry of other code is used with a warning, none at all is an error that says how to
-    get it."""
+    (it loads the trained weights) and stored (unless the store was opened read-only; without
+    a store, simply computed). Under ``MMSR_LOAD_ONLY=1`` nothing is computed: an entry of
+    other code is used with a warning, none at all is an error that says how to get it."""
     from mmsr_lib.runs.runner import LOAD_ONLY_ENV
 
+    if store is None:
+        return {name: np.asarray(a) for name, a in compute().items()}
     code = code_digest(module)
     mine = [e for e in entries(store, record.config_hash, recipe)
             if e.run_updated == record.updated]

@@ -152,9 +152,8 @@ def evaluate_cold(record: RunRecord, mode: str = "paper", split: str = "test",
         model, _ = load_trained(record, device, allow_stale)
         return {"ranks": evaluate_model(model, cold, cfg.eval.ks, cfg.eval.batch_size).ranks}
 
-    ranks = (compute() if store is None else derived.cached(
-        store, record, f"cold_start.evaluate_cold mode={mode} split={split}", __name__,
-        compute))["ranks"]
+    ranks = derived.cached(store, record, f"cold_start.evaluate_cold mode={mode} split={split}",
+                           __name__, compute)["ranks"]
     return ColdEval(record.config_hash, mode, split, metrics_from_ranks(ranks, cfg.eval.ks),
                     ranks, exact_training_pairs(data, cold), cold.users.copy(),
                     tuple(cfg.eval.ks))

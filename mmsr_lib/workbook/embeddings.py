@@ -106,9 +106,8 @@ def model_vectors(runs: Mapping[str, Sequence[RunRecord]], split: str = "test",
                 raise ValueError(f"run {rec.name} is on other data than the first run; "
                                  "embeddings of different data sets cannot be compared")
             data = d
-            compute = functools.partial(_run_vectors, rec, split, device)
-            vectors = compute() if store is None else derived.cached(
-                store, rec, f"embeddings.model_vectors split={split}", __name__, compute)
+            vectors = derived.cached(store, rec, f"embeddings.model_vectors split={split}",
+                                     __name__, functools.partial(_run_vectors, rec, split, device))
             items.setdefault(name, []).append(vectors["items"])
             users.setdefault(name, []).append(vectors["users"])
     return ModelVectors(items, users, data)
@@ -350,6 +349,11 @@ def purity_sentence(
 # hundred points and a shorter run so the notebook's smoke test takes seconds.
 MAP_SIZES = {"smoke": (300, 300, 500), "cpu": (None, 1000, 1000), "paper": (1000, 1000, 1000)}
 
+
+# notebook 10's models: Table IV's SASRec rows (its plan section, `plan._nb10`, and `mmsr grid 10
+# --claims` read the same runs)
+MODEL_ROWS = {"IDSR": ("SASRec", "IDSR"), "MMSR": ("SASRec", "MMSR")}
+RUNS_SECTION = "Table IV IDSR/MMSR SASRec"
 
 # the groups notebook 10 states a sentence about (its figures show every group)
 ITEM_SENTENCE_GROUPS = ("cold items", "popular items")
