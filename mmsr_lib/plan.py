@@ -1329,24 +1329,11 @@ INTERRUPTIONS = ("KeyboardInterrupt", "SystemExit", "Terminated")
 
 
 def training_now(cfg: RunConfig) -> bool:
-    """Whether a process is training this run now: it holds the run's lock (the file
-    `runner.run_or_load` locks, `runner.lock_of`). Probed with a shared,
-    non-blocking lock that is let go at once, so nothing waits on it."""
-    import fcntl
+    """Whether a process is training this run now: it holds the run's lock (`runner.lock_of`,
+    probed without waiting: `runner.lock_held`)."""
+    from mmsr_lib.runs.runner import lock_held, lock_of
 
-    from mmsr_lib.runs.runner import lock_of
-
-    try:
-        fh = open(lock_of(cfg), "rb")
-    except OSError:  # no lock file: never started here
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
+    return lock_held(lock_of(cfg))
 
 
 def run_progress(cfg: RunConfig) -> str:

@@ -116,6 +116,49 @@ def test_force_trains_from_scratch_and_replaces_only_when_done(tmp_path: Path) -
     assert rec.status == "done" and rec.metrics["test"]["HR@10"] == 4.0  # the result survived
 
 
+def test_a_rerun_cut_short_resumes_with_the_same_command(tmp_path: Path) -> None:
+    """A forced re-run stopped by a signal keeps its folder (the old result and checkpoint stay
+    in place); the same command resumes it there; once it completes, a new --force starts a
+    new folder. A real error still removes the re-run's folder."""
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = profile_config("smoke", name="resumed",
+                         train__checkpoint_dir=str(tmp_path / "runs")).resolved()
+    dirs: list[Path] = []
+
+    def runner(c: RunConfig, run_dir=None, **_) -> dict:
+        run_dir = Path(run_dir)
+        dirs.append(run_dir)
+        resumed = (run_dir / "checkpoint.pt").exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoint.pt").write_text(f"epochs of run {len(dirs)}")
+        if len(dirs) == 2:
+            raise KeyboardInterrupt  # SIGTERM arrives as cli.Terminated, a KeyboardInterrupt
+        return fake_result(10 if resumed else len(dirs))
+
+    run_or_load(cfg, runner=runner, store=store)
+    with pytest.raises(KeyboardInterrupt):
+        run_or_load(cfg, runner=runner, store=store, force=True)
+    assert dirs[1] != dirs[0] and (dirs[1] / "checkpoint.pt").exists()  # kept
+    rec = store.get(cfg.hash())
+    assert rec.status == "done" and rec.metrics["test"]["HR@10"] == 3.0  # untouched
+    assert (dirs[0] / "checkpoint.pt").read_text() == "epochs of run 1"
+    resumed = run_or_load(cfg, runner=runner, store=store, force=True)
+    assert dirs[2] == dirs[1] and resumed.metrics["test"]["HR@10"] == 12.0
+    assert (dirs[0] / "checkpoint.pt").read_text() == "epochs of run 3"  # promoted
+    assert not dirs[1].exists()
+    run_or_load(cfg, runner=runner, store=store, force=True)
+    assert dirs[3] not in dirs[:3]  # a completed re-run is not resumed by the next --force
+
+    def broken(c: RunConfig, run_dir=None, **_) -> dict:
+        dirs.append(Path(run_dir))
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_or_load(cfg, runner=broken, store=store, force=True)
+    assert not dirs[-1].exists()
+
+
 def test_stale_results_are_not_reused_silently(tmp_path: Path, monkeypatch) -> None:
     store = ResultsStore(tmp_path / "r.sqlite")
     cfg = profile_config("smoke", name="stale")
@@ -348,6 +391,25 @@ def test_load_only_draws_from_the_store_and_never_trains(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="not in the results store.*make notebooks"):
         run_or_load(cfg.override("train.seed=5"), runner=runner, store=store)
     assert calls == [1]
+
+
+def test_load_only_never_waits_on_a_training_run(tmp_path, monkeypatch):
+    """`make figures` beside a training process: a stored run is read although its re-run holds
+    the lock; a run being trained and not yet stored fails at once, saying so."""
+    from mmsr_lib.plan import training_now
+    from mmsr_lib.runs.runner import lock_of, run_lock
+
+    store = ResultsStore(tmp_path / "r.sqlite")
+    cfg = profile_config("smoke", name="fig", train__checkpoint_dir=str(tmp_path / "runs"))
+    run_or_load(cfg, runner=lambda c, **_: fake_result(0), store=store)
+    other = cfg.override("train.seed=5")
+    monkeypatch.setenv("MMSR_LOAD_ONLY", "1")
+    with run_lock(lock_of(cfg)), run_lock(lock_of(other)):  # held as a training process would
+        assert training_now(cfg) and training_now(other)
+        assert run_or_load(cfg, store=store).metrics["test"]["HR@10"] == 2.0
+        with pytest.raises(RuntimeError, match="training in another process.*only draws"):
+            run_or_load(other, store=store)
+    assert not training_now(other)
 
 
 def test_the_fingerprint_ignores_comments_and_docstrings(tmp_path):

@@ -191,12 +191,15 @@ class CARCA(PositionBCE, Recommender):
     def scorer(self, batch_size: int = 512) -> Scorer:
         table = self.item_table(batch_size)
         if self.head is None:
-            return DotScorer(lambda inputs: self._last_states(inputs, table, batch_size), table)
+            return DotScorer(lambda inputs: self.user_vectors(inputs, batch_size, table), table)
         return CarcaScorer(self, table, batch_size)
 
-    def _last_states(self, inputs: torch.Tensor, table: torch.Tensor, batch_size: int
-                     ) -> torch.Tensor:
-        """The profile state at the last position of each left-padded sequence (dot head)."""
+    @torch.no_grad()
+    def user_vectors(self, inputs: torch.Tensor, batch_size: int = 512,
+                     table: torch.Tensor | None = None) -> torch.Tensor:
+        """The profile state at the last position of each left-padded sequence: what the dot
+        head scores items against (`Recommender.user_vectors` for CARCA's profile encoder)."""
+        table = self.item_table(batch_size) if table is None else table
         out = [self.profile(table[chunk], chunk > 0)[:, -1] for chunk in inputs.split(batch_size)]
         return torch.cat(out) if out else table.new_zeros((0, table.shape[1]))
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -107,7 +107,9 @@ def checkpoint_of(source: str, checkpoint_dir: str) -> Path:
     raise FileNotFoundError(
         f"train.init_from={source!r} is neither a checkpoint file nor a run hash with "
         f"{candidate}; train the source run first (`mmsr train ...`, its hash is printed) or "
-        "pass the path of its checkpoint.pt")
+        "pass the path of its checkpoint.pt. A run whose result is stored but whose weights are "
+        "not here (imported from docs/runs, or trained on another machine) must be trained "
+        "again here: its `mmsr train` line with --force")
 
 
 def warm_start(model: Recommender, source: str, checkpoint_dir: str = "runs") -> dict:
@@ -269,11 +271,15 @@ def run_or_load(
       a stale one is re-run (its old row stays readable until the new result replaces it), or
       reused with `allow_stale`.
     - `force` trains again from scratch in a fresh checkpoint folder; the stored result is
-      replaced only when the new run completes.
+      replaced only when the new run completes. A re-run (forced or stale) cut short by an
+      interrupt keeps its folder, and the same command resumes it (`_retrain_tag`).
     - A failure marks the run failed with its message, unless a finished result is stored: that
       stays, so a failed duplicate or re-run never destroys a result.
     - Two processes with the same configuration: the second waits for the first (a file lock
       per run) and then loads its result.
+    - Under ``$MMSR_LOAD_ONLY=1`` (`make figures`) nothing is trained and nothing waits: the
+      stored result is read without the lock (a re-run of it in progress leaves it readable);
+      a run without one is an error at once, saying whether another process is training it.
 
     Under torchrun every rank must call this; rank 0 alone uses the store and the lock.
     """
@@ -286,18 +292,18 @@ def run_or_load(
     main = distributed.is_main_process()
     store = (store if store is not None else ResultsStore()) if main else None
     key = cfg.hash()
+    if load_only:
+        return distributed.broadcast_object(_stored_or_raise(cfg, store) if main else None)
     with run_lock(lock_of(cfg)) if main else contextlib.nullcontext():
         decision = _decide(cfg, store, force, allow_stale) if main else None
         decision = distributed.broadcast_object(decision)
-        if load_only and not decision["reuse"]:
-            raise RuntimeError(
-                f"run {cfg.name} [{key}] is not in the results store, and ${LOAD_ONLY_ENV}=1 "
-                "only draws from stored results; run the notebooks first (`make notebooks "
-                f"PROFILE={cfg.profile}`)")
         if decision["reuse"]:
             return distributed.broadcast_object(store.get(key) if main else None)
         run_dir = run_dir_of(cfg)
         fresh = run_dir / f"retrain-{decision['tag']}" if decision["fresh"] else None
+        if fresh is not None and main and (fresh / "checkpoint.pt").exists():
+            log.info("resuming the re-run of %s cut short earlier in %s (delete that folder to "
+                     "start it from scratch)", cfg.name, fresh)
         if store is not None:
             store.start(cfg)
         # the code this process loaded and the commit it came from, taken before training: a
@@ -310,7 +316,11 @@ def run_or_load(
             if store is not None:
                 store.fail(cfg, f"{type(err).__name__}: {err}")
             if fresh is not None and main:
-                shutil.rmtree(fresh, ignore_errors=True)  # ours; the old checkpoint is intact
+                if isinstance(err, (KeyboardInterrupt, SystemExit)):  # Terminated included
+                    log.warning("the re-run of %s stopped; its checkpoint stays in %s and the "
+                                "same command resumes it", cfg.name, fresh)
+                else:  # ours; the old checkpoint is intact
+                    shutil.rmtree(fresh, ignore_errors=True)
             raise
         if store is None:
             return distributed.broadcast_object(None)
@@ -326,8 +336,8 @@ def run_or_load(
 def _decide(cfg: RunConfig, store: ResultsStore, force: bool, allow_stale: bool) -> dict:
     """Rank 0's choice: reuse the stored record, resume/start in the run folder, or (force,
     stale) start from scratch in a fresh folder."""
-    tag = uuid.uuid4().hex[:8]
     existing = store.get(cfg.hash())
+    tag = _retrain_tag(existing)
     if force:
         return {"reuse": False, "fresh": True, "tag": tag}
     if existing is None or existing.status != "done":
@@ -340,6 +350,45 @@ def _decide(cfg: RunConfig, store: ResultsStore, force: bool, allow_stale: bool)
     log.warning("the stored result of %s [%s] is stale: %s; training again (pass allow_stale to "
                 "reuse it)", cfg.name, cfg.hash(), reason)
     return {"reuse": False, "fresh": True, "tag": tag}
+
+
+def _retrain_tag(existing: RunRecord | None) -> str:
+    """The folder suffix of a re-run from scratch, fixed by the finished record it replaces: a
+    re-run cut short resumes when the same command is given again, and one asked for after it
+    completed (a new record) starts afresh."""
+    stamp = existing.updated if existing is not None and existing.status == "done" else "none"
+    return hashlib.sha256(stamp.encode()).hexdigest()[:8]
+
+
+def lock_held(path: Path) -> bool:
+    """Whether a process holds the run lock `path` (`lock_of`) now: probed with a shared,
+    non-blocking lock that is let go at once, so nothing waits on it."""
+    try:
+        fh = open(path, "rb")
+    except OSError:  # no lock file: never started here
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def _stored_or_raise(cfg: RunConfig, store: ResultsStore) -> RunRecord:
+    """Under ``$MMSR_LOAD_ONLY``: the stored finished record (stale or not, read without the
+    run's lock), else a clear error now instead of a wait behind a training process."""
+    record = store.get(cfg.hash())
+    if record is not None and record.status == "done":
+        return record
+    where = (f"is training in another process now (it holds {lock_of(cfg)}): wait for it to "
+             "finish (`mmsr grid NN --list` shows its epoch), then draw again"
+             if lock_held(lock_of(cfg)) else
+             f"is not in the results store; run the notebooks first (`make notebooks "
+             f"PROFILE={cfg.profile}`)")
+    raise RuntimeError(f"run {cfg.name} [{cfg.hash()}] {where}; ${LOAD_ONLY_ENV}=1 only draws "
+                       "from stored results")
 
 
 def _promote_checkpoint(fresh: Path, run_dir: Path) -> None:

@@ -172,12 +172,18 @@ def _ensure_loaded(kind: str) -> None:
         return
     _LOADED.add(kind)
     for module in _PROVIDERS.get(kind, ()):
-        for name in _package_modules(module[:-2]) if module.endswith(".*") else (module,):
+        package = _package_of(module)
+        for name in _package_modules(package) if package != module else (module,):
             try:
                 importlib.import_module(name)
             except ModuleNotFoundError as err:
                 if err.name != name:  # a real import error inside the module
                     raise
+
+
+def _package_of(provider: str) -> str:
+    """The package a "pkg.*" provider names (a plain module name is its own)."""
+    return provider[:-2] if provider.endswith(".*") else provider
 
 
 def _package_modules(package: str) -> list[str]:
@@ -270,7 +276,7 @@ def entries(kind: str) -> list[Entry]:
     def rank(entry: Entry) -> int:
         module = _defining_module(entry.factory)
         for i, provider in enumerate(providers):
-            prefix = provider[:-2] if provider.endswith(".*") else provider
+            prefix = _package_of(provider)
             if module == prefix or module.startswith(prefix + "."):
                 return i
         return len(providers)
