@@ -273,9 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("notebook", help="notebook number or name, e.g. 02 or 02_fusion")
     grid.add_argument("--list", action="store_true",
                       help="list the runs, grouped by section (the default), each with where it "
-                           "stands in the results store: stored, stale, training (by a process "
-                           "now), stopped (resumes from its checkpoint), failed or to train; a "
-                           "training or stopped run with the epoch its checkpoint reached")
+                           "stands in the results store: stored, no weights (stored, but "
+                           "notebooks 07, 10 and 11 read its trained weights and they are not "
+                           "here, as for runs imported from docs/runs), stale, training (by a "
+                           "process now), stopped (resumes from its checkpoint), failed or to "
+                           "train; a training or stopped run with the epoch its checkpoint "
+                           "reached")
     grid.add_argument("--summary", action="store_true",
                       help="each row from the runs already stored (read only, while a grid "
                            "trains too): seeds stored, converged, best epochs, test HR@10 and "
@@ -292,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="train every run of the notebook's grids, all seeds (the runs `mmsr "
                            "plan --notebook NN` prices, for any notebook 00-12) as one queue "
                            "over the worker processes ($MMSR_WORKERS), sources before the runs "
-                           "warm-started from them; the notebook then loads them")
+                           "warm-started from them, and the 'no weights' runs again "
+                           "(resumable; each stored result replaced when its re-run "
+                           "completes); the notebook then loads them")
     grid.add_argument("--only", default=None, metavar="REGEX",
                       help="only the rows whose 'section / row' matches this regular expression "
                            "(case-insensitive), for --list, --summary and --train (with the "
@@ -579,8 +584,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
     if args.train:
         counts = train_notebook(args.notebook, profile, *args.overrides,
                                 store=_store(args.results), only=args.only, seeds=seeds)
+        again = (f" ({counts['retrained']} of them stored before without their weights, "
+                 "trained again)" if counts.get("retrained") else "")
         print(f"notebook {args.notebook} on {profile}: {counts['runs']} distinct runs, "
-              f"{counts['stored']} stored before, {counts['trained']} trained now")
+              f"{counts['stored']} stored before, {counts['trained']} trained now{again}")
         return 0
     base = profile_config(profile)
     store = _store_if_any(args.results)
@@ -625,10 +632,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
             (["--set", s] for s in config_diff(base, run.config)), [])]
         key = run.config.hash()
         if key not in states:  # a run shared by several rows is looked up once
-            states[key] = run_state(run.config, store)
+            states[key] = run_state(run.config, store, run.reads_weights)
             note = started_progress(run.config, states[key])
             progress[key] = f"[{note}]  " if note else ""
-        print(f"{label_text(run.label):<32} seed {run.config.train.seed:<4} {states[key]:<8}  "
+        print(f"{label_text(run.label):<32} seed {run.config.train.seed:<4} {states[key]:<10}  "
               f"{key}  {progress[key]}{shlex.join(cmd)}")
     counts = Counter(states.values())
     print(f"{len(states)} distinct runs in {store.path if store else 'no results store yet'}: "
@@ -636,6 +643,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
     if counts["archived"]:
         print("archived runs are in the repository's results archive but not in this store: "
               "`mmsr results import docs/runs` adds them, so they are not trained again")
+    if counts["no weights"]:
+        print(f"'no weights' runs are stored (e.g. imported from docs/runs) but notebook "
+              f"{args.notebook} reads each run's trained weights, and neither they nor what was "
+              f"kept from them are on this machine: `mmsr grid {args.notebook} --train --profile "
+              f"{profile}` trains them again (each stored result is replaced when its re-run "
+              "completes; an interrupted one resumes)")
     if counts["stale"]:
         print("stale runs were computed by other code and train again with --train; if that "
               "change cannot alter results, `mmsr results equate --since REV` (REV: the commit "

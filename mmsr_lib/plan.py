@@ -1008,6 +1008,9 @@ class Section:
     # a section that trains one seed on purpose (the quick start, transfer sources that other
     # runs warm-start from by hash) keeps its seeds when a user asks for more (`--seeds`)
     fixed_seeds: bool = False
+    # the notebook reads each run's trained weights (notebooks 07, 10, 11): the `runs.derived`
+    # recipe it keeps from them (its prefix); a stored run with neither here is "no weights"
+    reads_weights: str | None = None
 
 
 # settings that choose the data set itself; `notebook_runs`' overrides (`mmsr grid --set`) apply
@@ -1074,11 +1077,16 @@ def _nb03(profile: str, overrides: Sequence[str]) -> list[Section]:
     return out
 
 
+# the recipes (prefixes) of what notebooks 07, 10 and 11 keep from each run's weights
+COLD_RECIPE, VECTORS_RECIPE, REEVALUATE_RECIPE = (
+    "cold_start.evaluate_cold", "embeddings.model_vectors", "protocol.reevaluate")
+
+
 def _nb07(profile: str, overrides: Sequence[str]) -> list[Section]:
     from mmsr_lib.workbook import grids
 
     return [Section("Table IV (cold)", grids.table4_configs(profile, *overrides),
-                    _seeds(profile))]
+                    _seeds(profile), reads_weights=COLD_RECIPE)]
 
 
 def _nb08(profile: str, overrides: Sequence[str]) -> list[Section]:
@@ -1107,14 +1115,16 @@ def _nb10(profile: str, overrides: Sequence[str]) -> list[Section]:
 
     grid = grids.table4_configs(profile, *overrides)  # as the notebook (its data_path)
     rows = {k: grid[k] for k in embeddings.MODEL_ROWS.values()}
-    return [Section(embeddings.RUNS_SECTION, rows, _seeds(profile))]
+    return [Section(embeddings.RUNS_SECTION, rows, _seeds(profile),
+                    reads_weights=VECTORS_RECIPE)]
 
 
 def _nb11(profile: str, overrides: Sequence[str]) -> list[Section]:
     from mmsr_lib.workbook import protocol
 
     out = [Section("models (all windows, track_test)",
-                   protocol.model_configs(profile, *overrides), _seeds(profile))]
+                   protocol.model_configs(profile, *overrides), _seeds(profile),
+                   reads_weights=REEVALUATE_RECIPE)]
     datasets: dict[str, dict] = {"synthetic": {}}
     if profile != "smoke":
         datasets["movielens-100k"] = {"track_test": False}
@@ -1217,6 +1227,7 @@ class PlannedRun:
     section: str
     label: Any
     config: RunConfig
+    reads_weights: str | None = None  # its section's (`Section.reads_weights`)
 
 
 class GridUnavailable(ValueError):
@@ -1318,11 +1329,13 @@ def notebook_runs(notebook: str, profile: str, *overrides: str,
         sec_seeds = sec.seeds if seeds is None or sec.fixed_seeds else tuple(seeds)
         for label, cfg in sec.configs.items():
             for seed in dict.fromkeys(sec_seeds):
-                out.append(PlannedRun(key, sec.name, label, cfg.override(f"train.seed={seed}")))
+                out.append(PlannedRun(key, sec.name, label, cfg.override(f"train.seed={seed}"),
+                                      sec.reads_weights))
     return select_runs(out, only)
 
 
-RUN_STATES = ("stored", "stale", "training", "stopped", "failed", "archived", "to train")
+RUN_STATES = ("stored", "no weights", "stale", "training", "stopped", "failed", "archived",
+              "to train")
 # how `runner.run_or_load` records a run cut short by the user or a signal (`store.fail` writes
 # the exception's class name first): such a run resumes from its checkpoint, it did not fail
 INTERRUPTIONS = ("KeyboardInterrupt", "SystemExit", "Terminated")
@@ -1365,16 +1378,50 @@ def run_progress(cfg: RunConfig) -> str:
     return text + (", finished: stored when trained again" if done else "")
 
 
-def run_state(cfg: RunConfig, store: Any) -> str:
+def run_state(cfg: RunConfig, store: Any, reads_weights: str | None = None) -> str:
     """Where one run stands in `store` (None: no store yet), one of `RUN_STATES`: *stored*
-    (loaded as is), *stale* (stored by other code or data, so trained again), *training* (a
+    (loaded as is), *no weights* (stored, but the notebook reads its trained weights, recipe
+    `reads_weights`, and neither they nor what was kept from them are here: `weights_here`),
+    *stale* (stored by other code or data, so trained again), *training* (a
     process holds its lock now, a stale run's included: a grid started beside it waits for it,
     then loads it),
     *stopped* (killed or interrupted: it resumes from its last checkpoint when trained again),
     *failed* (its error is in `mmsr results`), *archived* (not in this store, but in the
     repository's results archive, `docs/runs`: `mmsr results import docs/runs` adds it), *to
     train*."""
-    return run_state_and_record(cfg, store)[0]
+    state, record = run_state_and_record(cfg, store)
+    if state == "stored" and reads_weights and not weights_here(record, reads_weights, store):
+        return "training" if training_now(cfg) else "no weights"  # training: its re-run
+    return state
+
+
+def weights_here(record: Any, recipe: str, store: Any) -> bool:
+    """Whether a notebook that reads `record`'s trained weights can draw it on this machine: a
+    model without weights (most-popular), the run's own checkpoint (this very training, not a
+    re-training elsewhere: `trained.check_same_training`), or arrays of `recipe` (a prefix) kept
+    from this training in the store (`runs.derived`, archived with the run). Records imported
+    from docs/runs have none of these until the notebook was run where their weights were."""
+    from mmsr_lib.runs import derived
+    from mmsr_lib.runs.trained import CheckpointError, check_same_training, checkpoint_path
+
+    extra = record.extra or {}
+    if "best_epoch" not in extra and "run_dir" not in extra:  # trained nothing: no weights
+        return True
+    if any(e.recipe.startswith(recipe) and e.run_updated == record.updated
+           for e in derived.entries(store, record.config_hash)):
+        return True
+    path = checkpoint_path(record)
+    if not path.is_file():
+        return False
+    import pickle
+
+    try:  # mmap: only the best epoch and its validation metrics are read
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        check_same_training(record, ck, path)
+    except (CheckpointError, OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError,
+            pickle.UnpicklingError):
+        return False
+    return True
 
 
 def run_state_and_record(cfg: RunConfig, store: Any) -> tuple[str, Any]:
@@ -1543,7 +1590,11 @@ def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = No
     (``train.init_from``, notebook 08's transfers) start only once their source is stored.
     Workers: ``runs.parallel.grid_workers`` unless given. `only` trains the rows it matches
     (`select_runs`) and the sources they warm-start from; `seeds` as in `notebook_runs`.
-    Returns the counts of distinct runs, those stored before, and those trained now."""
+    A stored run of a section that reads the weights, whose weights are not here ("no weights":
+    imported from docs/runs), is trained again (forced: its stored result is replaced when the
+    re-run completes, and an interrupted re-run resumes), since the notebook cannot draw it.
+    Returns the counts of distinct runs, those stored before, those trained now and, of
+    these, the stored ones trained again for their weights ("retrained")."""
     from mmsr_lib.runs.runner import pending_runs, train_pending
     from mmsr_lib.runs.store import ResultsStore
     from mmsr_lib.workbook.transfer import missing_source_checkpoints, source_checkpoint_message
@@ -1561,7 +1612,16 @@ def train_notebook(notebook: str, profile: str, *overrides: str, store: Any = No
             distinct[source] = every[source]
             sources.append(every[source].resolved().train.init_from)
     todo = {cfg.resolved().hash(): cfg for cfg in pending_runs(list(distinct.values()), store)}
-    counts = {"runs": len(distinct), "stored": len(distinct) - len(todo), "trained": len(todo)}
+    weighs = {run.config.resolved().hash(): run.reads_weights for run in runs if run.reads_weights}
+    retrain = {h: cfg for h, cfg in distinct.items() if h not in todo and h in weighs
+               and run_state(cfg, store, weighs[h]) == "no weights"}
+    counts = {"runs": len(distinct), "stored": len(distinct) - len(todo),
+              "trained": len(todo) + len(retrain), "retrained": len(retrain)}
+    if retrain:
+        log.info("%d stored runs of notebook %s have no weights here (imported results): "
+                 "trained again, each stored result replaced when its re-run completes",
+                 len(retrain), notebook)
+        train_pending(list(retrain.values()), store, workers, force=True, progress=progress)
     # a warm start from a run this queue does not train needs that run's checkpoint here
     missing = missing_source_checkpoints(
         [c for c in todo.values() if c.resolved().train.init_from not in todo], store)

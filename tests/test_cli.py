@@ -193,7 +193,7 @@ def test_grid_list_says_where_each_run_stands_in_the_store(capsys, tmp_path, mon
     assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
                  "--results", str(db)]) == 0
     *out, summary, hint = capsys.readouterr().out.strip().splitlines()
-    assert f" stale     {first.hash()}  " in "\n".join(out) and ": 1 stale, " in summary
+    assert f" stale       {first.hash()}  " in "\n".join(out) and ": 1 stale, " in summary
     assert "`mmsr results equate --since REV`" in hint
 
 
@@ -215,13 +215,13 @@ def test_grid_list_names_runs_the_repository_archive_holds(capsys, tmp_path, mon
     assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
                  "--results", str(db)]) == 0
     *out, summary, hint = capsys.readouterr().out.strip().splitlines()
-    assert f" archived  {cfg.hash()}  " in "\n".join(out) and ": 1 archived, " in summary
+    assert f" archived    {cfg.hash()}  " in "\n".join(out) and ": 1 archived, " in summary
     assert "`mmsr results import docs/runs`" in hint
     assert main(["results", "import", str(tmp_path / "runs"), "--results", str(db)]) == 0
     capsys.readouterr()
     main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=1",
           "--results", str(db)])
-    assert f" stored    {cfg.hash()}  " in capsys.readouterr().out
+    assert f" stored      {cfg.hash()}  " in capsys.readouterr().out
 
 
 def test_grid_list_shows_how_far_a_started_run_got(capsys, tmp_path):
@@ -249,9 +249,9 @@ def test_grid_list_shows_how_far_a_started_run_got(capsys, tmp_path):
     assert main(["grid", "03", "--list", "--profile", "smoke", "--set", "train.epochs=3",
                  "--results", str(db)]) == 0
     out = capsys.readouterr().out
-    assert re.search(rf" stopped   {stopped.hash()}  \[epoch 2/3, best [12] "
+    assert re.search(rf" stopped     {stopped.hash()}  \[epoch 2/3, best [12] "
                      r"\(valid NDCG@10 \d+\.\d\d\)\]  mmsr train ", out), out
-    assert f" stopped   {killed.hash()}  mmsr train " in out
+    assert f" stopped     {killed.hash()}  mmsr train " in out
 
 
 def test_tune_chooses_on_validation_and_prints_the_settings(capsys, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from mmsr_lib import plan
@@ -359,10 +360,10 @@ def test_train_notebook_trains_every_planned_run_once_sources_first(tmp_path):
     warm = {r.config.resolved().train.init_from for r in plan.notebook_runs("08", "smoke")}
     assert warm - {None} and (warm - {None}) <= planned  # the queue holds its own sources
     counts = plan.train_notebook("08", "smoke", store=store, workers=2, progress=False)
-    assert counts == {"runs": len(planned), "stored": 0, "trained": len(planned)}
+    assert counts == {"runs": len(planned), "stored": 0, "trained": len(planned), "retrained": 0}
     assert {r.config_hash for r in store.records()} == planned
     again = plan.train_notebook("08", "smoke", store=store, workers=2, progress=False)
-    assert again == {"runs": len(planned), "stored": len(planned), "trained": 0}
+    assert again == {"runs": len(planned), "stored": len(planned), "trained": 0, "retrained": 0}
 
 
 def test_only_selects_rows_by_section_and_label_and_says_what_there_is():
@@ -393,8 +394,56 @@ def test_train_notebook_only_trains_the_matched_rows_and_their_sources(tmp_path)
     assert source and source != transfer.config.resolved().hash()
     counts = plan.train_notebook("08", "smoke", store=store, workers=1, progress=False,
                                  only="Transfer HM-100K")
-    assert counts == {"runs": 2, "stored": 0, "trained": 2}
+    assert counts == {"runs": 2, "stored": 0, "trained": 2, "retrained": 0}
     assert {r.config_hash for r in store.records()} == {source, transfer.config.resolved().hash()}
+
+
+def test_runs_whose_weights_a_notebook_reads_list_as_no_weights_and_train_again(tmp_path):
+    """Notebook 10 reads each run's trained weights: a stored record without them here (as one
+    imported from docs/runs; here its checkpoint is deleted) lists as "no weights", and `mmsr
+    grid 10 --train` trains it again (forced: the record is replaced when the re-run completes),
+    after which it is stored. Arrays kept from this very training (`runs.derived`) stand for
+    the weights, a copy kept from another training of the config does not; a model without
+    weights (most-popular) never lacks them; without `reads_weights` the run is just stored."""
+    from dataclasses import replace
+
+    from mmsr_lib.runs import derived
+    from mmsr_lib.runs.trained import checkpoint_path
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    recipe = plan.VECTORS_RECIPE
+    runs = plan.notebook_runs("10", "smoke", "train.epochs=1")
+    assert len(runs) == 2 and all(r.reads_weights == recipe for r in runs)
+    counts = plan.train_notebook("10", "smoke", "train.epochs=1", store=store, workers=1,
+                                 progress=False)
+    assert counts == {"runs": 2, "stored": 0, "trained": 2, "retrained": 0}
+    first, second = (r.config for r in runs)
+    old = store.get(first.resolved().hash())
+    assert plan.run_state(first, store, recipe) == "stored"
+    checkpoint_path(old).unlink()
+    assert plan.run_state(first, store, recipe) == "no weights"
+    assert plan.run_state(first, store) == "stored"  # its results still draw every table
+
+    counts = plan.train_notebook("10", "smoke", "train.epochs=1", store=store, workers=1,
+                                 progress=False)
+    assert counts == {"runs": 2, "stored": 2, "trained": 1, "retrained": 1}
+    new = store.get(first.resolved().hash())
+    assert new.updated != old.updated and checkpoint_path(new).is_file()
+    assert plan.run_state(first, store, recipe) == "stored"
+
+    rec = store.get(second.resolved().hash())
+    checkpoint_path(rec).unlink()
+    kept = derived.Entry(rec.config_hash, f"{recipe} split=test", "another training", "code",
+                         derived.pack({"items": np.zeros((3, 2))}), "2026-12-07")
+    derived.add(store, kept)
+    assert plan.run_state(second, store, recipe) == "no weights"
+    derived.add(store, replace(kept, run_updated=rec.updated))
+    assert plan.run_state(second, store, recipe) == "stored"
+
+    mostpop = plan.notebook_runs("11", "smoke", only="MostPop")[0]
+    assert mostpop.reads_weights == plan.REEVALUATE_RECIPE
+    run_or_load(mostpop.config, store=store, progress=False)
+    assert plan.run_state(mostpop.config, store, mostpop.reads_weights) == "stored"
 
 
 def test_overrides_reach_every_section_but_catalog_settings_keep_a_real_data_set(caplog):

@@ -163,7 +163,8 @@ def cached(store: ResultsStore | None, record: RunRecord, recipe: str, module: s
             f"{LOAD_ONLY_ENV}=1 computes nothing. It needs the run's trained weights: run the "
             f"notebook without {LOAD_ONLY_ENV} on the machine that holds runs/"
             f"{record.config_hash}/checkpoint.pt (it is then stored, and archived with the run), "
-            "or train the run again")
+            "or train the run again (`mmsr grid NN --list` marks such runs 'no weights'; `mmsr "
+            "grid NN --train` trains them again)")
     try:
         arrays = {name: np.asarray(a) for name, a in compute().items()}
     except FileNotFoundError:
