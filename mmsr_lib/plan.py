@@ -1079,7 +1079,7 @@ def _nb03(profile: str, overrides: Sequence[str]) -> list[Section]:
 
 # the recipes (prefixes) of what notebooks 07, 10 and 11 keep from each run's weights
 COLD_RECIPE, VECTORS_RECIPE, REEVALUATE_RECIPE = (
-    "cold_start.evaluate_cold", "embeddings.model_vectors", "protocol.reevaluate")
+    "cold_start.evaluate_cold mode=paper", "embeddings.model_vectors", "protocol.reevaluate")
 
 
 def _nb07(profile: str, overrides: Sequence[str]) -> list[Section]:

@@ -409,6 +409,7 @@ def test_runs_whose_weights_a_notebook_reads_list_as_no_weights_and_train_again(
 
     from mmsr_lib.runs import derived
     from mmsr_lib.runs.trained import checkpoint_path
+    from mmsr_lib.workbook import cold_start, embeddings
 
     store = ResultsStore(tmp_path / "results.sqlite")
     recipe = plan.VECTORS_RECIPE
@@ -431,14 +432,22 @@ def test_runs_whose_weights_a_notebook_reads_list_as_no_weights_and_train_again(
     assert new.updated != old.updated and checkpoint_path(new).is_file()
     assert plan.run_state(first, store, recipe) == "stored"
 
+    # what notebooks 10 and 07 keep from the weights (their real recipes) stands for them
     rec = store.get(second.resolved().hash())
+    embeddings.model_vectors({"MMSR": [rec]}, store=store)
+    cold_start.evaluate_cold(rec, "paper", store=store)
     checkpoint_path(rec).unlink()
-    kept = derived.Entry(rec.config_hash, f"{recipe} split=test", "another training", "code",
+    assert plan.run_state(second, store, recipe) == "stored"
+    assert plan.run_state(second, store, plan.COLD_RECIPE) == "stored"
+    assert plan.run_state(second, store, plan.REEVALUATE_RECIPE) == "no weights"
+    # ... but not when kept from another training of the config (`first`'s replaced record)
+    checkpoint_path(new).unlink()
+    kept = derived.Entry(new.config_hash, f"{recipe} split=test", old.updated, "code",
                          derived.pack({"items": np.zeros((3, 2))}), "2026-12-07")
     derived.add(store, kept)
-    assert plan.run_state(second, store, recipe) == "no weights"
-    derived.add(store, replace(kept, run_updated=rec.updated))
-    assert plan.run_state(second, store, recipe) == "stored"
+    assert plan.run_state(first, store, recipe) == "no weights"
+    derived.add(store, replace(kept, run_updated=new.updated))
+    assert plan.run_state(first, store, recipe) == "stored"
 
     mostpop = plan.notebook_runs("11", "smoke", only="MostPop")[0]
     assert mostpop.reads_weights == plan.REEVALUATE_RECIPE
