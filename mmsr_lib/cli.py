@@ -585,7 +585,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         counts = train_notebook(args.notebook, profile, *args.overrides,
                                 store=_store(args.results), only=args.only, seeds=seeds)
         again = (f" ({counts['retrained']} of them stored before without their weights, "
-                 "trained again)" if counts.get("retrained") else "")
+                 "trained again)" if counts["retrained"] else "")
         print(f"notebook {args.notebook} on {profile}: {counts['runs']} distinct runs, "
               f"{counts['stored']} stored before, {counts['trained']} trained now{again}")
         return 0

@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import resource
 import sys
@@ -1349,13 +1350,23 @@ def training_now(cfg: RunConfig) -> bool:
     return lock_held(lock_of(cfg))
 
 
+# what reading a damaged, truncated or foreign checkpoint (or a missing key of it) raises;
+# `weights_only=True` refuses anything but tensors and plain values
+UNREADABLE_CHECKPOINT = (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError,
+                         pickle.UnpicklingError)
+
+
+def _checkpoint_header(path: Path) -> dict:
+    """A checkpoint memory-mapped (never unpickled: ``weights_only``): the few values a listing
+    reads come off the disk, the weights do not. Raises one of `UNREADABLE_CHECKPOINT`."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def run_progress(cfg: RunConfig) -> str:
     """How far a started run got, from its resumable checkpoint (the newest of
     ``<checkpoint_dir>/<hash>/checkpoint.pt`` and, for a stale run trained again, its
     ``retrain-*`` folder): "epoch 77/200, best 77"; "" when no epoch has finished yet. For
     `mmsr grid --list`, so a user sees whether a long run is worth waiting for."""
-    import pickle
-
     from mmsr_lib.runs.runner import run_dir_of
     from mmsr_lib.train import SELECTION_METRIC
 
@@ -1365,12 +1376,11 @@ def run_progress(cfg: RunConfig) -> str:
     if not found:
         return ""
     path = max(found, key=lambda p: p.stat().st_mtime)
-    try:  # mmap: only the few numbers below are read, not the weights
-        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        ck = _checkpoint_header(path)
         epoch, best, done = int(ck["epoch"]) + 1, int(ck["best_epoch"]), bool(ck["done"])
         score = float(ck["best_score"])
-    except (OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError,
-            pickle.UnpicklingError) as err:
+    except UNREADABLE_CHECKPOINT as err:
         return f"checkpoint {path} unreadable ({type(err).__name__})"
     text = f"epoch {epoch}/{cfg.resolved().train.epochs}, best {best}"
     if best:
@@ -1407,19 +1417,14 @@ def weights_here(record: Any, recipe: str, store: Any) -> bool:
     extra = record.extra or {}
     if "best_epoch" not in extra and "run_dir" not in extra:  # trained nothing: no weights
         return True
-    if any(e.recipe.startswith(recipe) and e.run_updated == record.updated
-           for e in derived.entries(store, record.config_hash)):
+    if derived.kept(store, record.config_hash, record.updated, recipe):
         return True
     path = checkpoint_path(record)
     if not path.is_file():
         return False
-    import pickle
-
-    try:  # mmap: only the best epoch and its validation metrics are read
-        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        check_same_training(record, ck, path)
-    except (CheckpointError, OSError, RuntimeError, EOFError, KeyError, TypeError, ValueError,
-            pickle.UnpicklingError):
+    try:
+        check_same_training(record, _checkpoint_header(path), path)
+    except (CheckpointError, *UNREADABLE_CHECKPOINT):
         return False
     return True
 

@@ -94,11 +94,15 @@ def _ensure(store: ResultsStore) -> None:
         con.executescript(_SCHEMA)
 
 
+def _has_table(con: object) -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                       "name = 'derived'").fetchone() is not None
+
+
 def entries(store: ResultsStore, config_hash: str, recipe: str | None = None) -> list[Entry]:
     """The stored derivations of a run (of one recipe when given), newest first."""
     with store._connect() as con:
-        if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                           "name = 'derived'").fetchone():
+        if not _has_table(con):
             return []
         where, args = "config_hash = ?", [config_hash]
         if recipe is not None:
@@ -106,6 +110,17 @@ def entries(store: ResultsStore, config_hash: str, recipe: str | None = None) ->
         rows = con.execute(f"SELECT {', '.join(FIELDS)} FROM derived WHERE {where} "
                            "ORDER BY created DESC", args).fetchall()
     return [Entry(*(row[f] for f in FIELDS)) for row in rows]
+
+
+def kept(store: ResultsStore, config_hash: str, run_updated: str, recipe_prefix: str) -> bool:
+    """Whether the store keeps arrays of a recipe (its prefix) for this training of a run
+    (`run_updated`), of any code: a question `mmsr grid --list` asks per run, answered without
+    reading the arrays."""
+    with store._connect() as con:
+        return _has_table(con) and con.execute(
+            "SELECT 1 FROM derived WHERE config_hash = ? AND run_updated = ? AND "
+            "substr(recipe, 1, ?) = ? LIMIT 1",
+            (config_hash, run_updated, len(recipe_prefix), recipe_prefix)).fetchone() is not None
 
 
 def _insert(con: object, entry: Entry, on_conflict: str) -> int:
