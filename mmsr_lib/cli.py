@@ -41,6 +41,7 @@ EPILOG = """examples:
   mmsr results list
   mmsr results export --csv results.csv
   mmsr results equate --since HEAD~1          # keep runs through a change shown not to alter them
+  mmsr results replay HASH                    # does this machine re-compute a stored run bit for bit?
   mmsr results archive docs/runs --profile cpu  # finished runs as files for git; `import` reads them
   mmsr bench eval
   mmsr plan --notebook 03 --profile cpu       # fits? how long? (probe + prediction)
@@ -257,6 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     eq.add_argument("--epochs", type=int, default=1, help="epochs of each check (default 1)")
     eq.add_argument("--dry-run", action="store_true", help="check, but record nothing")
     eq.add_argument("--results", default=None)
+
+    rp = rsub.add_parser(
+        "replay", help="does this machine re-compute a stored run bit for bit? (read-only)",
+        description="Train a stored run's first --epochs epoch(s) again here, with its own "
+                    "configuration, learning-rate schedule and thread count, and compare each "
+                    "epoch's loss, learning rate and validation metrics with the stored history "
+                    "to the last bit. Equal: re-training the run here gives its numbers. "
+                    "Different: this machine's CPU kernels (instruction set, maker, MKL / oneDNN "
+                    "paths) or the code differ, and a re-training will move its decimals. Exit "
+                    "status 0 when equal, 1 when not. Nothing is written. "
+                    "Example: mmsr results replay 8a067d4abc807e73")
+    rp.add_argument("config_hash", metavar="HASH", help="the run's hash (a unique prefix will do)")
+    rp.add_argument("--epochs", type=int, default=1, help="epochs to replay (default 1)")
+    rp.add_argument("--results", default=None)
 
     comp = sub.add_parser("components", help="list what can be picked, one line each",
                           description="Kinds: text_encoder, vision_encoder, vlp, fusion, "
@@ -525,6 +540,12 @@ def cmd_results(args: argparse.Namespace) -> int:
         report = equate(store, args.since, epochs=args.epochs, write=not args.dry_run)
         print("\n".join(report_lines(report, written=not args.dry_run)))
         return 0 if all(report.pairs().values()) else 1
+    if args.results_command == "replay":
+        from mmsr_lib.runs.replay import replay, report_lines
+
+        result = replay(store, args.config_hash, epochs=args.epochs)
+        print("\n".join(report_lines(result)))
+        return 0 if result.equal else 1
     if args.results_command == "export":
         print(store.export_csv(args.csv))
         return 0
