@@ -75,3 +75,25 @@ def test_the_command_exits_0_when_equal(stored, capsys):
     assert main(["results", "replay", CFG.hash(), "--results", str(stored.path)]) == 0
     out = capsys.readouterr().out
     assert "epoch 1: loss " in out and "equal to the last bit" in out
+
+
+def test_a_run_trained_on_a_gpu_or_several_processes_is_named_as_the_cause(stored):
+    rec = stored.get(CFG.hash())
+    history = rec.history
+    history[0]["loss"] += 1e-9
+    extra = {**rec.extra, "device": "cuda:0", "world_size": 2}
+    with sqlite3.connect(stored.path) as con:
+        con.execute("UPDATE runs SET history = ?, extra = ? WHERE config_hash = ?",
+                    (json.dumps(history), json.dumps(extra), rec.config_hash))
+    r = replay(stored, CFG.hash())
+    assert not r.equal and r.trained_otherwise == "on cuda:0 and on 2 processes (torchrun)"
+    assert "trained on cuda:0 and on 2 processes (torchrun), replayed in one CPU process" in (
+        report_lines(r)[-1])
+
+
+def test_a_model_without_training_has_nothing_to_replay(tmp_path):
+    store = ResultsStore(tmp_path / "r.sqlite")
+    pop = profile_config("smoke").override("model.recommender=mostpop", "name=pop")
+    run_or_load(pop, store=store, progress=False)
+    with pytest.raises(ValueError, match="no training history"):
+        replay(store, pop.hash())

@@ -49,6 +49,9 @@ class Replay:
     here_machine: dict
     threads: int  # the thread count the replay ran with
     same_code: bool  # the run's code fingerprint is the current code's (or verified equal)
+    # how the stored run was trained when no CPU replay can equal it bit for bit, e.g. "on
+    # cuda:0", "on 2 processes (torchrun)"; "" for a one-process CPU run
+    trained_otherwise: str
     difference: str  # the first value that differs, "" when every compared value is equal
 
     @property
@@ -71,6 +74,9 @@ def replay(store: ResultsStore, config_hash: str, epochs: int = 1) -> Replay:
     if epochs < 1:
         raise ValueError(f"--epochs {epochs}: at least 1")
     rec = _finished(store, config_hash)
+    if not rec.history:
+        raise ValueError(f"run {rec.config_hash} ({rec.name}) has no training history (a model "
+                         "that is not trained, e.g. most-popular): nothing to replay")
     if len(rec.history) < epochs:
         raise ValueError(f"run {config_hash} ({rec.name}) stored {len(rec.history)} epoch(s); "
                          f"replay at most that many (--epochs {len(rec.history)})")
@@ -107,9 +113,14 @@ def replay(store: ResultsStore, config_hash: str, epochs: int = 1) -> Replay:
     here_machine = {**machine(), "torch_threads": threads}
     difference = next((d for i, (s, h) in enumerate(zip(stored, here, strict=True))
                        if (d := first_difference(s, h, f"epoch {i + 1} "))), "")
+    extra = rec.extra or {}
+    device = str(extra.get("device") or "cpu")
+    otherwise = [] if device == "cpu" else [f"on {device}"]
+    if int(extra.get("world_size") or 1) > 1:
+        otherwise.append(f"on {extra['world_size']} processes (torchrun)")
     return Replay(rec.config_hash, rec.name, epochs, stored, here, stored_machine, here_machine,
                   threads, same_code(rec.code_fingerprint, code_fingerprint(rec.run_config())),
-                  difference)
+                  " and ".join(otherwise), difference)
 
 
 def _finished(store: ResultsStore, config_hash: str) -> RunRecord:
@@ -152,10 +163,15 @@ def report_lines(r: Replay) -> list[str]:
                      f"--force` and {r.threads} thread(s) it should give the stored numbers")
     else:
         lines.append(f"differs: first at {r.difference}")
-        why = ("the run was computed by other code (it is stale here), so the code may be the "
-               "cause" if not r.same_code else
-               "same code, so the machine's kernels are the cause (instruction set, CPU maker, "
-               "MKL / oneDNN paths; README, \"Deterministic kernels\")")
+        if r.trained_otherwise:
+            why = (f"the run was trained {r.trained_otherwise}, replayed in one CPU process "
+                   "here: equal only up to float rounding at best")
+        elif not r.same_code:
+            why = ("the run was computed by other code (it is stale here), so the code may be "
+                   "the cause")
+        else:
+            why = ("same code, so the machine's kernels are the cause (instruction set, CPU "
+                   "maker, MKL / oneDNN paths; README, \"Deterministic kernels\")")
         lines.append(f"  {why}; a re-training here will likely move best epochs and the second "
                      "decimal of its metrics, most at high learning rates. Compare over seeds, "
                      "not bit for bit.")
