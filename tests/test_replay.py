@@ -97,3 +97,16 @@ def test_a_model_without_training_has_nothing_to_replay(tmp_path):
     run_or_load(pop, store=store, progress=False)
     with pytest.raises(ValueError, match="no training history"):
         replay(store, pop.hash())
+
+
+def test_a_run_without_a_recorded_machine_names_threads_and_machine_as_causes(stored):
+    rec = stored.get(CFG.hash())
+    history = rec.history
+    history[0]["loss"] += 1e-9
+    extra = {k: v for k, v in rec.extra.items() if k != "machine"}
+    with sqlite3.connect(stored.path) as con:
+        con.execute("UPDATE runs SET history = ?, extra = ? WHERE config_hash = ?",
+                    (json.dumps(history), json.dumps(extra), rec.config_hash))
+    lines = report_lines(replay(stored, CFG.hash()))
+    assert lines[1] == "  stored on: not recorded (stored before runs named their machine)"
+    assert "machine and thread count were not recorded (replayed with 1 thread(s))" in lines[-1]

@@ -169,6 +169,9 @@ def report_lines(r: Replay) -> list[str]:
         elif not r.same_code:
             why = ("the run was computed by other code (it is stale here), so the code may be "
                    "the cause")
+        elif not r.stored_machine:
+            why = (f"the run's machine and thread count were not recorded (replayed with "
+                   f"{r.threads} thread(s)), so either may be the cause")
         else:
             why = ("same code, so the machine's kernels are the cause (instruction set, CPU "
                    "maker, MKL / oneDNN paths; README, \"Deterministic kernels\")")
