@@ -6,7 +6,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 
-.PHONY: demo test lint notebooks figures clean-results venv mpnet gpu-pack gpu-check
+SYSPKG := $(VENV)/.system-packages
+
+.PHONY: demo test lint notebooks figures clean-results venv mpnet gpu-pack gpu-check system-packages
 
 venv: $(STAMP)
 
@@ -20,8 +22,34 @@ $(STAMP): pyproject.toml requirements-offline.txt
 demo: $(STAMP)
 	$(VENV)/bin/mmsr demo --profile $(PROFILE)
 
-test: $(STAMP)
+test: $(STAMP) $(SYSPKG)
 	$(PY) -m pytest
+
+# Debian packages some tests use, installed once where the machine allows (root, or sudo without
+# a password): Chromium + ChromeDriver for tests/test_browser.py (JupyterLab in a real browser)
+# and dataset-fashion-mnist (real product photos for the synthetic catalog). Best effort: where
+# they cannot be installed those tests skip and say how; `make system-packages` tries again.
+$(SYSPKG): | $(STAMP)
+	@missing=""; \
+	{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || missing="chromium chromium-driver"; \
+	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	if [ -n "$$missing" ]; then \
+	    root=""; \
+	    if [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then root="sudo -n"; fi; \
+	    if command -v apt-get >/dev/null 2>&1 && $$root apt-get update -q >/dev/null \
+	        && $$root env DEBIAN_FRONTEND=noninteractive \
+	            apt-get install -y -q --no-install-recommends $$missing >/dev/null; then \
+	        echo "installed:$$missing"; \
+	    else \
+	        echo "warning: could not install$$missing with apt-get; the tests that need them" \
+	             "skip and say how to install them (make system-packages tries again)" >&2; \
+	    fi; \
+	fi; \
+	touch $@
+
+system-packages:
+	rm -f $(SYSPKG)
+	$(MAKE) $(SYSPKG)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mmsr_lib tests
