@@ -78,7 +78,7 @@ def replay(store: ResultsStore, config_hash: str, epochs: int = 1) -> Replay:
         raise ValueError(f"run {rec.config_hash} ({rec.name}) has no training history (a model "
                          "that is not trained, e.g. most-popular): nothing to replay")
     if len(rec.history) < epochs:
-        raise ValueError(f"run {config_hash} ({rec.name}) stored {len(rec.history)} epoch(s); "
+        raise ValueError(f"run {rec.config_hash} ({rec.name}) stored {len(rec.history)} epoch(s); "
                          f"replay at most that many (--epochs {len(rec.history)})")
     cfg = rec.run_config().resolved()
     if resolve_device(cfg.train.device).type != "cpu":
@@ -86,7 +86,7 @@ def replay(store: ResultsStore, config_hash: str, epochs: int = 1) -> Replay:
     data = load_data(cfg.data)
     if rec.dataset_fingerprint and data.fingerprint() != rec.dataset_fingerprint:
         raise ValueError(
-            f"run {config_hash} ({rec.name}) was trained on another version of its data set "
+            f"run {rec.config_hash} ({rec.name}) was trained on another version of its data set "
             f"({cfg.data.source}): the data here has fingerprint {data.fingerprint()}, the run "
             f"{rec.dataset_fingerprint}. Re-create the data set as the run's config says (e.g. "
             "`mmsr data synth` with the run's settings) before replaying it")
